@@ -1,0 +1,241 @@
+"""Dataset discovery: a folder, a zip or uploaded (path, label) pairs -> verified samples.
+
+Every file ends up either as a :class:`Sample` (decoded once to prove it is usable) or as a
+:class:`Skipped` record with a plain reason. Hidden files and OS litter are ignored silently.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inspector.data.archive import extract_zip
+from inspector.data.images import MAX_IMAGE_PIXELS, content_hash, is_image_path, load_image, read_bytes
+from inspector.data.types import Skipped, display_path, is_ignored_name
+from inspector.errors import ImageLoadError, InspectorError
+
+__all__ = ["LabeledDataset", "Sample", "Skipped", "discover_dataset", "natural_key"]
+
+_LAYOUT_HINT = "Put the images into one sub-folder per class, e.g. data/ok/*.png and data/scratch/*.png"
+# Decoding is mostly C code that releases the GIL, so threads scale with cores.
+_WORKERS = min(8, (os.cpu_count() or 1) + 1)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One verified image: ``width``/``height`` are after EXIF orientation."""
+
+    path: Path
+    label: str
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass
+class LabeledDataset:
+    """Verified samples plus everything that was left out.
+
+    ``classes`` holds only classes with at least one usable image; ``empty_classes`` names
+    class folders (or labels) that had none.
+    """
+
+    samples: list[Sample]
+    classes: list[str]
+    skipped: list[Skipped]
+    root: Path | None
+    empty_classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        """Class index of every sample (indices into ``classes``)."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        return [index[s.label] for s in self.samples]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [s.path for s in self.samples]
+
+    def counts(self) -> dict[str, int]:
+        """Images per class, in class order (classes with 0 images included as 0)."""
+        counter = Counter(s.label for s in self.samples)
+        return {name: counter.get(name, 0) for name in self.classes}
+
+    def subset(self, indices: Iterable[int]) -> LabeledDataset:
+        """Samples at ``indices``; classes, skipped and empty classes are kept unchanged
+        so that label indices mean the same in every subset."""
+        return LabeledDataset(
+            samples=[self.samples[int(i)] for i in indices],
+            classes=list(self.classes),
+            skipped=list(self.skipped),
+            root=self.root,
+            empty_classes=list(self.empty_classes),
+        )
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders 'img2' before 'img10' (case-sensitive)."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def discover_dataset(
+    source: str | os.PathLike | Iterable[tuple[str | os.PathLike, str]],
+    *,
+    extract_dir: Path | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> LabeledDataset:
+    """Find and verify the labelled images in a folder, a ``.zip`` or ``(path, label)`` pairs.
+
+    A folder (or zip) holds one sub-folder per class; images in deeper folders count for
+    their first-level folder. One wrapping folder around the class folders is looked
+    through. A zip is extracted into ``extract_dir`` (a new temporary folder if None; it
+    must outlive the dataset because samples point into it).
+
+    Raises:
+        InspectorError: the path is missing, is neither folder nor zip, has images but no
+            class folders, or no usable image was found.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return _discover_path(Path(source), extract_dir, max_pixels)
+    return _discover_pairs(source, max_pixels)
+
+
+def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int) -> LabeledDataset:
+    if not path.exists():
+        raise InspectorError(f"'{path}' does not exist.")
+    if path.is_dir():
+        return _discover_folder(path, [], max_pixels)
+    if path.suffix.lower() != ".zip":
+        raise InspectorError(f"'{path.name}' is a file, not a folder or a .zip archive. {_LAYOUT_HINT}.")
+    dest = extract_dir if extract_dir is not None else Path(tempfile.mkdtemp(prefix="inspector-zip-"))
+    root, skipped = extract_zip(path, dest)
+    return _discover_folder(root, skipped, max_pixels)
+
+
+def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int) -> LabeledDataset:
+    """Class folders under ``root`` (after looking through wrapping folders)."""
+    root = _class_root(root)
+    dirs, files = _visible_children(root)
+    if not dirs:
+        raise InspectorError(f"No class folders found in '{root.name}'. {_LAYOUT_HINT}.")
+    skipped = list(skipped)
+    for f in files:
+        reason = "not in a class folder" if is_image_path(f) else _non_image_reason(f)
+        skipped.append(Skipped(f.name, reason))
+    candidates: list[tuple[Path, str]] = []
+    for class_dir in dirs:
+        for path in _walk_files(class_dir):
+            if is_image_path(path):
+                candidates.append((path, class_dir.name))
+            else:
+                skipped.append(Skipped(display_path(path, root), _non_image_reason(path)))
+    return _verify(candidates, [d.name for d in dirs], skipped, root, max_pixels)
+
+
+def _discover_pairs(pairs: Iterable[tuple[str | os.PathLike, str]], max_pixels: int) -> LabeledDataset:
+    """Uploaded files with their labels (the web app's path)."""
+    candidates: list[tuple[Path, str]] = []
+    skipped: list[Skipped] = []
+    labels: list[str] = []
+    for raw_path, raw_label in pairs:
+        path, label = Path(raw_path), str(raw_label).strip()
+        if not label:
+            skipped.append(Skipped(str(path), "no label given"))
+            continue
+        labels.append(label)
+        if is_ignored_name(path.name):
+            continue
+        if is_image_path(path):
+            candidates.append((path, label))
+        else:
+            skipped.append(Skipped(str(path), _non_image_reason(path)))
+    return _verify(candidates, sorted(set(labels), key=natural_key), skipped, None, max_pixels)
+
+
+def _class_root(root: Path) -> Path:
+    """Descend through single folders that wrap the class folders (``dataset/ok/...``)."""
+    while True:
+        dirs, files = _visible_children(root)
+        if len(dirs) != 1 or any(is_image_path(f) for f in files):
+            return root
+        inner_dirs, inner_files = _visible_children(dirs[0])
+        if not inner_dirs or any(is_image_path(f) for f in inner_files):
+            return root  # dirs[0] is itself a class folder
+        root = dirs[0]
+
+
+def _visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Sorted (folders, files) of ``folder`` without hidden entries and OS litter."""
+    children = sorted(
+        (p for p in folder.iterdir() if not is_ignored_name(p.name)), key=lambda p: natural_key(p.name)
+    )
+    return [p for p in children if p.is_dir()], [p for p in children if not p.is_dir()]
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """All visible files below ``folder``, in natural order."""
+    found: list[Path] = []
+    for current, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not is_ignored_name(d)]
+        found.extend(Path(current, f) for f in filenames if not is_ignored_name(f))
+    return sorted(found, key=lambda p: natural_key(str(p)))
+
+
+def _non_image_reason(path: Path) -> str:
+    return f"not an image file ({path.suffix.lower() or 'no extension'})"
+
+
+def _verify(
+    candidates: Sequence[tuple[Path, str]],
+    class_names: Sequence[str],
+    skipped: list[Skipped],
+    root: Path | None,
+    max_pixels: int,
+) -> LabeledDataset:
+    """Decode every candidate once (in threads); build the dataset from the good ones."""
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        results = list(pool.map(lambda c: _inspect(c[0], c[1], max_pixels), candidates))
+    samples: list[Sample] = []
+    for (path, _), result in zip(candidates, results):
+        if isinstance(result, Sample):
+            samples.append(result)
+        else:
+            skipped.append(Skipped(display_path(path, root), result))
+    if not samples:
+        raise InspectorError(_nothing_usable_message(root, skipped))
+    samples.sort(key=lambda s: (natural_key(s.label), natural_key(str(s.path))))
+    present = {s.label for s in samples}
+    return LabeledDataset(
+        samples=samples,
+        classes=sorted(present, key=natural_key),
+        skipped=skipped,
+        root=root,
+        empty_classes=[c for c in class_names if c not in present],
+    )
+
+
+def _inspect(path: Path, label: str, max_pixels: int) -> Sample | str:
+    """A verified Sample, or the reason the file cannot be used."""
+    try:
+        data = read_bytes(path)
+        image = load_image(data, max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        return str(exc)
+    return Sample(path=path, label=label, sha256=content_hash(data), width=image.width, height=image.height)
+
+
+def _nothing_usable_message(root: Path | None, skipped: list[Skipped]) -> str:
+    where = f" in '{root.name}'" if root is not None else ""
+    if not skipped:
+        return f"No images found{where}. {_LAYOUT_HINT}."
+    reasons = Counter(s.reason for s in skipped).most_common(3)
+    summary = "; ".join(f"{n} x {reason}" for reason, n in reasons)
+    return f"No usable images found{where}: {len(skipped)} files were skipped ({summary})."

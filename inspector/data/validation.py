@@ -1,0 +1,204 @@
+"""Dataset checks in words a quality engineer understands, before any training starts."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from inspector.data.discovery import LabeledDataset, Sample
+from inspector.data.splits import plan_validation
+from inspector.data.types import display_path as _show
+
+__all__ = ["Finding", "ValidationReport", "validate_dataset"]
+
+_MAX_NAMED = 5  # how many files a message names before saying "and N more"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation: ``level`` is "error" (blocks training), "warning" or "info"."""
+
+    level: str
+    code: str
+    message: str
+    paths: tuple[str, ...] = ()
+
+
+@dataclass
+class ValidationReport:
+    findings: list[Finding]
+    counts: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing blocks training (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warning"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (saved with a run, shown by the CLI)."""
+        return {
+            "ok": self.ok,
+            "counts": dict(self.counts),
+            "findings": [{**asdict(f), "paths": list(f.paths)} for f in self.findings],
+        }
+
+
+def validate_dataset(
+    ds: LabeledDataset,
+    *,
+    min_images_per_class: int = 2,
+    imbalance_ratio: float = 5.0,
+    min_side: int = 32,
+) -> ValidationReport:
+    """Check a discovered dataset; errors mean training cannot start."""
+    counts = ds.counts()
+    findings = [
+        *_check_classes(counts, min_images_per_class),
+        *_check_empty_classes(ds),
+        *_check_duplicates(ds),
+        *_check_label_conflicts(ds),
+        *_check_imbalance(counts, imbalance_ratio),
+        *_check_tiny(ds, min_side),
+        *_check_skipped(ds),
+    ]
+    if not any(f.level == "error" for f in findings):
+        findings.extend(_check_few_images(ds))
+    return ValidationReport(findings=findings, counts=counts)
+
+
+def _check_classes(counts: dict[str, int], min_images: int) -> list[Finding]:
+    findings = []
+    if len(counts) < 2:
+        found = f"only '{next(iter(counts))}' was found" if counts else "none was found"
+        findings.append(Finding(
+            "error", "too_few_classes",
+            f"Training needs at least two classes (for example 'ok' and 'defect'), but {found}. "
+            "Add a folder of images for each class.",
+        ))
+    for name, n in counts.items():
+        if n < min_images:
+            findings.append(Finding(
+                "error", "class_too_small",
+                f"Class '{name}' has {_images(n)}; at least {min_images} are needed per class.",
+            ))
+    return findings
+
+
+def _check_empty_classes(ds: LabeledDataset) -> list[Finding]:
+    return [
+        Finding("warning", "empty_class",
+                f"Class folder '{name}' has no usable images, so it is left out of training.")
+        for name in ds.empty_classes
+    ]
+
+
+def _check_duplicates(ds: LabeledDataset) -> list[Finding]:
+    groups = _group(ds.samples, key=lambda s: (s.label, s.sha256))
+    dups = [g for g in groups.values() if len(g) > 1]
+    if not dups:
+        return []
+    extra = sum(len(g) - 1 for g in dups)
+    paths = tuple(_show(s.path, ds.root) for g in dups for s in g)
+    return [Finding(
+        "warning", "duplicates",
+        f"{extra} image(s) are exact copies of another image in the same class "
+        f"({_names(paths)}). Copies add nothing and make validation scores look better than they are.",
+        paths,
+    )]
+
+
+def _check_label_conflicts(ds: LabeledDataset) -> list[Finding]:
+    groups = _group(ds.samples, key=lambda s: s.sha256)
+    conflicts = [g for g in groups.values() if len({s.label for s in g}) > 1]
+    if not conflicts:
+        return []
+    examples = "; ".join(
+        f"{_show(g[0].path, ds.root)} is in " + " and ".join(sorted({f"'{s.label}'" for s in g}))
+        for g in conflicts[:_MAX_NAMED]
+    )
+    paths = tuple(_show(s.path, ds.root) for g in conflicts for s in g)
+    return [Finding(
+        "warning", "label_conflict",
+        f"Label conflict: {len(conflicts)} image(s) appear under different classes ({examples}). "
+        "Keep each image in one class only.",
+        paths,
+    )]
+
+
+def _check_imbalance(counts: dict[str, int], max_ratio: float) -> list[Finding]:
+    present = {k: v for k, v in counts.items() if v > 0}
+    if len(present) < 2:
+        return []
+    big = max(present, key=present.__getitem__)
+    small = min(present, key=present.__getitem__)
+    ratio = present[big] / present[small]
+    if ratio <= max_ratio:
+        return []
+    return [Finding(
+        "warning", "class_imbalance",
+        f"Classes are unbalanced: '{big}' has {_images(present[big])} but '{small}' only "
+        f"{present[small]} ({ratio:.1f} times fewer). The model may favour '{big}'; "
+        f"add images of '{small}' if you can.",
+    )]
+
+
+def _check_tiny(ds: LabeledDataset, min_side: int) -> list[Finding]:
+    tiny = [s for s in ds.samples if min(s.width, s.height) < min_side]
+    if not tiny:
+        return []
+    paths = tuple(_show(s.path, ds.root) for s in tiny)
+    return [Finding(
+        "warning", "tiny_images",
+        f"{len(tiny)} image(s) are smaller than {min_side} pixels on a side ({_names(paths)}); "
+        "they carry little detail and will be enlarged.",
+        paths,
+    )]
+
+
+def _check_skipped(ds: LabeledDataset) -> list[Finding]:
+    if not ds.skipped:
+        return []
+    reasons = "; ".join(f"{n} x {r}" for r, n in Counter(s.reason for s in ds.skipped).most_common())
+    return [Finding(
+        "warning", "skipped_files",
+        f"{len(ds.skipped)} file(s) were skipped and will not be used: {reasons}.",
+        tuple(s.path for s in ds.skipped),
+    )]
+
+
+def _check_few_images(ds: LabeledDataset) -> list[Finding]:
+    """Say up front when the split will be cross-validation (only if training can start)."""
+    plan = plan_validation(ds.labels)
+    if plan.mode != "cross_validation":
+        return []
+    smallest = min(ds.counts().values())
+    return [Finding(
+        "info", "few_images",
+        f"{smallest} images per class is few (smallest class); {len(plan.folds)}-fold "
+        "cross-validation will be used instead of a hold-out split.",
+    )]
+
+
+def _group(samples: list[Sample], key) -> dict[Any, list[Sample]]:
+    groups: dict[Any, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[key(s)].append(s)
+    return groups
+
+
+def _names(paths: tuple[str, ...]) -> str:
+    shown = ", ".join(paths[:_MAX_NAMED])
+    more = len(paths) - _MAX_NAMED
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
