@@ -32,9 +32,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 MAX_IMAGE_PIXELS = 80_000_000
 
 # Decoders we trust with arbitrary bytes. Restricting Image.open to these keeps exotic
-# plugins (EPS runs Ghostscript, for instance) away from user files. MPO is how Pillow
-# opens many phone JPEGs (multi-picture format).
-_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP", "GIF")
+# plugins (EPS runs Ghostscript, for instance) away from user files. The JPEG opener
+# also returns the multi-picture (MPO) images many phones write.
+_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 # Bit depths a 16-bit container may really hold (cameras write 10, 12 or 14 bit data).
 _BIT_DEPTHS = (8, 10, 12, 14, 16)
 _WHITE = (255, 255, 255)
@@ -74,7 +74,8 @@ def load_image(
     - 16/32-bit grey images are scaled to 8 bit by the bit depth they really use: the
       smallest of 8, 10, 12, 14 or 16 bits that holds the maximum value. A 12-bit camera
       image in a 16-bit file therefore keeps its contrast instead of turning black.
-      Float images in [0, 1] are scaled by 255, other floats are min-max stretched.
+      Float images in [0, 1] are scaled by 255; signed data or data beyond 16 bits is
+      stretched over the range it uses.
     - Animated GIF/WebP and multi-page TIFF: the first frame.
     - The pixel count is checked from the header before decoding (decompression bombs).
       Pillow's own hard limit (twice ``Image.MAX_IMAGE_PIXELS``) still applies on top.
@@ -187,10 +188,12 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if arr.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
         scaled = values * 255.0
-    elif arr.dtype.kind == "f" or low < 0:
-        # Floats in arbitrary units or signed data: stretch the used range.
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    else:
-        bits = next((b for b in _BIT_DEPTHS if high <= 2**b - 1), 32)
+    elif low >= 0.0 and high <= 2**16 - 1:
+        bits = next(b for b in _BIT_DEPTHS if high <= 2**b - 1)
         scaled = values * (255.0 / (2**bits - 1))
+    elif high > low:
+        # Signed or >16-bit data in arbitrary units: stretch the range actually used.
+        scaled = (values - low) * (255.0 / (high - low))
+    else:
+        scaled = np.zeros_like(values)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
