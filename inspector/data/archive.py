@@ -170,9 +170,9 @@ def _extract_one(
         return None
     except UnsafeArchiveError:
         raise
+    except zipfile.BadZipFile:
+        return "damaged inside the zip (checksum error)"
     except OSError as exc:
-        if isinstance(exc, zipfile.BadZipFile):
-            return "damaged inside the zip (checksum error)"
         return f"could not be written ({exc.strerror or exc})"
     except Exception:  # noqa: BLE001 - zlib.error, EOFError, NotImplementedError...
         return "damaged inside the zip or compressed with an unsupported method"
