@@ -122,14 +122,17 @@ def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int) -> Lab
 
 def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int) -> LabeledDataset:
     """Class folders under ``root`` (after looking through wrapping folders)."""
-    root = _class_root(root)
+    top = root
+    root = _class_root(top)
     dirs, files = _visible_children(root)
     if not dirs:
         raise InspectorError(f"No class folders found in '{root.name}'. {_LAYOUT_HINT}.")
     skipped = list(skipped)
+    for f in _stray_files(top, root):  # above the class root: shown relative to what was given
+        skipped.append(Skipped(display_path(f, top), _non_image_reason(f)))
     for f in files:
         reason = "not in a class folder" if is_image_path(f) else _non_image_reason(f)
-        skipped.append(Skipped(f.name, reason))
+        skipped.append(Skipped(display_path(f, root), reason))
     candidates: list[tuple[Path, str]] = []
     for class_dir in dirs:
         for path in _walk_files(class_dir):
@@ -170,6 +173,15 @@ def _class_root(root: Path) -> Path:
         if not inner_dirs or any(is_image_path(f) for f in inner_files):
             return root  # dirs[0] is itself a class folder
         root = dirs[0]
+
+
+def _stray_files(top: Path, root: Path) -> list[Path]:
+    """Files in the wrapping folders between ``top`` and the class root (none are images)."""
+    stray: list[Path] = []
+    while root != top:
+        root = root.parent
+        stray.extend(_visible_children(root)[1])
+    return stray
 
 
 def _visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
