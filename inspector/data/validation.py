@@ -179,11 +179,12 @@ def _check_few_images(ds: LabeledDataset) -> list[Finding]:
     plan = plan_validation(ds.labels)
     if plan.mode != "cross_validation":
         return []
-    smallest = min(ds.counts().values())
+    counts = ds.counts()
+    name = min(counts, key=counts.__getitem__)
     return [Finding(
         "info", "few_images",
-        f"{smallest} images per class is few (smallest class); {len(plan.folds)}-fold "
-        "cross-validation will be used instead of a hold-out split.",
+        f"{counts[name]} images per class is few (smallest class: '{name}'); "
+        f"{len(plan.folds)}-fold cross-validation will be used instead of a hold-out split.",
     )]
 
 
