@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,28 @@ def test_bad_source_paths(tmp_path, make):
         path.write_text("x")
     with pytest.raises(InspectorError, match="does not exist" if make == "missing" else "not a folder or a .zip"):
         discover_dataset(path)
+
+
+def test_blank_path_is_not_the_working_folder():
+    with pytest.raises(InspectorError, match="No dataset folder"):
+        discover_dataset("")
+
+
+def test_unreadable_sub_folder_is_reported_not_dropped(tmp_path, monkeypatch):
+    make_class_tree(tmp_path / "d", {"ok": 2, "nok": 2})
+    locked = tmp_path / "d/ok/locked"
+    write_image(locked / "a.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # chmod 0 does not stop root, so simulate the permission error
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    ds = discover_dataset(tmp_path / "d")
+    assert ds.skipped == [Skipped("ok/locked", "folder could not be opened (Permission denied)")]
+    assert len(ds) == 4
 
 
 def test_broken_and_non_image_files_are_skipped_with_reasons(tmp_path):

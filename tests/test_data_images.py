@@ -19,6 +19,7 @@ from image_factories import (
 from PIL import Image
 
 from inspector.data import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, content_hash, is_image_path, load_image, to_rgb_array
+from inspector.data import images as images_module
 from inspector.errors import ImageLoadError, InspectorError
 
 RED = (220, 20, 20)
@@ -158,6 +159,21 @@ def test_missing_file_and_folder(tmp_path):
         load_image(tmp_path / "nope.png")
     with pytest.raises(ImageLoadError, match="folder"):
         load_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(ValueError("conversion not supported"), "unsupported colour mode (RGB)"),
+     (MemoryError(), "not enough memory to decode the image")],
+)
+def test_conversion_failures_become_load_errors(monkeypatch, error, reason):
+    def fail(_img):
+        raise error
+
+    monkeypatch.setattr(images_module, "_to_rgb", fail)
+    with pytest.raises(ImageLoadError) as err:
+        load_image(image_bytes(rgb_image(), "PNG"))
+    assert str(err.value) == reason
 
 
 def test_formats_outside_the_supported_list_are_refused():

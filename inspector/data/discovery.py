@@ -109,6 +109,8 @@ def discover_dataset(
 
 
 def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int) -> LabeledDataset:
+    if str(path) in ("", "."):  # Path("") is the working folder: almost surely a blank field
+        raise InspectorError("No dataset folder or zip file was given.")
     if not path.exists():
         raise InspectorError(f"'{path}' does not exist.")
     if path.is_dir():
@@ -135,7 +137,7 @@ def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int) -> Lab
         skipped.append(Skipped(display_path(f, root), reason))
     candidates: list[tuple[Path, str]] = []
     for class_dir in dirs:
-        for path in _walk_files(class_dir):
+        for path in _walk_files(class_dir, root, skipped):
             if is_image_path(path):
                 candidates.append((path, class_dir.name))
             else:
@@ -186,16 +188,23 @@ def _stray_files(top: Path, root: Path) -> list[Path]:
 
 def _visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
     """Sorted (folders, files) of ``folder`` without hidden entries and OS litter."""
-    children = sorted(
-        (p for p in folder.iterdir() if not is_ignored_name(p.name)), key=lambda p: natural_key(p.name)
-    )
+    try:
+        names = [p for p in folder.iterdir() if not is_ignored_name(p.name)]
+    except OSError as exc:
+        raise InspectorError(f"Cannot open the folder '{folder}' ({exc.strerror or exc}).") from None
+    children = sorted(names, key=lambda p: natural_key(p.name))
     return [p for p in children if p.is_dir()], [p for p in children if not p.is_dir()]
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    """All visible files below ``folder``, in natural order."""
+def _walk_files(folder: Path, root: Path, skipped: list[Skipped]) -> list[Path]:
+    """All visible files below ``folder``, in natural order; unreadable sub-folders are skipped."""
     found: list[Path] = []
-    for current, dirnames, filenames in os.walk(folder):
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        skipped.append(Skipped(display_path(where, root), f"folder could not be opened ({exc.strerror or exc})"))
+
+    for current, dirnames, filenames in os.walk(folder, onerror=unreadable):
         dirnames[:] = [d for d in dirnames if not is_ignored_name(d)]
         found.extend(Path(current, f) for f in filenames if not is_ignored_name(f))
     return sorted(found, key=lambda p: natural_key(str(p)))

@@ -38,6 +38,7 @@ _FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 # Bit depths a 16-bit container may really hold (cameras write 10, 12 or 14 bit data).
 _BIT_DEPTHS = (8, 10, 12, 14, 16)
 _WHITE = (255, 255, 255)
+_NO_MEMORY = "not enough memory to decode the image"
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -58,6 +59,8 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise ImageLoadError("file not found") from None
     except IsADirectoryError:
         raise ImageLoadError("is a folder, not a file") from None
+    except MemoryError:
+        raise ImageLoadError("file too large to read into memory") from None
     except PermissionError:
         raise ImageLoadError("permission denied (is the file open in another program?)") from None
     except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
@@ -89,16 +92,9 @@ def load_image(
         data = read_bytes(source)
     if not data:
         raise ImageLoadError("empty file")
-    try:
-        with _open(data, max_pixels) as im:
-            im.load()
-            return _to_rgb(_upright(im))
-    except ImageLoadError:
-        raise
-    except MemoryError:
-        raise ImageLoadError("not enough memory to decode the image") from None
-    except Exception:  # noqa: BLE001 - decoders raise anything on hostile bytes
-        raise ImageLoadError("truncated or corrupt image data") from None
+    with _open(data, max_pixels) as im:
+        _decode(im)
+        return _convert(im)
 
 
 def to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -117,7 +113,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         # Pillow refuses before we can look (its global limit); report the size anyway.
         raise ImageLoadError(_too_large_message(_header_size(data), max_pixels, str(exc))) from None
     except MemoryError:
-        raise ImageLoadError("not enough memory to decode the image") from None
+        raise ImageLoadError(_NO_MEMORY) from None
     except Exception:  # noqa: BLE001 - a recognised format with a broken header
         raise ImageLoadError("truncated or corrupt image data") from None
     width, height = im.size
@@ -128,6 +124,26 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         im.close()
         raise ImageLoadError(_too_large_message((width, height), max_pixels))
     return im
+
+
+def _decode(im: Image.Image) -> None:
+    """Decode all pixels of the current frame (this is where damaged data shows)."""
+    try:
+        im.load()
+    except MemoryError:
+        raise ImageLoadError(_NO_MEMORY) from None
+    except Exception:  # noqa: BLE001 - decoders raise anything on hostile bytes
+        raise ImageLoadError("truncated or corrupt image data") from None
+
+
+def _convert(im: Image.Image) -> Image.Image:
+    """Upright RGB copy of a decoded image."""
+    try:
+        return _to_rgb(_upright(im))
+    except MemoryError:
+        raise ImageLoadError(_NO_MEMORY) from None
+    except Exception:  # noqa: BLE001 - e.g. a LAB TIFF Pillow cannot convert
+        raise ImageLoadError(f"unsupported colour mode ({im.mode})") from None
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
