@@ -75,6 +75,13 @@ def test_utf8_non_ascii_and_long_names(tmp_path):
     assert (root / "ok" / name).read_bytes() == b"A"
 
 
+def test_name_too_long_for_the_file_system_is_skipped(tmp_path):
+    zpath = make_zip(tmp_path / "d.zip", {"ok/" + "ä" * 200 + ".png": b"A", "ok/b.png": b"B"})
+    root, skipped = extract_zip(zpath, tmp_path / "out")
+    assert len(skipped) == 1 and skipped[0].reason.startswith("could not be written")
+    assert _files(tmp_path / "out") == {"ok/b.png"}
+
+
 def test_legacy_cp437_names_without_utf8_flag(tmp_path):
     zpath = make_zip(tmp_path / "d.zip", {"ok/Kratzer_XX.png": b"A", "nok/b.png": b"B"})
     patch_bytes(zpath, b"Kratzer_XX", "Kratzer_äö".encode("cp437"))  # as old Windows zip tools wrote
