@@ -1,0 +1,135 @@
+"""Preprocessing and augmentation, always derived from the backbone's timm data config.
+
+`Preprocessing` is saved with every run, so a model is always fed images exactly the way it
+was trained: same size, same aspect-ratio handling, same normalisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import albumentations as A
+import cv2
+import numpy as np
+import timm
+import torch
+
+from .config import RESIZE_MODES
+from .errors import InspectorError
+
+_INTERPOLATION = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB uint8 image becomes the backbone's input tensor."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "letterbox"  # letterbox: keep aspect, pad | crop: keep aspect, centre crop | stretch
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(image_size=int(data["image_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
+                   interpolation=data.get("interpolation", "bicubic"),
+                   resize_mode=data.get("resize_mode", "letterbox"))
+
+    @property
+    def pad_value(self) -> tuple[int, int, int]:
+        """Letterbox padding in the mean colour, so it normalises to zero."""
+        return tuple(int(round(m * 255)) for m in self.mean)
+
+
+def resolve_preprocessing(backbone: str, image_size: int | None = None,
+                          resize_mode: str = "letterbox") -> Preprocessing:
+    """Preprocessing from timm's pretrained config for `backbone` (size may be overridden)."""
+    if resize_mode not in RESIZE_MODES:
+        raise InspectorError(f"Unknown resize mode {resize_mode!r}; use one of {', '.join(RESIZE_MODES)}.")
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    size = image_size or (int(cfg.input_size[-1]) if cfg else 224)
+    mean = tuple(cfg.mean) if cfg else timm.data.IMAGENET_DEFAULT_MEAN
+    std = tuple(cfg.std) if cfg else timm.data.IMAGENET_DEFAULT_STD
+    interpolation = cfg.interpolation if cfg and cfg.interpolation in _INTERPOLATION else "bicubic"
+    return Preprocessing(size, mean, std, interpolation, resize_mode)
+
+
+def _resize(prep: Preprocessing) -> list[A.BasicTransform]:
+    size, interp = prep.image_size, _INTERPOLATION[prep.interpolation]
+    if prep.resize_mode == "stretch":
+        return [A.Resize(size, size, interpolation=interp)]
+    if prep.resize_mode == "crop":
+        return [A.SmallestMaxSize(max_size=size, interpolation=interp), A.CenterCrop(size, size)]
+    return [A.LongestMaxSize(max_size=size, interpolation=interp),
+            A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=prep.pad_value)]
+
+
+def _light(prep: Preprocessing) -> list[A.BasicTransform]:
+    return [A.HorizontalFlip(p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5)]
+
+
+def _industrial(prep: Preprocessing) -> list[A.BasicTransform]:
+    # Parts on a line appear flipped and rotated, under drifting light and focus; defects keep
+    # their shape, so geometry stays rigid (no strong warps that could erase a thin crack).
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10),
+                 border_mode=cv2.BORDER_CONSTANT, fill=prep.pad_value, p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.7),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.01, 0.05))], p=0.3),
+    ]
+
+
+AUGMENT_PRESETS: dict[str, tuple[str, Callable[[Preprocessing], list[A.BasicTransform]]]] = {
+    "none": ("No augmentation: every image is used as it is.", lambda prep: []),
+    "light": ("Horizontal flips and small brightness/contrast changes.", _light),
+    "industrial": ("Flips, 90 degree turns, small shifts and rotations, lighting, blur and noise: "
+                   "for parts that can lie any way round.", _industrial),
+}
+
+
+def build_transform(prep: Preprocessing, augment: str = "none") -> Callable[[np.ndarray], torch.Tensor]:
+    """RGB uint8 HxWx3 -> normalised float CHW tensor, with `augment` applied after resizing."""
+    if augment not in AUGMENT_PRESETS:
+        raise InspectorError(f"Unknown augmentation preset {augment!r}; use one of {', '.join(AUGMENT_PRESETS)}.")
+    pipeline = A.Compose(_resize(prep) + AUGMENT_PRESETS[augment][1](prep)
+                         + [A.Normalize(mean=prep.mean, std=prep.std, max_pixel_value=255.0)])
+
+    def transform(image: np.ndarray) -> torch.Tensor:
+        out = pipeline(image=image)["image"]
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+
+    return transform
+
+
+def build_preview(prep: Preprocessing, augment: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Like build_transform but returns the augmented uint8 image (for the app's preview)."""
+    pipeline = A.Compose(_resize(prep) + AUGMENT_PRESETS[augment][1](prep))
+    return lambda image: pipeline(image=image)["image"]
+
+
+def seed_augmentations(seed: int) -> None:
+    """Albumentations draws from Python's and NumPy's global RNGs; seed both for reproducibility."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def letterbox_box(prep: Preprocessing, width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the image inside the model input, to undo the letterbox."""
+    size = prep.image_size
+    if prep.resize_mode != "letterbox":
+        return 0, 0, size, size
+    scale = size / max(width, height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    left, top = (size - new_w) // 2, (size - new_h) // 2
+    return left, top, left + new_w, top + new_h

@@ -1,0 +1,65 @@
+"""Frozen configuration dataclasses, validated once at the boundary and saved as JSON with a run."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InspectorError
+
+RESIZE_MODES = ("letterbox", "crop", "stretch")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is trained. `None` means "pick a good default"."""
+
+    backbone: str = "tf_efficientnet_lite0"
+    strategy: str = "auto"
+    epochs: int | None = None
+    image_size: int | None = None
+    resize_mode: str = "letterbox"
+    augment: str = "industrial"
+    batch_size: int = 16
+    lr: float | None = None
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    warmup_epochs: int = 1
+    patience: int = 6
+    seed: int = 0
+    device: str = "auto"
+    val_fraction: float = 0.2
+    weights_path: str | None = None
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs is not None and not 1 <= self.epochs <= 1000:
+            problems.append(f"epochs must be between 1 and 1000 (got {self.epochs})")
+        if self.image_size is not None and not 32 <= self.image_size <= 1024:
+            problems.append(f"image size must be between 32 and 1024 px (got {self.image_size})")
+        if self.resize_mode not in RESIZE_MODES:
+            problems.append(f"resize mode must be one of {', '.join(RESIZE_MODES)} (got {self.resize_mode!r})")
+        if not 1 <= self.batch_size <= 1024:
+            problems.append(f"batch size must be between 1 and 1024 (got {self.batch_size})")
+        if self.lr is not None and not 0 < self.lr < 1:
+            problems.append(f"learning rate must be between 0 and 1 (got {self.lr})")
+        if not 0 < self.val_fraction < 0.9:
+            problems.append(f"validation fraction must be between 0 and 0.9 (got {self.val_fraction})")
+        if self.device not in DEVICES:
+            problems.append(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if problems:
+            raise InspectorError("Invalid training settings: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,97 @@
+"""Typed training events. A UI in another thread draws live curves from them; the run store
+appends them to metrics.jsonl as they happen."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    run_id: str
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class TrainStart(Event):
+    backbone: str
+    strategy: str
+    strategy_reason: str
+    device: str
+    classes: list[str]
+    n_images: int
+    validation: str  # plain-words description of the validation plan
+    epochs: int
+
+
+@dataclass(frozen=True)
+class StepEnd(Event):
+    """One batch done. phase: "features" (frozen-feature extraction) or "train"."""
+
+    phase: str
+    step: int
+    steps: int
+    epoch: int
+    loss: float | None
+    lr: float | None
+    images_per_s: float
+    elapsed_s: float
+    fold: str = "final"
+
+
+@dataclass(frozen=True)
+class EpochEnd(Event):
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    val_macro_f1: float | None
+    lr: float
+    images_per_s: float
+    elapsed_s: float
+    eta_s: float
+    device: str
+    device_memory_mb: float | None
+    fold: str = "final"  # "final" for the model that is kept, "k/K" during cross-validation
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    epoch: int
+    val_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class TrainEnd(Event):
+    status: str  # completed | stopped
+    val_accuracy: float | None
+    val_accuracy_ci: tuple[float, float] | None
+    val_macro_f1: float | None
+    train_seconds: float
+    best_epoch: int | None
+
+
+@dataclass(frozen=True)
+class TrainFailed(Event):
+    message: str
+    user_error: bool  # True: the user can fix it (bad data, no network); False: a bug or OOM
+
+
+EVENT_TYPES = {cls.__name__: cls for cls in (TrainStart, StepEnd, EpochEnd, CheckpointSaved, TrainEnd, TrainFailed)}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    data = dict(data)
+    cls = EVENT_TYPES[data.pop("event")]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

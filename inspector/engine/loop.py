@@ -1,0 +1,132 @@
+"""The gradient-training loop shared by every fine-tuning strategy.
+
+Strategies differ only in the parameter groups they hand in (what trains, at which learning
+rate) and an optional regulariser; the loop itself is the same for all of them.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..augment import build_transform, seed_augmentations
+from ..evaluation import accuracy_and_f1
+from .context import FitContext, FitOutcome, TrainingStopped
+from .device import autocast, memory_mb, needs_grad_scaler, to_device
+from .events import EpochEnd, StepEnd
+from .loaders import ImageSet, make_loader
+
+Regulariser = Callable[[nn.Module], torch.Tensor]
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Keep BatchNorm running statistics fixed: batches of a few images give noisy statistics."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def predict_probabilities(model: nn.Module, images: ImageSet, transform, device: torch.device,
+                          batch_size: int = 32, flip_tta: bool = False) -> np.ndarray:
+    """Class probabilities for every image, in order (inference_mode, eval mode)."""
+    model.eval()
+    out = []
+    with torch.inference_mode(), autocast(device):
+        for first in range(0, len(images), batch_size):
+            batch = torch.stack([transform(im) for im in images.images[first:first + batch_size]])
+            batch = to_device(batch, device)
+            logits = model(batch).float()
+            if flip_tta:
+                logits = (logits + model(torch.flip(batch, dims=[3])).float()) / 2
+            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, val: ImageSet | None,
+                 ctx: FitContext, *, epochs: int, regulariser: Regulariser | None = None) -> FitOutcome:
+    """Train with AdamW + warm-up/cosine; keep the weights with the best validation accuracy."""
+    cfg, device = ctx.config, ctx.device
+    seed_augmentations(cfg.seed)
+    train_loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment), batch_size=cfg.batch_size,
+                               shuffle=True, seed=cfg.seed, device=device)
+    eval_transform = build_transform(ctx.preprocessing, "none")
+    steps_per_epoch = max(1, len(train_loader))
+    optimizer = torch.optim.AdamW(param_groups)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(epochs * steps_per_epoch, max(1, cfg.warmup_epochs * steps_per_epoch)))
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+
+    best_state, best_key, best_epoch, best_probs, stale = None, None, None, None, 0
+    epoch_times: list[float] = []
+    epoch, stopped = 0, False
+    try:
+        for epoch in range(1, epochs + 1):
+            epoch_start, seen = time.perf_counter(), 0
+            model.train()
+            freeze_batchnorm(model)
+            loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+            for step, (x, y) in enumerate(train_loader, start=1):
+                ctx.check_stop()
+                x, y = to_device(x, device), y.to(device, non_blocking=True)
+                with autocast(device):
+                    loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
+                    total = loss + regulariser(model) if regulariser else loss
+                optimizer.zero_grad(set_to_none=True)
+                if scaler:
+                    scaler.scale(total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    total.backward()
+                    optimizer.step()
+                schedule.step()
+                loss_sum += loss.detach() * len(y)
+                seen += len(y)
+                ctx.emit(StepEnd(ctx.run_id, phase="train", step=step, steps=steps_per_epoch, epoch=epoch,
+                                 loss=None, lr=optimizer.param_groups[-1]["lr"],
+                                 images_per_s=seen / max(time.perf_counter() - epoch_start, 1e-9),
+                                 elapsed_s=ctx.elapsed, fold=ctx.fold))
+            train_loss = float(loss_sum) / max(seen, 1)
+            train_seconds = time.perf_counter() - epoch_start
+            val_loss = val_acc = val_f1 = None
+            probs = None
+            if val is not None and len(val):
+                probs = predict_probabilities(model, val, eval_transform, device, cfg.batch_size * 2)
+                val_loss = float(-np.log(np.clip(probs[np.arange(len(val)), val.labels], 1e-8, 1)).mean())
+                val_acc, val_f1 = accuracy_and_f1(val.labels, probs.argmax(1), len(ctx.classes))
+            epoch_times.append(time.perf_counter() - epoch_start)
+            ctx.emit(EpochEnd(ctx.run_id, epoch=epoch, epochs=epochs, train_loss=train_loss, val_loss=val_loss,
+                              val_accuracy=val_acc, val_macro_f1=val_f1, lr=optimizer.param_groups[-1]["lr"],
+                              images_per_s=seen / max(train_seconds, 1e-9), elapsed_s=ctx.elapsed,
+                              eta_s=float(np.mean(epoch_times)) * (epochs - epoch), device=device.type,
+                              device_memory_mb=memory_mb(device), fold=ctx.fold))
+            key = (val_acc, -val_loss) if val_acc is not None else (epoch, 0.0)
+            if best_key is None or key > best_key:
+                best_key, best_epoch, best_probs, stale = key, epoch, probs, 0
+                best_state = copy.deepcopy(model.state_dict())
+                if ctx.on_checkpoint:
+                    ctx.on_checkpoint(model, epoch, val_acc)
+            else:
+                stale += 1
+                if val is not None and stale >= cfg.patience:
+                    break  # early stopping: no improvement for `patience` epochs
+    except TrainingStopped:
+        stopped = True  # keep the best weights so far; the trainer marks the run stopped
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitOutcome(model, best_epoch, best_probs, epoch, stopped)

@@ -1,0 +1,57 @@
+"""Classification metrics: pure functions over label arrays."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+# An accuracy interval wider than this (95% Wilson) is too vague to compare models with.
+WIDE_INTERVAL = 0.25
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for an accuracy of correct/total (sane even for tiny totals)."""
+    if total <= 0:
+        return (0.0, 1.0)
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
+                         *, method: str = "hold-out") -> dict[str, Any]:
+    """Accuracy with its interval, macro-F1, per-class precision/recall/F1, confusion matrix."""
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    labels = list(range(len(classes)))
+    n = int(y_true.size)
+    correct = int((y_true == y_pred).sum())
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    present = support > 0  # macro-F1 over classes that were actually evaluated
+    ci = wilson_interval(correct, n)
+    return {
+        "method": method,
+        "n_images": n,
+        "accuracy": correct / n if n else 0.0,
+        "accuracy_ci": list(ci),
+        "interval_too_wide": (ci[1] - ci[0]) > WIDE_INTERVAL,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "classes": list(classes),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(classes)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def accuracy_and_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> tuple[float, float]:
+    """The two numbers shown per epoch (cheap, no report)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    _, _, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(n_classes)), zero_division=0)
+    present = support > 0
+    return float((y_true == y_pred).mean()), float(f1[present].mean()) if present.any() else 0.0

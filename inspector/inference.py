@@ -1,0 +1,134 @@
+"""Load a trained run (no pickle) and predict: classes, probabilities, heatmaps, OK/NG."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from .augment import Preprocessing, build_transform, letterbox_box
+from .data import load_image, to_rgb_array
+from .engine.device import prepare_model, resolve_device
+from .engine.loaders import ImageSet
+from .engine.loop import predict_probabilities
+from .errors import InspectorError
+from .heatmap import class_activation_map, find_cam_layer
+from .runs import MODEL_FILE, WEIGHTS_FILE, Run
+
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    probabilities: dict[str, float]
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "confidence": self.confidence, "probabilities": self.probabilities}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """OK/NG from the probability that the part belongs to any class not counted as OK."""
+
+    ok: bool
+    defect_probability: float
+    threshold: float
+
+    @property
+    def label(self) -> str:
+        return "OK" if self.ok else "NG"
+
+
+def verdict(prediction: Prediction, ok_classes: Iterable[str], threshold: float = 0.5) -> Verdict:
+    """NG when P(defect) = 1 - P(any OK class) reaches `threshold`."""
+    ok_set = set(ok_classes)
+    p_defect = 1.0 - sum(p for name, p in prediction.probabilities.items() if name in ok_set)
+    p_defect = min(1.0, max(0.0, p_defect))
+    return Verdict(p_defect < threshold, p_defect, threshold)
+
+
+def as_rgb_array(image: ImageInput) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, Image.Image):
+        return to_rgb_array(image.convert("RGB"))
+    return to_rgb_array(load_image(image))
+
+
+class Predictor:
+    """A trained model ready for inference. Thread-safe; share one per run."""
+
+    def __init__(self, model: torch.nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
+                 device: torch.device, run_dir: Path | None = None) -> None:
+        self.model = prepare_model(model.eval(), device)
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.device = device
+        self.run_dir = run_dir
+        self._transform = build_transform(preprocessing, "none")
+        self._lock = threading.Lock()
+        self._cam_layer: torch.nn.Module | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, device: str = "auto") -> Predictor:
+        """Rebuild the model from model.json + model.safetensors (never unpickles anything)."""
+        run = Run(run_dir)
+        run.record()  # a clear error when this is not a run folder
+        if not run.file(WEIGHTS_FILE).is_file():
+            raise InspectorError(f"Run {run.run_id} has no trained model yet (it was stopped or failed "
+                                 "before the first checkpoint).")
+        try:
+            recipe = run.file(MODEL_FILE).read_text(encoding="utf-8")
+            import json
+
+            recipe = json.loads(recipe)
+            model = timm.create_model(recipe["backbone"], pretrained=False, num_classes=recipe["num_classes"])
+            model.load_state_dict(load_file(str(run.file(WEIGHTS_FILE))))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise InspectorError(f"The model in {run.path} cannot be loaded: {exc}") from exc
+        return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]),
+                   resolve_device(device), run.path)
+
+    def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
+        arrays = [as_rgb_array(im) for im in images]
+        image_set = ImageSet(arrays, np.zeros(len(arrays), dtype=np.int64), [""] * len(arrays))
+        with self._lock:
+            return predict_probabilities(self.model, image_set, self._transform, self.device, batch_size)
+
+    def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 32) -> list[Prediction]:
+        probs = self.predict_proba(images, batch_size)
+        return [self._prediction(row) for row in probs]
+
+    def predict(self, image: ImageInput) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    def _prediction(self, row: np.ndarray) -> Prediction:
+        index = int(row.argmax())
+        return Prediction(self.classes[index], index, {c: float(p) for c, p in zip(self.classes, row)})
+
+    def heatmap(self, image: ImageInput, class_index: int | None = None) -> np.ndarray:
+        """Grad-CAM for `class_index` (default: the predicted class), in [0, 1], at the image's size."""
+        array = as_rgb_array(image)
+        tensor = self._transform(array).unsqueeze(0).to(self.device)
+        with self._lock:
+            if self._cam_layer is None:
+                self._cam_layer = find_cam_layer(self.model, tensor)
+            cam = class_activation_map(self.model, self._cam_layer, tensor, class_index)
+        left, top, right, bottom = letterbox_box(self.preprocessing, array.shape[1], array.shape[0])
+        cam = cam[top:bottom, left:right]
+        resized = Image.fromarray((cam * 255).astype(np.uint8)).resize((array.shape[1], array.shape[0]),
+                                                                         Image.Resampling.BILINEAR)
+        return np.asarray(resized, dtype=np.float32) / 255.0

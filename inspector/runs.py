@@ -1,0 +1,227 @@
+"""The run store: one folder per training run, written atomically, never pickled.
+
+    runs/<run_id>/
+      run.json           id, name, status, owner process, summary metrics (rewritten atomically)
+      config.json        the TrainConfig
+      metrics.jsonl      one event per line, appended while training
+      model.safetensors  best weights so far (atomic replace)
+      model.json         how to rebuild the model: backbone, classes, preprocessing
+      evaluation.json    metrics on the validation images (or cross-validation)
+
+A run whose status says "running" but whose process is gone shows as "interrupted"; its best
+checkpoint so far still loads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ._io import atomic_write, atomic_write_json, read_json
+from .errors import InspectorError
+
+RUN_FILE, CONFIG_FILE, METRICS_FILE = "run.json", "config.json", "metrics.jsonl"
+WEIGHTS_FILE, MODEL_FILE, EVALUATION_FILE = "model.safetensors", "model.json", "evaluation.json"
+ACTIVE_STATUSES = ("queued", "running")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("INSPECTOR_RUNS_DIR", "runs"))
+
+
+def clean_name(text: str, max_length: int = 80) -> str:
+    """A display name without control characters, trimmed (names are never used as paths)."""
+    text = "".join(ch for ch in str(text) if ch.isprintable()).strip()
+    return text[:max_length] or "unnamed"
+
+
+def _slug(text: str) -> str:
+    return _UNSAFE.sub("-", text).strip("-.")[:40] or "run"
+
+
+def _process_identity() -> dict[str, Any]:
+    proc = psutil.Process()
+    return {"pid": proc.pid, "host": socket.gethostname(), "started": proc.create_time()}
+
+
+def _process_alive(owner: dict[str, Any] | None) -> bool:
+    """True when the process that owns a run is still the same live process on this host."""
+    if not owner or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["started"])) < 1.0
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return False
+
+
+@dataclass
+class RunInfo:
+    """What the runs list shows. `status` already accounts for dead owner processes."""
+
+    run_id: str
+    path: Path
+    name: str
+    status: str
+    created: float
+    backbone: str = ""
+    strategy: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    has_model: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "run_dir": str(self.path), "name": self.name, "status": self.status,
+                "created": self.created, "backbone": self.backbone, "strategy": self.strategy,
+                "has_model": self.has_model, **self.summary}
+
+
+class Run:
+    """One run folder. The writing side is used by the trainer; everyone may read."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- reading -------------------------------------------------------------------------
+    def record(self) -> dict[str, Any]:
+        try:
+            data = read_json(self.file(RUN_FILE))
+        except FileNotFoundError:
+            raise InspectorError(f"{self.path} is not a training run (no {RUN_FILE}).") from None
+        except (OSError, ValueError) as exc:
+            raise InspectorError(f"The run record in {self.path} is unreadable: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InspectorError(f"The run record in {self.path} is unreadable.")
+        return data
+
+    def info(self) -> RunInfo:
+        rec = self.record()
+        status = rec.get("status", "unknown")
+        if status in ACTIVE_STATUSES and not _process_alive(rec.get("owner")):
+            status = "interrupted"
+        return RunInfo(self.run_id, self.path, rec.get("name", self.run_id), status, rec.get("created", 0.0),
+                       rec.get("backbone", ""), rec.get("strategy", ""), rec.get("summary", {}),
+                       self.file(WEIGHTS_FILE).is_file())
+
+    def config(self) -> dict[str, Any]:
+        return read_json(self.file(CONFIG_FILE))
+
+    def events(self) -> list[dict[str, Any]]:
+        """Events so far; a half-written last line (process killed mid-append) is ignored."""
+        try:
+            lines = self.file(METRICS_FILE).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def evaluation(self) -> dict[str, Any] | None:
+        try:
+            return read_json(self.file(EVALUATION_FILE))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # -- writing -------------------------------------------------------------------------
+    def update(self, **fields: Any) -> None:
+        rec = self.record()
+        rec.update(fields)
+        atomic_write_json(self.file(RUN_FILE), rec)
+
+    def append_event(self, event: dict[str, Any]) -> None:
+        with open(self.file(METRICS_FILE), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+            handle.flush()
+
+    def save_model(self, state_dict: dict, model_meta: dict[str, Any]) -> None:
+        """Weights as safetensors and the recipe to rebuild the model as JSON, both atomic."""
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+        atomic_write(self.file(WEIGHTS_FILE), lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+        atomic_write_json(self.file(MODEL_FILE), model_meta)
+
+    def save_evaluation(self, evaluation: dict[str, Any]) -> None:
+        atomic_write_json(self.file(EVALUATION_FILE), evaluation)
+
+
+class RunStore:
+    """All runs under one folder."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else default_runs_dir()
+
+    def create(self, config: dict[str, Any], *, backbone: str, strategy: str, name: str | None = None,
+               status: str = "running") -> Run:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InspectorError(f"Cannot create the runs folder {self.root}: {exc.strerror}.") from exc
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_id = f"{stamp}-{_slug(backbone)}-{_slug(strategy)}-{uuid.uuid4().hex[:6]}"
+        staging = self.root / f".{run_id}.creating"
+        try:
+            staging.mkdir()
+            atomic_write_json(staging / CONFIG_FILE, config)
+            atomic_write_json(staging / RUN_FILE, {
+                "run_id": run_id, "name": clean_name(name or f"{backbone} / {strategy}"), "status": status,
+                "created": time.time(), "backbone": backbone, "strategy": strategy,
+                "owner": _process_identity(), "summary": {}})
+            # The folder appears complete or not at all: listing never sees a half-made run.
+            os.replace(staging, self.root / run_id)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise InspectorError(f"Cannot write to the runs folder {self.root}: {exc.strerror or exc}.") from exc
+        return Run(self.root / run_id)
+
+    def get(self, run_id: str) -> Run:
+        if not run_id or _slug(run_id) != run_id:
+            raise InspectorError(f"'{run_id}' is not a valid run id.")
+        run = Run(self.root / run_id)
+        run.record()  # raises a clear error when it is not a run
+        return run
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every readable run, newest first; folders that are not runs are left out."""
+        if not self.root.is_dir():
+            return []
+        infos = []
+        for path in self.root.iterdir():
+            if path.name.startswith(".") or not path.is_dir():
+                continue
+            try:
+                infos.append(Run(path).info())
+            except InspectorError:
+                continue
+        return sorted(infos, key=lambda info: info.created, reverse=True)
+
+    def rename(self, run_id: str, name: str) -> None:
+        self.get(run_id).update(name=clean_name(name))
+
+    def delete(self, run_id: str) -> None:
+        run = self.get(run_id)
+        if run.info().status in ACTIVE_STATUSES:
+            raise InspectorError("This run is still training; stop it before deleting it.")
+        # Rename first so a half-deleted run never shows up as a broken run.
+        trash = self.root / f".{run_id}.deleting"
+        os.replace(run.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)

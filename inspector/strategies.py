@@ -1,0 +1,160 @@
+"""Transfer strategies: small registered units. Add one with @register_strategy.
+
+A strategy turns a pretrained timm classifier plus training images into a fitted model. The
+trainer around it handles data, validation, checkpoints and events; see engine/training.py.
+"""
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+import numpy as np
+import timm.optim
+import torch
+
+from .augment import build_transform, seed_augmentations
+from .engine.context import FitContext, FitOutcome, TrainingStopped
+from .engine.events import EpochEnd, StepEnd
+from .engine.linear import LinearHead, fit_linear_head
+from .engine.loaders import ImageSet, extract_features
+from .engine.loop import fit_gradient
+from .evaluation import accuracy_and_f1
+from .errors import InspectorError
+
+
+class Strategy:
+    """Base class. Subclasses set name/summary/default_epochs and implement fit()."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line a quality engineer understands
+    default_epochs: ClassVar[int]
+    default_lr: ClassVar[float] = 1e-3
+
+    def fit(self, model: torch.nn.Module, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
+        raise NotImplementedError
+
+    def epochs(self, ctx: FitContext) -> int:
+        return ctx.config.epochs or self.default_epochs
+
+    def lr(self, ctx: FitContext) -> float:
+        return ctx.config.lr or self.default_lr
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def list_strategies() -> dict[str, str]:
+    """name -> one-line explanation, "auto" first."""
+    return {"auto": AUTO_SUMMARY, **{name: cls.summary for name, cls in STRATEGIES.items()}}
+
+
+def create_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise InspectorError(f"Unknown strategy '{name}'. Choose one of: {', '.join(list_strategies())}.")
+    return STRATEGIES[name]()
+
+
+AUTO_SUMMARY = "Picks the strategy that suits your number of images and your hardware."
+
+
+def choose_strategy(images_per_class: int, n_classes: int, device_type: str) -> tuple[str, str]:
+    """The strategy `auto` runs, and why, in one sentence."""
+    if images_per_class < 30 or (device_type == "cpu" and images_per_class < 100):
+        return "linear_probe", (f"with {images_per_class} images in the smallest class"
+                                f"{' on a CPU' if device_type == 'cpu' else ''}, a tuned classifier on frozen "
+                                "pretrained features is the most accurate and fastest choice")
+    return "fine_tune", (f"with {images_per_class}+ images per class on {device_type.upper()}, "
+                         "fine-tuning the whole network pays off")
+
+
+def _set_head(model: torch.nn.Module, head: LinearHead) -> None:
+    classifier = model.get_classifier()
+    with torch.no_grad():
+        classifier.weight.copy_(torch.from_numpy(head.weight).to(classifier.weight))
+        classifier.bias.copy_(torch.from_numpy(head.bias).to(classifier.bias))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+@register_strategy
+class LinearProbe(Strategy):
+    name = "linear_probe"
+    summary = ("Keeps the pretrained network frozen and trains only a classifier on its features: "
+               "seconds on a CPU, the best choice for a handful of images.")
+    default_epochs = 20
+    augmented_views = 4  # extra augmented copies of each training image, features cached
+
+    def features(self, model, images: ImageSet, ctx: FitContext, view: int) -> np.ndarray:
+        """Features of `images` under view 0 (plain) or an augmented view 1..n (seeded)."""
+        augment = "none" if view == 0 else ctx.config.augment
+        seed_augmentations(ctx.config.seed * 1000 + view)
+        transform = build_transform(ctx.preprocessing, augment)
+        view_key = f"{augment}:{ctx.config.seed}:{view}" if view else "none"
+
+        def on_batch(step: int, steps: int, rate: float) -> None:
+            ctx.check_stop()
+            ctx.emit(StepEnd(ctx.run_id, phase="features", step=step, steps=steps, epoch=0, loss=None,
+                             lr=None, images_per_s=rate, elapsed_s=ctx.elapsed, fold=ctx.fold))
+
+        return extract_features(model, images, transform, model_key=ctx.model_key, view=view_key,
+                                device=ctx.device, batch_size=max(32, ctx.config.batch_size), on_batch=on_batch)
+
+    def fit(self, model, train, val, ctx):
+        views = range(self.augmented_views + 1 if ctx.config.augment != "none" else 1)
+        try:
+            x_train = np.concatenate([self.features(model, train, ctx, v) for v in views])
+            x_val = self.features(model, val, ctx, 0) if val is not None and len(val) else None
+        except TrainingStopped:
+            return FitOutcome(model, None, None, 0, stopped=True)
+        y_train = np.tile(train.labels, len(views))
+        groups = np.tile(np.arange(len(train)), len(views))
+        epochs, n_classes = self.epochs(ctx), len(ctx.classes)
+        started = time.perf_counter()
+
+        def on_epoch(epoch: int, loss: float, head: LinearHead) -> None:
+            val_loss = val_acc = val_f1 = None
+            if x_val is not None:
+                probs = _softmax(head.logits(x_val))
+                val_loss = float(-np.log(np.clip(probs[np.arange(len(val)), val.labels], 1e-8, 1)).mean())
+                val_acc, val_f1 = accuracy_and_f1(val.labels, probs.argmax(1), n_classes)
+            spent = time.perf_counter() - started
+            ctx.emit(EpochEnd(ctx.run_id, epoch=epoch, epochs=epochs, train_loss=loss, val_loss=val_loss,
+                              val_accuracy=val_acc, val_macro_f1=val_f1, lr=head.l2,
+                              images_per_s=len(x_train) * epoch / max(spent, 1e-9), elapsed_s=ctx.elapsed,
+                              eta_s=spent / epoch * (epochs - epoch), device=ctx.device.type,
+                              device_memory_mb=None, fold=ctx.fold))
+
+        head = fit_linear_head(x_train, y_train, groups, n_classes, seed=ctx.config.seed, epochs=epochs,
+                               on_epoch=on_epoch)
+        _set_head(model, head)
+        if ctx.on_checkpoint:
+            ctx.on_checkpoint(model, epochs, None)
+        val_probs = _softmax(head.logits(x_val)) if x_val is not None else None
+        return FitOutcome(model, epochs, val_probs, epochs)
+
+
+@register_strategy
+class FineTune(Strategy):
+    name = "fine_tune"
+    summary = ("Trains the whole network, lower layers more gently (layer-wise learning-rate decay): "
+               "best with many images or a GPU.")
+    default_epochs = 15
+    default_lr = 1e-3
+
+    def param_groups(self, model, ctx: FitContext) -> list[dict]:
+        groups = timm.optim.param_groups_layer_decay(model, weight_decay=ctx.config.weight_decay,
+                                                     layer_decay=ctx.config.layer_decay)
+        for group in groups:  # plain AdamW does not know timm's lr_scale
+            group["lr"] = self.lr(ctx) * group.pop("lr_scale", 1.0)
+        return groups
+
+    def fit(self, model, train, val, ctx):
+        return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx))
