@@ -1,0 +1,347 @@
+"""The workspace on disk: labeled images in `data/<class>/<image>` and training runs in `runs/`.
+
+Everything the web app does to the user's images goes through here, so that a browser refresh
+or an app restart loses nothing and no name a user types can reach outside the workspace:
+
+    <root>/                 INSPECTOR_WORKSPACE, default ~/DefectInspector
+      data/<class>/<image>  one folder per class (what `discover_dataset` reads)
+      runs/                 the run store
+
+Writes are atomic (a temp file in the same folder, then `os.replace`), class and file names
+are sanitised, and every uploaded file is decoded once before it is saved: a file that is not
+a usable image is skipped with a reason and never written.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import tempfile
+import threading
+import unicodedata
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from ._io import atomic_write_bytes
+from .data import IMAGE_EXTENSIONS, LabeledDataset, Skipped, discover_dataset, extract_zip, load_image
+from .data.discovery import natural_key
+from .data.types import is_ignored_name
+from .errors import ImageLoadError, InspectorError
+
+__all__ = ["Workspace", "default_workspace_root", "safe_class_name", "safe_file_name", "sample_data_dir"]
+
+MAX_CLASS_NAME = 64
+MAX_FILE_NAME = 120  # characters of the whole name, extension included
+_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                     *(f"COM{i}" for i in "123456789¹²³"), *(f"LPT{i}" for i in "123456789¹²³")}
+_REPO_SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+_lock = threading.Lock()  # choosing a free file name and writing it is one step per process
+
+
+def default_workspace_root() -> Path:
+    """INSPECTOR_WORKSPACE if set, else ~/DefectInspector."""
+    configured = os.environ.get("INSPECTOR_WORKSPACE", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / "DefectInspector"
+
+
+def _clean(text: str) -> str:
+    """NFC, printable, no path separators or characters Windows forbids, no dots/spaces at the ends."""
+    text = unicodedata.normalize("NFC", str(text))
+    text = "".join(ch for ch in text if ch.isprintable())
+    text = _FORBIDDEN.sub("_", text)
+    return text.lstrip("._ ").rstrip(". ")
+
+
+def _not_reserved(stem: str) -> str:
+    base = stem.split(".")[0].strip().upper()
+    return f"_{stem}" if base in _WINDOWS_RESERVED else stem
+
+
+def safe_class_name(name: str) -> str:
+    """A class name that is safe as one folder name on every OS, or InspectorError if nothing is left.
+
+    Separators and forbidden characters become "_", leading/trailing dots and spaces go,
+    Windows device names (CON, NUL, COM1...) get a "_" prefix, and the name is cut to 64 characters.
+    """
+    cleaned = _clean(name)[:MAX_CLASS_NAME].rstrip(". ")
+    if not cleaned:
+        raise InspectorError(f"'{name}' cannot be used as a class name: use letters or digits, e.g. 'scratch'.")
+    return _not_reserved(cleaned)
+
+
+def safe_file_name(name: str) -> str:
+    """The last component of an uploaded file name, made safe; the extension is kept (lower case).
+
+    Browsers may send "folder/photo.jpg" or "C:\\fakepath\\photo.jpg": only "photo.jpg" is kept.
+    """
+    base = re.split(r"[/\\]", str(name).replace("\x00", ""))[-1]
+    stem, dot, ext = _clean(base).rpartition(".")
+    if not dot:
+        stem, ext = ext, ""
+    ext = re.sub(r"[^A-Za-z0-9]", "", ext).lower()[:10]
+    stem = _clean(stem) or "image"
+    stem = stem[:MAX_FILE_NAME - len(ext) - 1].rstrip(". ") or "image"
+    return _not_reserved(stem) + (f".{ext}" if ext else "")
+
+
+def sample_data_dir(source: str | os.PathLike | None = None, *, cache_dir: Path | None = None) -> Path:
+    """The bundled sample data (with `train/` and `new_parts/`): `source`, INSPECTOR_SAMPLE_DATA,
+    the repository's `sample_data/`, or else generated once into `cache_dir`."""
+    for candidate in (source, os.environ.get("INSPECTOR_SAMPLE_DATA") or None, _REPO_SAMPLE_DATA):
+        if candidate is not None and (Path(candidate) / "train").is_dir():
+            return Path(candidate)
+    if source is not None:
+        raise InspectorError(f"No sample data in '{source}' (expected a 'train' folder).")
+    if cache_dir is None:
+        raise InspectorError("The bundled sample data is missing from this installation.")
+    if not (cache_dir / "train").is_dir():
+        from .sample_data import generate_sample_data
+
+        staging = cache_dir.with_name(f"{cache_dir.name}.{uuid.uuid4().hex[:6]}.tmp")
+        generate_sample_data(staging)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        os.replace(staging, cache_dir)
+    return cache_dir
+
+
+class Workspace:
+    """The labeled images and runs under one folder. Constructing it touches nothing on disk."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_workspace_root()
+        self.data_dir = self.root / "data"
+        self.runs_dir = self.root / "runs"
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # -- paths -----------------------------------------------------------------------------
+    def _class_dir(self, label: str, *, must_exist: bool = True) -> Path:
+        folder = self.data_dir / safe_class_name(label)
+        self._check_inside(folder)
+        if must_exist and not folder.is_dir():
+            raise InspectorError(f"There is no class '{label}'.")
+        return folder
+
+    def _image_path(self, label: str, filename: str) -> Path:
+        path = self._class_dir(label) / safe_file_name(filename)
+        self._check_inside(path)
+        if not path.is_file():
+            raise InspectorError(f"'{filename}' is not in class '{label}'.")
+        return path
+
+    def _check_inside(self, path: Path) -> None:
+        root = self.data_dir.resolve()
+        resolved = path.resolve()
+        if resolved == root or root not in resolved.parents:
+            raise InspectorError(f"'{path.name}' is not a valid name.")
+
+    def _ensure_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InspectorError(f"Cannot create the workspace folder {self.data_dir}: "
+                                 f"{exc.strerror or exc}.") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+    def classes(self) -> dict[str, int]:
+        """Class name -> number of image files, in natural order (empty classes included)."""
+        if not self.data_dir.is_dir():
+            return {}
+        folders = [p for p in self.data_dir.iterdir() if p.is_dir() and not is_ignored_name(p.name)]
+        return {p.name: len(self._image_files(p)) for p in sorted(folders, key=lambda p: natural_key(p.name))}
+
+    def images(self, label: str) -> list[Path]:
+        """The image files of one class, in natural order."""
+        return self._image_files(self._class_dir(label))
+
+    @staticmethod
+    def _image_files(folder: Path) -> list[Path]:
+        try:
+            files = [p for p in folder.iterdir() if p.is_file() and not is_ignored_name(p.name)
+                     and p.suffix.lower() in IMAGE_EXTENSIONS]
+        except OSError:
+            return []
+        return sorted(files, key=lambda p: natural_key(p.name))
+
+    def n_images(self) -> int:
+        return sum(self.classes().values())
+
+    def dataset(self) -> LabeledDataset | None:
+        """The verified dataset, or None while the workspace holds no image at all."""
+        if self.n_images() == 0:
+            return None
+        return discover_dataset(self.data_dir)
+
+    # -- adding images ---------------------------------------------------------------------
+    def add_images(self, label: str, files: Iterable[tuple[str, bytes]]) -> tuple[list[str], list[Skipped]]:
+        """Save uploaded `(file name, bytes)` into class `label` (created if needed).
+
+        Returns the saved file names and the skipped files with reasons. Files that are not
+        usable images are never written; a name already taken gets a " (2)"-style suffix.
+        """
+        folder = self._class_dir(label, must_exist=False)
+        self._ensure_data_dir()
+        folder.mkdir(exist_ok=True)
+        saved: list[str] = []
+        skipped: list[Skipped] = []
+        for raw_name, data in files:
+            name = safe_file_name(raw_name)
+            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append(Skipped(str(raw_name), f"not an image file ({Path(name).suffix or 'no extension'})"))
+                continue
+            try:
+                load_image(data)
+            except ImageLoadError as exc:
+                skipped.append(Skipped(str(raw_name), str(exc)))
+                continue
+            saved.append(self._write_new(folder, name, bytes(data)).name)
+        return saved, skipped
+
+    def _write_new(self, folder: Path, name: str, data: bytes) -> Path:
+        with _lock:
+            target = _free_name(folder, name)
+            self._check_inside(target)
+            atomic_write_bytes(target, data)
+        return target
+
+    def add_zip(self, source: str | os.PathLike | bytes) -> tuple[dict[str, int], list[Skipped]]:
+        """Import a .zip of class folders: valid images are copied into the matching classes.
+
+        Returns images saved per class and the skipped entries with reasons.
+        """
+        with tempfile.TemporaryDirectory(prefix="inspector-upload-") as tmp:
+            zip_path = Path(tmp) / "upload.zip"
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                zip_path.write_bytes(bytes(source))
+            else:
+                zip_path = Path(source)
+            root, skipped = extract_zip(zip_path, Path(tmp) / "extracted")
+            dataset = discover_dataset(root)
+            skipped = list(skipped) + list(dataset.skipped)
+            by_class: dict[str, list[tuple[str, bytes]]] = {}
+            for sample in dataset.samples:
+                by_class.setdefault(sample.label, []).append((sample.path.name, sample.path.read_bytes()))
+            counts: dict[str, int] = {}
+            for label, files in by_class.items():
+                saved, bad = self.add_images(label, files)
+                counts[safe_class_name(label)] = counts.get(safe_class_name(label), 0) + len(saved)
+                skipped.extend(bad)
+        return counts, skipped
+
+    def load_sample_data(self, source: str | os.PathLike | None = None) -> int:
+        """Copy the bundled sample images into the workspace; files already there are left alone.
+
+        Returns how many images were added.
+        """
+        train_dir = sample_data_dir(source, cache_dir=self.root / ".sample_data") / "train"
+        added = 0
+        for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir() and not is_ignored_name(p.name)):
+            target = self._class_dir(class_dir.name, must_exist=False)
+            new = [(p.name, p.read_bytes()) for p in self._image_files(class_dir) if not (target / p.name).exists()]
+            if new or not target.exists():
+                added += len(self.add_images(class_dir.name, new)[0])
+        return added
+
+    def new_parts_dir(self) -> Path:
+        """Sample images of new parts (not in the training data) to try a model on."""
+        return sample_data_dir(cache_dir=self.root / ".sample_data") / "new_parts"
+
+    # -- classes ---------------------------------------------------------------------------
+    def create_class(self, name: str) -> str:
+        """Create an empty class; returns its (sanitised) name."""
+        folder = self._class_dir(name, must_exist=False)
+        if folder.exists():
+            raise InspectorError(f"A class named '{folder.name}' already exists.")
+        self._ensure_data_dir()
+        folder.mkdir()
+        return folder.name
+
+    def rename_class(self, old: str, new: str) -> str:
+        source = self._class_dir(old)
+        target = self._class_dir(new, must_exist=False)
+        if target == source:
+            return target.name
+        if target.exists() and not _same_folder(source, target):
+            raise InspectorError(f"A class named '{target.name}' already exists; merge the classes instead.")
+        os.replace(source, target)
+        return target.name
+
+    def merge_classes(self, sources: Iterable[str], target: str) -> int:
+        """Move every image of `sources` into `target` (created if needed); returns images moved."""
+        target_dir = self._class_dir(target, must_exist=False)
+        self._ensure_data_dir()
+        target_dir.mkdir(exist_ok=True)
+        moved = 0
+        for label in sources:
+            source_dir = self._class_dir(label)
+            if source_dir == target_dir:
+                continue
+            for path in self._image_files(source_dir):
+                self._move(path, target_dir)
+                moved += 1
+            self._remove_tree(source_dir)
+        return moved
+
+    def delete_class(self, name: str) -> None:
+        self._remove_tree(self._class_dir(name))
+
+    def _remove_tree(self, folder: Path) -> None:
+        # Rename first (hidden name): a half-deleted class never shows up as a class.
+        trash = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:6]}.deleting")
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # -- images ----------------------------------------------------------------------------
+    def move_image(self, label: str, filename: str, new_label: str) -> str:
+        """Relabel one image; returns its file name in the new class (suffixed if taken)."""
+        path = self._image_path(label, filename)
+        target_dir = self._class_dir(new_label, must_exist=False)
+        if target_dir == path.parent:
+            return path.name
+        target_dir.mkdir(exist_ok=True)
+        return self._move(path, target_dir).name
+
+    def _move(self, path: Path, folder: Path) -> Path:
+        with _lock:
+            target = _free_name(folder, path.name)
+            self._check_inside(target)
+            os.replace(path, target)
+        return target
+
+    def delete_image(self, label: str, filename: str) -> None:
+        self._image_path(label, filename).unlink()
+
+    def read_image(self, label: str, filename: str) -> bytes:
+        return self._image_path(label, filename).read_bytes()
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """`name` in `folder`, or "stem_2.ext", "stem_3.ext"... if taken (case-insensitively)."""
+    taken = {p.name.lower() for p in folder.iterdir()} if folder.is_dir() else set()
+    stem, suffix = Path(name).stem, Path(name).suffix
+    candidate, n = name, 1
+    while candidate.lower() in taken:
+        n += 1
+        candidate = f"{stem}_{n}{suffix}"
+    return folder / candidate
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """True when a and b are one folder (a case-only rename on a case-insensitive disk)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def image_bytes_to_thumbnail(data: bytes, size: int = 160) -> bytes:
+    """A small JPEG of an image (for thumbnail grids)."""
+    image = load_image(data)
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
