@@ -1,0 +1,190 @@
+"""Data: upload and label images, manage classes, check the dataset, preview augmentation."""
+from __future__ import annotations
+
+import streamlit as st
+
+from inspector import AUGMENT_PRESETS, InspectorError, build_preview, resolve_preprocessing
+from inspector.data import IMAGE_EXTENSIONS
+from ui import charts
+from ui.data import checked_dataset, rgb, thumbnail_of
+from ui.state import flash, page_setup, show_flashes, user_errors, workspace
+
+NEW_CLASS = "+ New class..."
+PAGE_SIZE = 24
+page_setup("Data", ":material/photo_library:")
+ws = workspace()
+st.title("Data")
+st.caption(f"Images are saved in `{ws.data_dir}`, one folder per class: a refresh or restart loses nothing.")
+show_flashes()
+counts = ws.classes()
+
+
+def report_skipped(skipped, what: str = "files") -> None:
+    if skipped:
+        lines = "\n".join(f"- `{s.path}`: {s.reason}" for s in skipped[:20])
+        more = f"\n- ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        flash(f"{len(skipped)} {what} were not added:\n{lines}{more}", "warning")
+
+
+# -- upload ------------------------------------------------------------------------------
+st.header("Add images")
+tab_files, tab_zip = st.tabs(["Images into a class", "A .zip with one folder per class"])
+with tab_files:
+    left, right = st.columns([1, 2])
+    with left:
+        target = st.selectbox("Class", [*counts, NEW_CLASS], key="upload_class",
+                              index=len(counts) if not counts else 0)
+        new_name = (st.text_input("New class name", key="upload_new_class", placeholder="e.g. scratch")
+                    if target == NEW_CLASS else "")
+    with right:
+        round_ = st.session_state.setdefault("upload_round", 0)
+        uploads = st.file_uploader("Drag and drop images here (many at once)", accept_multiple_files=True,
+                                   type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS),
+                                   key=f"images_{round_}")
+    label = new_name.strip() if target == NEW_CLASS else target
+    if st.button(f"Add {len(uploads or [])} images to '{label or '...'}'", type="primary",
+                 disabled=not uploads, key="add_images"):
+        with user_errors("Saving the images"):
+            if not label:
+                raise InspectorError("Type a name for the new class first.")
+            saved, skipped = ws.add_images(label, [(f.name, f.getvalue()) for f in uploads])
+            flash(f"Saved {len(saved)} images into class '{label}'.")
+            report_skipped(skipped)
+            st.session_state["upload_round"] = round_ + 1
+            st.rerun()
+with tab_zip:
+    archive = st.file_uploader("Drag and drop a .zip here", type=["zip"], key=f"zip_{round_}")
+    st.caption("Inside the zip, put one folder per class, e.g. `ok/img1.png`, `scratch/img7.png`.")
+    if st.button("Import the zip", disabled=archive is None, key="import_zip"):
+        with user_errors("Importing the zip"), st.spinner("Unpacking and checking the images..."):
+            added, skipped = ws.add_zip(archive.getvalue())
+            flash(f"Imported {sum(added.values())} images: " + ", ".join(f"{k} {v}" for k, v in added.items()))
+            report_skipped(skipped, "entries")
+            st.session_state["upload_round"] = round_ + 1
+            st.rerun()
+
+# -- classes -------------------------------------------------------------------------------
+with st.expander("Manage classes: create, rename, merge, delete", expanded=not counts):
+    c_new, c_rename, c_merge, c_delete = st.columns(4)
+    with c_new:
+        name = st.text_input("New class", key="create_name", placeholder="e.g. crack")
+        if st.button("Create", key="create_class", disabled=not name.strip()):
+            with user_errors("Creating the class"):
+                flash(f"Created class '{ws.create_class(name)}'. Now add images to it.")
+                st.rerun()
+    with c_rename:
+        old = st.selectbox("Rename class", list(counts), key="rename_old", index=None, placeholder="class")
+        new = st.text_input("to", key="rename_new")
+        if st.button("Rename", key="rename_class", disabled=not (old and new.strip())):
+            with user_errors("Renaming the class"):
+                flash(f"Renamed '{old}' to '{ws.rename_class(old, new)}'.")
+                st.rerun()
+    with c_merge:
+        sources = st.multiselect("Merge classes", list(counts), key="merge_sources")
+        into = st.text_input("into class", key="merge_target", placeholder="existing or new name")
+        if st.button("Merge", key="merge_classes", disabled=not (sources and into.strip())):
+            with user_errors("Merging the classes"):
+                moved = ws.merge_classes(sources, into)
+                flash(f"Moved {moved} images into '{into}'.")
+                st.rerun()
+    with c_delete:
+        doomed = st.selectbox("Delete class", list(counts), key="delete_class_name", index=None,
+                              placeholder="class")
+        sure = st.checkbox("Also delete its images", key="delete_class_sure")
+        if st.button("Delete", key="delete_class", disabled=not (doomed and sure)):
+            with user_errors("Deleting the class"):
+                ws.delete_class(doomed)
+                flash(f"Deleted class '{doomed}' and its {counts.get(doomed, 0)} images.")
+                st.rerun()
+
+# -- check -----------------------------------------------------------------------------------
+st.header("Check")
+dataset = report = None
+with user_errors("Checking the dataset"):
+    dataset, report = checked_dataset(ws)
+if not counts:
+    st.info("No images yet. Add some above, or load the sample data on the Home page.")
+    if st.button("Load the sample data", key="load_sample"):
+        with user_errors("Loading the sample data"), st.spinner("Copying..."):
+            flash(f"Added {ws.load_sample_data()} sample images.")
+            st.rerun()
+else:
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(charts.class_counts(counts), width="stretch")
+    with right:
+        if report is not None:
+            levels = {"error": st.error, "warning": st.warning, "info": st.info}
+            for finding in report.findings:
+                levels.get(finding.level, st.info)(finding.message)
+            if report.ok and not report.warnings:
+                st.success(f"Ready to train: {len(dataset)} images in {len(dataset.classes)} classes.")
+            elif report.ok:
+                st.success("Training can start; the warnings above may cost accuracy.")
+        if dataset is not None and dataset.skipped:
+            with st.expander(f"{len(dataset.skipped)} files are not used"):
+                st.dataframe([{"file": s.path, "reason": s.reason} for s in dataset.skipped], hide_index=True)
+
+# -- browse and relabel -----------------------------------------------------------------------
+if counts:
+    st.header("Browse and relabel")
+    left, mid, right = st.columns([2, 1, 3])
+    shown = left.selectbox("Class", list(counts), key="browse_class")
+    files = ws.images(shown) if shown else []
+    pages = max(1, -(-len(files) // PAGE_SIZE))
+    page = mid.number_input(f"Page (of {pages})", 1, pages, 1, key=f"browse_page_{shown}")
+    chunk = files[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    right.caption(f"{len(files)} images in '{shown}'; showing {len(chunk)}.")
+    columns = st.columns(8)
+    for i, path in enumerate(chunk):
+        with columns[i % 8]:
+            thumb = thumbnail_of(path)
+            if thumb is None:
+                st.warning("unreadable")
+            else:
+                st.image(thumb, caption=path.name, width="stretch")
+    picked = st.multiselect("Select images on this page", [p.name for p in chunk], key=f"pick_{shown}_{page}")
+    a, b, c = st.columns([2, 1, 1])
+    move_to = a.selectbox("Move the selected images to", [c_ for c_ in counts if c_ != shown], key="move_to",
+                          index=None, placeholder="another class")
+    if b.button("Move", key="move_images", disabled=not (picked and move_to)):
+        with user_errors("Moving the images"):
+            for name in picked:
+                ws.move_image(shown, name, move_to)
+            flash(f"Moved {len(picked)} images from '{shown}' to '{move_to}'.")
+            st.rerun()
+    if c.button("Delete", key="delete_images", disabled=not picked):
+        with user_errors("Deleting the images"):
+            for name in picked:
+                ws.delete_image(shown, name)
+            flash(f"Deleted {len(picked)} images from '{shown}'.")
+            st.rerun()
+
+
+# -- augmentation preview ---------------------------------------------------------------------
+@st.fragment
+def augmentation_preview() -> None:
+    st.header("Augmentation preview")
+    st.caption("During training every image is varied like this, so the model learns what does not matter "
+               "(position, lighting) and what does (the defect).")
+    a, b, c = st.columns(3)
+    cls = a.selectbox("Class", [k for k, v in counts.items() if v], key="aug_class")
+    names = [p.name for p in ws.images(cls)] if cls else []
+    name = b.selectbox("Image", names, key="aug_image")
+    preset = c.selectbox("Preset", list(AUGMENT_PRESETS), index=list(AUGMENT_PRESETS).index("industrial"),
+                         key="aug_preset")
+    st.write(AUGMENT_PRESETS[preset][0])
+    st.button("New draw", key="aug_redraw")
+    if not name:
+        return
+    with user_errors("The preview"):
+        image = rgb(ws.read_image(cls, name))
+        view = build_preview(resolve_preprocessing("tf_efficientnet_lite0", 224), preset)
+        cols = st.columns(6)
+        cols[0].image(image, caption="original", width="stretch")
+        for i, col in enumerate(cols[1:], start=1):
+            col.image(view(image), caption=f"variant {i}", width="stretch")
+
+
+if counts and any(counts.values()):
+    augmentation_preview()

@@ -1,0 +1,200 @@
+"""Train: pick a backbone and a strategy, start a background training, watch it live."""
+from __future__ import annotations
+
+import streamlit as st
+
+from inspector import (AUGMENT_PRESETS, InspectorError, Job, TrainConfig, choose_strategy, describe_device,
+                       list_backbones, list_strategies)
+from inspector.backbones import hub_reachable
+from inspector.config import RESIZE_MODES
+from ui import charts, live
+from ui.data import checked_dataset
+from ui.state import flash, job_manager, page_setup, runs, show_flashes, user_errors, workspace
+
+page_setup("Train", ":material/model_training:")
+ws = workspace()
+jobs = job_manager()
+st.title("Train a model")
+show_flashes()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def backbone_rows() -> list[dict]:
+    return [b.to_dict() for b in list_backbones()]
+
+
+@st.cache_resource(show_spinner=False)
+def device_type() -> str:
+    return describe_device().type
+
+
+WEIGHTS = {"bundled": "weights bundled (offline)", "cached": "weights cached (offline)",
+           "download": "weights need a download"}
+
+dataset = report = None
+with user_errors("Reading the dataset"):
+    dataset, report = checked_dataset(ws)
+if dataset is None:
+    st.info("There are no images to train on yet. Add images on the **Data** page, "
+            "or load the sample data on the **Home** page.")
+elif not report.ok:
+    st.error("The dataset needs fixing before training: " + " ".join(f.message for f in report.errors))
+else:
+    st.caption(f"Dataset: {len(dataset)} images in {len(dataset.classes)} classes "
+               f"({', '.join(f'{k} {v}' for k, v in dataset.counts().items())}).")
+
+# -- backbone -----------------------------------------------------------------------------------
+st.header("1. Backbone")
+rows = backbone_rows()
+query = st.text_input("Search", placeholder="name or family, e.g. efficientnet, resnet, vit", key="bb_query")
+matches = [r for r in rows if query.strip().lower() in f"{r['name']} {r['family']} {r['summary']}".lower()] or rows
+if query.strip() and matches is rows:
+    st.caption(f"Nothing matches '{query}'; showing all backbones.")
+st.dataframe([{"backbone": r["name"], "family": r["family"], "parameters (M)": r["params_m"],
+               "input size (px)": r["input_size"], "weights": WEIGHTS[r["weights"]], "notes": r["summary"]}
+              for r in matches], hide_index=True)
+names = [r["name"] for r in matches]
+backbone = st.selectbox("Backbone", names, key="backbone",
+                        format_func=lambda n: f"{n} ({WEIGHTS[next(r for r in rows if r['name'] == n)['weights']]})")
+chosen = next(r for r in rows if r["name"] == backbone)
+startable = True
+if not chosen["available_offline"]:
+    if hub_reachable():
+        st.info(f"The pretrained weights of {backbone} will be downloaded from the Hugging Face hub when "
+                "training starts.")
+    else:
+        startable = False
+        offline = ", ".join(r["name"] for r in rows if r["available_offline"])
+        st.warning(f"{backbone} needs its pretrained weights from the internet (Hugging Face hub), and the hub "
+                   f"cannot be reached from this computer. Pick one that works offline: {offline}.")
+
+# -- strategy -----------------------------------------------------------------------------------
+st.header("2. Strategy")
+strategies = list_strategies()
+if dataset is not None:
+    smallest = min(dataset.counts().values())
+    auto_pick, why = choose_strategy(smallest, len(dataset.classes), device_type())
+    st.caption(f"Recommended for your data: **auto**, which would run **{auto_pick}**: {why}.")
+strategy = st.radio("Strategy", list(strategies), key="strategy", captions=list(strategies.values()),
+                    horizontal=False)
+
+# -- advanced -----------------------------------------------------------------------------------
+with st.expander("Advanced settings"):
+    a, b, c, d = st.columns(4)
+    epochs = a.number_input("Epochs (0 = strategy default)", 0, 1000, 0, key="epochs",
+                            help="For the linear probe an epoch is one optimiser pass over cached features: fast.")
+    image_size = b.number_input("Image size in px (0 = backbone default)", 0, 1024, 0, step=32, key="image_size")
+    augment = c.selectbox("Augmentation", list(AUGMENT_PRESETS), key="augment",
+                          index=list(AUGMENT_PRESETS).index("industrial"), help="See the preview on the Data page.")
+    resize = d.selectbox("Resize", RESIZE_MODES, key="resize_mode",
+                         help="letterbox: keep the whole image, pad | crop: centre crop | stretch: distort")
+    e, f, g, h = st.columns(4)
+    batch_size = e.number_input("Batch size", 1, 1024, 16, key="batch_size")
+    lr = f.number_input("Learning rate (0 = default)", 0.0, 0.99, 0.0, format="%.5f", key="lr")
+    seed = g.number_input("Random seed", 0, 2**31 - 1, 0, key="seed")
+    run_name = h.text_input("Run name (optional)", key="run_name")
+    st.caption(AUGMENT_PRESETS[augment][0])
+
+can_train = dataset is not None and report is not None and report.ok and startable
+if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not can_train, key="train"):
+    with user_errors("Starting the training"):
+        config = TrainConfig(backbone=backbone, strategy=strategy, epochs=int(epochs) or None,
+                             image_size=int(image_size) or None, augment=augment, resize_mode=resize,
+                             batch_size=int(batch_size), lr=float(lr) or None, seed=int(seed),
+                             name=run_name.strip() or None)
+        job = jobs.submit(str(ws.data_dir), config, ws.runs_dir)
+        flash(f"Training queued ({job.job_id}). It runs in the background: you can leave this page.")
+        st.rerun()
+
+
+# -- live view -----------------------------------------------------------------------------------
+def job_title(job: Job) -> str:
+    return job.config.name or f"{job.config.backbone} / {job.config.strategy}"
+
+
+def show_running(job: Job) -> None:
+    events = live.job_events(job)
+    progress = live.progress(events)
+    st.subheader(f"Training: {job_title(job)}")
+    st.progress(progress.fraction, text=progress.text)
+    last = live.epochs(events)
+    best = max((e["val_accuracy"] for e in last if e.get("val_accuracy") is not None), default=None)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Device", progress.device or "-",
+              help=f"GPU memory used: {progress.memory_mb:.0f} MB" if progress.memory_mb else None)
+    m2.metric("Images/s", f"{progress.images_per_s:.0f}" if progress.images_per_s else "-")
+    m3.metric("Time left (ETA)", live.duration(progress.eta_s))
+    m4.metric("Best val accuracy", f"{best:.1%}" if best is not None else "-")
+    show_chart(job.job_id, events)
+    if st.button("Stop", key=f"stop_{job.job_id}", icon=":material/stop:",
+                 help="Ends within one batch; the best model so far is kept."):
+        job.stop()
+        st.toast("Stopping after the current batch...")
+
+
+def show_chart(key: str, events: list[dict]) -> None:
+    if not live.epochs(events, None):
+        st.caption("The curves appear after the first epoch.")
+        return
+    show_folds = bool(live.folds(events)) and st.checkbox("Show cross-validation folds", key=f"folds_{key}")
+    st.plotly_chart(charts.curves({"this run": events}, show_folds), key=f"curves_{key}")
+
+
+def show_finished(job: Job) -> None:
+    events = live.job_events(job)
+    end = live.final_event(events)
+    title = job_title(job)
+    if job.status == "failed":
+        st.error(f"**{title}** failed: {job.error or (end or {}).get('message', 'unknown error')}")
+        return
+    if end is None or end.get("event") != "TrainEnd":
+        st.warning(f"**{title}** was cancelled before it started.")
+        return
+    acc, ci, f1 = end.get("val_accuracy"), end.get("val_accuracy_ci"), end.get("val_macro_f1")
+    score = (f"validation accuracy **{acc:.1%}**" + (f" (95% CI {ci[0]:.0%}-{ci[1]:.0%})" if ci else "")
+             + (f", macro-F1 **{f1:.2f}**" if f1 is not None else "")) if acc is not None else "no accuracy estimate"
+    text = f"**{title}** {job.status} in {live.duration(end.get('train_seconds'))}: {score}."
+    (st.success if job.status == "completed" else st.warning)(
+        text + (" The best model so far was kept." if job.status == "stopped" else "")
+        + " Try it on the **Inspect** page or compare it on **Compare**.")
+    with st.expander("Curves", expanded=False):
+        show_chart(job.job_id, events)
+
+
+def other_process_runs(known: set[str]) -> None:
+    """Runs training in another process (e.g. the command line): read-only live view."""
+    for info in runs(ws):
+        if info.status == "running" and str(info.path) not in known:
+            events = live.run_events(info.path)
+            st.subheader(f"Training elsewhere: {info.name}")
+            st.progress(live.progress(events).fraction, text=live.progress(events).text)
+            show_chart(info.run_id, events)
+
+
+@st.fragment(run_every=1.5)
+def live_panel() -> None:
+    all_jobs = jobs.jobs()
+    running = [j for j in all_jobs if j.status == "running"]
+    queued = [j for j in all_jobs if j.status == "queued"]
+    finished = [j for j in reversed(all_jobs) if j.finished][:3]
+    if not (running or queued or finished):
+        st.caption("No training yet in this session of the app. Runs started earlier are on the **Compare** page.")
+    for job in running:
+        show_running(job)
+    if queued:
+        st.subheader("Queued")
+        for job in queued:
+            q1, q2 = st.columns([4, 1])
+            q1.write(f"{job_title(job)}: waits for the training before it.")
+            if q2.button("Cancel", key=f"cancel_{job.job_id}"):
+                job.stop()
+                st.rerun(scope="fragment")
+    other_process_runs({str(j.run_dir) for j in all_jobs if j.run_dir})
+    if finished:
+        st.subheader("Finished")
+        for job in finished:
+            show_finished(job)
+
+
+st.header("3. Progress")
+live_panel()

@@ -1,0 +1,81 @@
+"""Plotly figures for the pages (pure functions of plain data)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from . import live
+
+PALETTE = qualitative.Plotly
+
+
+def class_counts(counts: dict[str, int]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), text=list(counts.values()),
+                           textposition="outside", marker_color=PALETTE[0]))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="images",
+                      title="Images per class")
+    return fig
+
+
+def curves(series: dict[str, list[dict]], show_folds: bool = False) -> go.Figure:
+    """Loss, validation accuracy/macro-F1 and learning rate per epoch for one or more runs."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Validation accuracy and macro-F1",
+                                                        "Learning rate"))
+    for i, (name, events) in enumerate(series.items()):
+        color = PALETTE[i % len(PALETTE)]
+        _add_fold(fig, name, live.epochs(events), color, opacity=1.0, legend=True)
+        if show_folds:
+            for fold in live.folds(events):
+                _add_fold(fig, f"{name} fold {fold}", live.epochs(events, fold), color, opacity=0.35, legend=False)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def _add_fold(fig: go.Figure, name: str, epochs: list[dict], color: str, opacity: float, legend: bool) -> None:
+    x = [e["epoch"] for e in epochs]
+    traces = [
+        (1, "train loss", "train_loss", "solid"), (1, "val loss", "val_loss", "dash"),
+        (2, "val accuracy", "val_accuracy", "solid"), (2, "val macro-F1", "val_macro_f1", "dot"),
+        (3, "learning rate", "lr", "solid"),
+    ]
+    for col, label, key, dash in traces:
+        y = [e.get(key) for e in epochs]
+        if not any(v is not None for v in y):
+            continue
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{name}: {label}", opacity=opacity,
+                                 line=dict(color=color, dash=dash), marker=dict(size=5),
+                                 showlegend=legend, legendgroup=name), row=1, col=col)
+
+
+def confusion(matrix: list[list[int]], classes: list[str], title: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=matrix, x=classes, y=classes, colorscale="Blues", showscale=False,
+                               text=matrix, texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+    return fig
+
+
+def per_class_f1(rows: dict[str, dict[str, float]]) -> go.Figure:
+    """rows: run name -> {class: F1}."""
+    fig = go.Figure()
+    for i, (name, scores) in enumerate(rows.items()):
+        fig.add_trace(go.Bar(name=name, x=list(scores), y=list(scores.values()),
+                             marker_color=PALETTE[i % len(PALETTE)]))
+    fig.update_layout(barmode="group", height=320, yaxis=dict(range=[0, 1.05], title="F1"),
+                      margin=dict(l=10, r=10, t=40, b=10), title="F1 per class")
+    return fig
+
+
+def probabilities(probs: dict[str, float], ok_classes: set[str]) -> go.Figure:
+    names = sorted(probs, key=probs.get)
+    colors = ["#2e7d32" if n in ok_classes else "#c62828" for n in names]
+    fig = go.Figure(go.Bar(x=[probs[n] for n in names], y=names, orientation="h", marker_color=colors,
+                           text=[f"{probs[n]:.0%}" for n in names], textposition="auto"))
+    fig.update_layout(height=40 + 26 * len(names), margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis=dict(range=[0, 1], tickformat=".0%"))
+    return fig

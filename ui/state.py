@@ -1,0 +1,75 @@
+"""Process-wide resources (the JobManager, loaded Predictors) and small page helpers."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import streamlit as st
+
+from inspector import InspectorError, JobManager, Predictor, RunInfo, RunStore
+from inspector.workspace import Workspace
+
+log = logging.getLogger("inspector.app")
+
+
+def page_setup(title: str, icon: str = ":material/search:") -> None:
+    st.set_page_config(page_title=f"{title} · Defect Inspector", page_icon=icon, layout="wide")
+
+
+def workspace() -> Workspace:
+    """The workspace folder (INSPECTOR_WORKSPACE or ~/DefectInspector). Cheap: nothing is cached."""
+    return Workspace()
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager() -> JobManager:
+    """ONE job manager per server process: training survives reruns, page changes and refreshes."""
+    return JobManager()
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=6)
+def _predictor(run_dir: str, weights_mtime: float) -> Predictor:
+    return Predictor.from_run(run_dir)
+
+
+def predictor(run: RunInfo | str | Path) -> Predictor:
+    """A loaded, shared (read-only) Predictor; reloaded when the run's weights file changes."""
+    path = Path(run.path if isinstance(run, RunInfo) else run)
+    weights = path / "model.safetensors"
+    mtime = weights.stat().st_mtime if weights.is_file() else 0.0
+    return _predictor(str(path), mtime)
+
+
+def runs(ws: Workspace) -> list[RunInfo]:
+    return RunStore(ws.runs_dir).list_runs()
+
+
+def run_label(info: RunInfo) -> str:
+    acc = info.summary.get("val_accuracy")
+    score = f", {acc:.0%}" if isinstance(acc, (int, float)) else ""
+    return f"{info.name} ({info.status}{score})"
+
+
+@contextlib.contextmanager
+def user_errors(action: str = "That") -> Iterator[None]:
+    """Show a user's mistake as a plain error box; unexpected failures as a short message."""
+    try:
+        yield
+    except InspectorError as exc:
+        st.error(str(exc), icon=":material/error:")
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        log.exception("%s failed", action)
+        st.error(f"{action} failed unexpectedly: {exc}. The details are in the app's log.",
+                 icon=":material/error:")
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """A message shown once on the next rerun (after st.rerun())."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flashes() -> None:
+    for kind, message in st.session_state.pop("_flash", []):
+        getattr(st, kind)(message)
