@@ -30,6 +30,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     val_fraction: float = 0.2
+    max_folds: int = 5  # cross-validation folds when there are too few images for a hold-out split
     weights_path: str | None = None
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -48,6 +49,8 @@ class TrainConfig:
             problems.append(f"learning rate must be between 0 and 1 (got {self.lr})")
         if not 0 < self.val_fraction < 0.9:
             problems.append(f"validation fraction must be between 0 and 0.9 (got {self.val_fraction})")
+        if not 2 <= self.max_folds <= 20:
+            problems.append(f"cross-validation folds must be between 2 and 20 (got {self.max_folds})")
         if self.device not in DEVICES:
             problems.append(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
         if problems:

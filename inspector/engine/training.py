@@ -98,7 +98,8 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
     strategy = create_strategy(strategy_name)
     prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
     model = create_model(config.backbone, len(dataset.classes), weights_path=config.weights_path)
-    plan = plan_validation(dataset.labels, seed=config.seed, val_fraction=config.val_fraction)
+    plan = plan_validation(dataset.labels, seed=config.seed, val_fraction=config.val_fraction,
+                           max_folds=config.max_folds)
 
     resolved = config.replace(strategy=strategy_name, image_size=prep.image_size,
                               epochs=config.epochs or strategy.default_epochs)

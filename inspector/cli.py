@@ -1,0 +1,270 @@
+"""The `inspector` command: a thin argparse front end over the library.
+
+Progress goes to stderr; with --json the last stdout line is one JSON object. A user's mistake
+prints one `error:` line and exits with status 2; nothing prints a traceback unless
+INSPECTOR_DEBUG=1 is set.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import InspectorError
+
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _emit_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+                     + [fmt.format(*map(str, r)) for r in rows])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import TrainConfig
+    from .data import discover_dataset
+    from .engine import ConsoleProgress, train
+
+    config = TrainConfig(backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
+                         image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
+                         batch_size=args.batch_size, weights_path=args.weights, name=args.name,
+                         resize_mode=args.resize)
+    dataset = discover_dataset(args.data)
+    for item in dataset.skipped:
+        print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+    result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
+    print(f"Run saved to {result.run_dir}", file=sys.stderr)
+    if args.json:
+        _emit_json(result.to_dict())
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .data import discover_dataset
+    from .evaluation import evaluate_predictions
+    from .inference import Predictor
+
+    predictor = Predictor.from_run(args.run_dir, device=args.device)
+    dataset = discover_dataset(args.data)
+    unknown = sorted(set(dataset.classes) - set(predictor.classes))
+    if unknown:
+        raise InspectorError(f"The data has classes the model was not trained on: {', '.join(unknown)}. "
+                             f"The model knows: {', '.join(predictor.classes)}.")
+    y_true = [predictor.classes.index(s.label) for s in dataset.samples]
+    y_pred = predictor.predict_proba(dataset.paths).argmax(1) if len(dataset) else np.zeros(0, int)
+    report = evaluate_predictions(y_true, y_pred, predictor.classes, method=f"evaluation on {args.data}")
+    report["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
+    if args.json:
+        _emit_json(report)
+    else:
+        low, high = report["accuracy_ci"]
+        print(f"accuracy {report['accuracy']:.3f} (95% CI {low:.2f}-{high:.2f}), macro-F1 {report['macro_f1']:.3f}, "
+              f"{report['n_images']} images")
+        rows = [[c, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
+                for c, v in report["per_class"].items()]
+        print(_table(rows, ["class", "precision", "recall", "f1", "images"]))
+
+
+def _collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    from .data import is_image_path
+    from .data.types import is_ignored_name
+
+    paths, skipped = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)
+                            and not any(is_ignored_name(part) for part in p.relative_to(path).parts))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            skipped.append({"path": item, "reason": "file not found"})
+    return paths, skipped
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .data import load_image, to_rgb_array
+    from .errors import ImageLoadError
+    from .inference import Predictor, verdict
+
+    predictor = Predictor.from_run(args.run_dir, device=args.device)
+    paths, skipped = _collect_images(args.images)
+    images, kept = [], []
+    for path in paths:
+        try:
+            images.append(to_rgb_array(load_image(path)))
+            kept.append(path)
+        except ImageLoadError as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+    if not kept:
+        raise InspectorError("No readable image to predict. " + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped))
+    ok_classes = args.ok_classes.split(",") if args.ok_classes else []
+    unknown = [c for c in ok_classes if c not in predictor.classes]
+    if unknown:
+        raise InspectorError(f"--ok-classes names unknown classes: {', '.join(unknown)}. "
+                             f"The model knows: {', '.join(predictor.classes)}.")
+    results = []
+    for path, pred in zip(kept, predictor.predict_batch(images)):
+        row = {"path": str(path), **pred.to_dict()}
+        if ok_classes:
+            v = verdict(pred, ok_classes, args.threshold)
+            row.update(verdict=v.label, defect_probability=v.defect_probability)
+        results.append(row)
+    for item in skipped:
+        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    if args.csv:
+        _write_csv(Path(args.csv), results, predictor.classes)
+    if args.json:
+        _emit_json({"run_dir": str(predictor.run_dir), "classes": predictor.classes, "predictions": results,
+                    "skipped": skipped})
+    else:
+        for row in results:
+            extra = f"  {row['verdict']}" if "verdict" in row else ""
+            print(f"{row['path']}\t{row['label']}\t{row['confidence']:.3f}{extra}")
+
+
+def _write_csv(path: Path, results: list[dict], classes: list[str]) -> None:
+    from ._io import atomic_write
+
+    columns = ["path", "label", "confidence"] + (["verdict", "defect_probability"] if results and "verdict" in results[0] else [])
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns + [f"p_{c}" for c in classes])
+            for row in results:
+                writer.writerow([row[c] for c in columns] + [row["probabilities"][c] for c in classes])
+
+    atomic_write(path, write)
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from .runs import RunStore
+
+    runs = RunStore(args.runs_dir).list_runs()
+    if args.json:
+        _emit_json({"runs_dir": str(args.runs_dir), "runs": [r.to_dict() for r in runs]})
+        return
+    if not runs:
+        print(f"No runs in {args.runs_dir}.")
+        return
+    rows = [[r.run_id, r.status, r.backbone, r.strategy,
+             "-" if r.summary.get("val_accuracy") is None else f"{r.summary['val_accuracy']:.3f}"] for r in runs]
+    print(_table(rows, ["run", "status", "backbone", "strategy", "val_acc"]))
+
+
+def cmd_backbones(args: argparse.Namespace) -> None:
+    from .backbones import list_backbones
+
+    entries = [b for b in list_backbones() if b.available_offline or not args.offline]
+    if args.json:
+        _emit_json({"backbones": [b.to_dict() for b in entries]})
+        return
+    rows = [[b.spec.name, f"{b.spec.params_m:.1f}M", b.input_size, b.weights, b.spec.summary] for b in entries]
+    print(_table(rows, ["backbone", "params", "input", "weights", "notes"]))
+    print("\nbundled/cached: works offline. download: needs internet once. Any other timm model name works too.")
+
+
+def cmd_sample_data(args: argparse.Namespace) -> None:
+    from .sample_data import generate_sample_data
+
+    out = generate_sample_data(args.out_dir, seed=args.seed)
+    print(f"Sample data written to {out}", file=sys.stderr)
+    if args.json:
+        _emit_json({"out_dir": str(out)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .runs import default_runs_dir
+
+    parser = argparse.ArgumentParser(prog="inspector", description="Train and use defect-inspection models "
+                                     "from a handful of labeled images.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    runs_dir = dict(default=default_runs_dir(), type=Path, help="folder holding the runs (default: %(default)s)")
+    device = dict(default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to compute (default: auto)")
+    as_json = dict(action="store_true", help="print one JSON object as the last line of stdout")
+
+    p = sub.add_parser("train", help="train a model on a folder of class sub-folders or a .zip")
+    p.add_argument("data", help="folder with one sub-folder per class, or a .zip of such folders")
+    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)")
+    p.add_argument("--strategy", default="auto", help="auto, linear_probe, fine_tune, ... (default: auto)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the backbone's)")
+    p.add_argument("--resize", default="letterbox", choices=["letterbox", "crop", "stretch"],
+                   help="how non-square images fit the square input (default: letterbox, keeps the aspect ratio)")
+    p.add_argument("--augment", default="industrial", help="none, light or industrial (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default=None, help="local weights file (.safetensors or .pth) for the backbone")
+    p.add_argument("--name", default=None, help="a display name for the run")
+    p.add_argument("--runs-dir", **runs_dir)
+    p.add_argument("--device", **device)
+    p.add_argument("--json", **as_json)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="measure a trained run on labeled data")
+    p.add_argument("run_dir", help="a run folder (see 'inspector runs')")
+    p.add_argument("data", help="folder with one sub-folder per class, or a .zip")
+    p.add_argument("--device", **device)
+    p.add_argument("--json", **as_json)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify new images with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--ok-classes", default=None, help="comma-separated classes that count as OK: adds an OK/NG verdict")
+    p.add_argument("--threshold", type=float, default=0.5, help="NG when P(defect) >= this (default: 0.5)")
+    p.add_argument("--csv", default=None, help="also write the results to this CSV file")
+    p.add_argument("--device", **device)
+    p.add_argument("--json", **as_json)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("runs", help="list trained runs")
+    p.add_argument("--runs-dir", **runs_dir)
+    p.add_argument("--json", **as_json)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("backbones", help="list the curated backbones and where their weights come from")
+    p.add_argument("--offline", action="store_true", help="only those that work without internet")
+    p.add_argument("--json", **as_json)
+    p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser("sample-data", help="(re)generate the bundled sample dataset")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", **as_json)
+    p.set_defaults(func=cmd_sample_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InspectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - one line for the user; details on request
+        if os.environ.get("INSPECTOR_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set INSPECTOR_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_BUG
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

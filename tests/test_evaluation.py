@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import pytest
+
+from inspector.evaluation import evaluate_predictions, wilson_interval
+
+
+def test_wilson_interval_brackets_the_accuracy_and_narrows_with_more_images():
+    low, high = wilson_interval(8, 10)
+    assert low < 0.8 < high
+    low_big, high_big = wilson_interval(800, 1000)
+    assert high_big - low_big < high - low
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_report_has_confusion_matrix_and_per_class_metrics():
+    report = evaluate_predictions([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0], ["ok", "scratch", "dent"])
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert report["per_class"]["scratch"]["precision"] == pytest.approx(2 / 3)
+    assert report["per_class"]["dent"]["recall"] == pytest.approx(0.5)
+    assert report["n_images"] == 6
+    assert report["interval_too_wide"] is True  # six images cannot pin down an accuracy
