@@ -1,0 +1,143 @@
+"""Compare: all runs in a table, curves overlaid (live), confusion matrices, per-class F1, paired predictions."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import streamlit as st
+
+from inspector import Run, RunStore
+from ui import charts, live
+from ui.data import checked_dataset, thumbnail_of
+from ui.models import inference_ms, predict
+from ui.state import flash, job_manager, page_setup, run_label, runs, show_flashes, user_errors, workspace
+
+page_setup("Compare", ":material/compare:")
+ws = workspace()
+jobs = job_manager()
+st.title("Compare models")
+show_flashes()
+infos = runs(ws)
+if not infos:
+    st.info("No training runs yet. Start one on the **Train** page.")
+    st.stop()
+by_id = {info.run_id: info for info in infos}
+speeds: dict[str, float] = st.session_state.setdefault("inference_ms", {})
+
+
+def table_row(info) -> dict:
+    s = info.summary
+    ci = s.get("val_accuracy_ci")
+    return {"name": info.name, "backbone": info.backbone, "strategy": info.strategy, "status": info.status,
+            "val accuracy": s.get("val_accuracy"),
+            "95% CI": f"{ci[0]:.0%} - {ci[1]:.0%}" if ci else None,
+            "macro-F1": s.get("val_macro_f1"), "train time (s)": s.get("train_seconds"),
+            "parameters (M)": s.get("params_m"), "inference (ms/image)": speeds.get(info.run_id),
+            "started": dt.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M"), "run id": info.run_id}
+
+
+st.caption("Click a column header to sort. Accuracy is measured on images the model did not train on.")
+st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
+    "val accuracy": st.column_config.ProgressColumn("val accuracy", format="percent", min_value=0, max_value=1),
+    "macro-F1": st.column_config.NumberColumn(format="%.3f"),
+    "inference (ms/image)": st.column_config.NumberColumn(format="%.1f")})
+
+dataset = None
+with user_errors("Reading the dataset"):
+    dataset, _ = checked_dataset(ws)
+with_model = [i for i in infos if i.has_model]
+if with_model and dataset is not None and st.button("Measure inference time", key="measure",
+                                                    help="Runs each model on 8 of your images, one at a time."):
+    with user_errors("Measuring"), st.spinner("Timing each model..."):
+        for info in with_model:
+            speeds[info.run_id] = inference_ms(info, dataset.paths[:: max(1, len(dataset) // 8)])
+        st.rerun()
+
+with st.expander("Rename or delete a run"):
+    a, b, c = st.columns([2, 2, 1])
+    target = a.selectbox("Run", list(by_id), format_func=lambda r: run_label(by_id[r]), key="manage_run")
+    new_name = b.text_input("New name", key="new_run_name")
+    if c.button("Rename", key="rename_run", disabled=not new_name.strip()):
+        with user_errors("Renaming"):
+            RunStore(ws.runs_dir).rename(target, new_name)
+            flash(f"Renamed to '{new_name.strip()}'.")
+            st.rerun()
+    sure = st.checkbox("Yes, delete this run and its model", key="delete_run_sure")
+    if st.button("Delete run", key="delete_run", disabled=not sure):
+        with user_errors("Deleting"):
+            RunStore(ws.runs_dir).delete(target)
+            speeds.pop(target, None)
+            flash(f"Deleted run '{by_id[target].name}'.")
+            st.rerun()
+
+st.header("Side by side")
+default = [i.run_id for i in infos if i.status in ("completed", "running")][:2]
+picked = st.multiselect("Runs to compare", list(by_id), default=default, key="compare_runs",
+                        format_func=lambda r: run_label(by_id[r]))
+chosen = [by_id[r] for r in picked]
+any_running = any(i.status == "running" for i in chosen)
+
+
+@st.fragment(run_every=2 if any_running else None)
+def overlaid_curves() -> None:
+    show_folds = st.checkbox("Show cross-validation folds", key="compare_folds")
+    series = {i.name: live.run_events(i.path, jobs.jobs()) for i in chosen}
+    st.plotly_chart(charts.curves(series, show_folds), key="compare_curves")
+
+
+if chosen:
+    overlaid_curves()
+    evaluations = {i.name: Run(i.path).evaluation() for i in chosen}
+    ready = {name: ev for name, ev in evaluations.items() if ev}
+    if ready:
+        cols = st.columns(min(len(ready), 3))
+        for k, (name, ev) in enumerate(ready.items()):
+            with cols[k % len(cols)]:
+                st.plotly_chart(charts.confusion(ev["confusion_matrix"], ev["classes"], name), key=f"cm_{k}")
+                st.caption(ev.get("method", ""))
+        st.plotly_chart(charts.per_class_f1({n: {c: v["f1"] for c, v in ev["per_class"].items()}
+                                             for n, ev in ready.items()}), key="f1_bars")
+    missing = [n for n, ev in evaluations.items() if not ev]
+    if missing:
+        st.caption(f"No evaluation yet for: {', '.join(missing)} (still training, stopped early or failed).")
+
+# -- paired comparison ---------------------------------------------------------------------------
+st.header("Where two models disagree")
+if len(with_model) < 2 or dataset is None:
+    st.info("Train at least two models to compare their predictions image by image.")
+    st.stop()
+a, b = st.columns(2)
+ids = [i.run_id for i in with_model]
+run_a = a.selectbox("Model A", ids, key="pair_a", format_func=lambda r: run_label(by_id[r]))
+run_b = b.selectbox("Model B", ids, index=1, key="pair_b", format_func=lambda r: run_label(by_id[r]))
+st.caption("Both models see the same images: every image in the workspace (at most 300). Images a model "
+           "trained on are included, so look at the disagreements rather than the totals.")
+if st.button("Compare predictions", key="pair_go", disabled=run_a == run_b):
+    with user_errors("Comparing"), st.spinner("Running both models on the images..."):
+        samples = dataset.samples[:: max(1, len(dataset) // 300)][:300]
+        rows = []
+        for sample in samples:
+            data = sample.path.read_bytes()
+            pa, pb = predict(by_id[run_a], data), predict(by_id[run_b], data)
+            rows.append({"path": str(sample.path), "true": sample.label, "a": pa.label, "pa": pa.confidence,
+                         "b": pb.label, "pb": pb.confidence})
+        st.session_state["paired"] = {"a": run_a, "b": run_b, "rows": rows}
+paired = st.session_state.get("paired")
+if paired and paired["a"] == run_a and paired["b"] == run_b:
+    rows = paired["rows"]
+    differ = [r for r in rows if r["a"] != r["b"]]
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Images", len(rows))
+    m2.metric("Models agree", f"{1 - len(differ) / max(len(rows), 1):.0%}")
+    m3.metric("Disagreements", len(differ))
+    if not differ:
+        st.success("The two models give the same class for every image.")
+    cols = st.columns(6)
+    for k, r in enumerate(differ[:36]):
+        with cols[k % 6]:
+            thumb = thumbnail_of(Path(r["path"]))
+            if thumb:
+                st.image(thumb, width="stretch")
+            mark = lambda label: "✅" if label == r["true"] else "❌"  # noqa: E731
+            st.caption(f"**{Path(r['path']).name}** (labeled {r['true']})  \n"
+                       f"A: {r['a']} {r['pa']:.0%} {mark(r['a'])}  \nB: {r['b']} {r['pb']:.0%} {mark(r['b'])}")

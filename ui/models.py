@@ -1,0 +1,61 @@
+"""Predictions and heatmaps for the pages, cached per (run weights, image content)."""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from inspector import Prediction, RunInfo, overlay_heatmap
+from inspector.data import load_image, to_rgb_array
+
+from .state import predictor
+
+
+def _key(run: RunInfo) -> tuple[str, float]:
+    weights = Path(run.path) / "model.safetensors"
+    return str(run.path), weights.stat().st_mtime if weights.is_file() else 0.0
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def _predict(run_dir: str, mtime: float, sha: str, _data: bytes) -> dict:
+    return predictor(run_dir).predict(_data).to_dict() | {"classes": predictor(run_dir).classes}
+
+
+def predict(run: RunInfo, data: bytes) -> Prediction:
+    result = _predict(*_key(run), digest(data), data)
+    probs = result["probabilities"]
+    return Prediction(result["label"], result["classes"].index(result["label"]), probs)
+
+
+@st.cache_data(show_spinner=False, max_entries=300)
+def _overlay(run_dir: str, mtime: float, sha: str, _data: bytes) -> np.ndarray:
+    image = to_rgb_array(load_image(_data))
+    return overlay_heatmap(image, predictor(run_dir).heatmap(image))
+
+
+def heatmap_overlay(run: RunInfo, data: bytes) -> np.ndarray:
+    """The image with the model's Grad-CAM heatmap (for its predicted class) blended over it."""
+    return _overlay(*_key(run), digest(data), data)
+
+
+@st.cache_data(show_spinner=False, max_entries=100)
+def _speed(run_dir: str, mtime: float, paths: tuple[str, ...]) -> float:
+    model = predictor(run_dir)
+    images = [to_rgb_array(load_image(p)) for p in paths]
+    model.predict_batch(images[:1])  # warm-up
+    start = time.perf_counter()
+    for image in images:
+        model.predict(image)
+    return 1000 * (time.perf_counter() - start) / max(len(images), 1)
+
+
+def inference_ms(run: RunInfo, paths: list[Path]) -> float:
+    """Milliseconds per image, one image at a time (as on an inspection station)."""
+    return _speed(*_key(run), tuple(str(p) for p in paths[:8]))
