@@ -1,0 +1,243 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against `streamlit run app.py`.
+
+Drops images onto the Data page (set_input_files and a real drop event), trains a tiny model,
+watches the live curve, inspects a new part, reads the verdict and downloads the CSV.
+Screenshots go to test-artifacts/screenshots/ (printed at the end).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("INSPECTOR_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PER_CLASS = 6
+
+DROP_FILES_JS = """([selector, files]) => {
+    const target = document.querySelectorAll(selector)[0];
+    const transfer = new DataTransfer();
+    for (const f of files) {
+        const bytes = Uint8Array.from(atob(f.data), c => c.charCodeAt(0));
+        transfer.items.add(new File([bytes], f.name, {type: f.type}));
+    }
+    for (const kind of ["dragenter", "dragover", "drop"]) {
+        target.dispatchEvent(new DragEvent(kind, {bubbles: true, cancelable: true, dataTransfer: transfer}));
+    }
+    return transfer.files.length;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, server: subprocess.Popen, log: Path, limit_s: float = 90) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"streamlit did not answer within {limit_s} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """Sample photos: train/<class>/ (PER_CLASS each for ok and scratch) and new_parts/."""
+    from inspector.workspace import sample_data_dir
+
+    try:
+        source = sample_data_dir()
+    except Exception:  # noqa: BLE001 - not bundled in this checkout: generate a small set
+        from inspector.sample_data import generate_sample_data
+
+        source = generate_sample_data(tmp_path_factory.mktemp("generated"), images_per_class=PER_CLASS, new_parts=4)
+    out = tmp_path_factory.mktemp("images")
+    for label in ("ok", "scratch"):
+        (out / "train" / label).mkdir(parents=True)
+        for path in sorted((source / "train" / label).iterdir())[:PER_CLASS]:
+            shutil.copy(path, out / "train" / label)
+    shutil.copytree(source / "new_parts", out / "new_parts")
+    return out
+
+
+@pytest.fixture
+def app_url(tmp_path, images):
+    port = free_port()
+    env = {**os.environ, "INSPECTOR_WORKSPACE": str(tmp_path / "workspace"), "INSPECTOR_SAMPLE_DATA": str(images),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "streamlit.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    try:
+        wait_until_up(url, server, log)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=15)
+        print(f"\nstreamlit log: {log}")
+
+
+@pytest.fixture
+def page(app_url):
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: install it with `apt-get install -y chromium` "
+                    "(or set INSPECTOR_CHROMIUM to its path).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def idle(page, limit_ms: int = 60_000) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=limit_ms)
+
+
+def choose(page, label: str, option: str) -> None:
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option).first.click()
+    idle(page)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_data_train_inspect_in_a_browser(page, app_url, images):
+    ok_files = sorted((images / "train" / "ok").iterdir())
+    scratch_files = sorted((images / "train" / "scratch").iterdir())
+
+    # Home
+    page.goto(app_url)
+    page.get_by_text("Defect Inspector").first.wait_for()
+    idle(page)
+    shot(page, "1_home")
+
+    # Data: set_input_files into a new class "ok"
+    page.goto(f"{app_url}/Data")
+    page.get_by_text("Add images").first.wait_for()
+    idle(page)
+    page.get_by_label("New class name").fill("ok")
+    page.get_by_label("New class name").press("Enter")
+    idle(page)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files([str(p) for p in ok_files])
+    add = page.get_by_role("button", name=f"Add {PER_CLASS} images to 'ok'")
+    add.wait_for()
+    add.click()
+    page.get_by_text(f"Saved {PER_CLASS} images into class 'ok'").wait_for()
+    idle(page)
+
+    # Data: a real drop event carrying a DataTransfer into a new class "scratch"
+    choose(page, "Class", "+ New class...")
+    page.get_by_label("New class name").fill("scratch")
+    page.get_by_label("New class name").press("Enter")
+    idle(page)
+    payload = [{"name": p.name, "type": "image/jpeg", "data": base64.b64encode(p.read_bytes()).decode()}
+               for p in scratch_files]
+    dropped = page.evaluate(DROP_FILES_JS, ['[data-testid="stFileUploaderDropzone"]', payload])
+    assert dropped == PER_CLASS
+    add = page.get_by_role("button", name=f"Add {PER_CLASS} images to 'scratch'")
+    add.wait_for()
+    add.click()
+    page.get_by_text(f"Saved {PER_CLASS} images into class 'scratch'").wait_for()
+    idle(page)
+    page.get_by_text("Browse and relabel").first.scroll_into_view_if_needed()
+    shot(page, "2_data")
+
+    # Train: linear probe, watch the curve appear and update
+    page.goto(f"{app_url}/Train")
+    page.get_by_text("1. Backbone").first.wait_for()
+    idle(page)
+    page.locator('[data-testid="stRadio"] label').filter(has_text="linear_probe").first.click()
+    idle(page)
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text("Training queued").first.wait_for()
+    seen: list[str] = []
+    chart = page.locator('[data-testid="stPlotlyChart"]')
+    done = page.get_by_text("completed in")
+    deadline = time.monotonic() + 400
+    charted_at = None
+    while not done.count():
+        assert time.monotonic() < deadline, f"training did not finish; progress seen: {seen[-5:]}"
+        bar = page.locator('[data-testid="stProgress"]')
+        if bar.count():
+            text = bar.first.inner_text()
+            if not seen or seen[-1] != text:
+                seen.append(text)
+        if chart.count() and charted_at is None:
+            charted_at = time.monotonic()
+            shot(page, "3_train_live")
+        page.wait_for_timeout(700)
+    assert len(seen) >= 2, f"the live progress never updated: {seen}"
+    page.get_by_text("Curves").first.click()
+    chart.first.wait_for()
+    shot(page, "3_train_done")
+
+    # Compare
+    page.goto(f"{app_url}/Compare")
+    page.get_by_text("Side by side").first.wait_for()
+    idle(page)
+    chart.first.wait_for()
+    shot(page, "4_compare")
+
+    # Inspect: upload a new part, read the verdict, download the CSV
+    page.goto(f"{app_url}/Inspect")
+    page.get_by_text("Classes that count as OK").first.wait_for()
+    idle(page)
+    new_part = sorted((images / "new_parts").iterdir())[0]
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(new_part))
+    page.get_by_role("button", name="Use the sample new parts").click()
+    verdict = page.get_by_text(re.compile(r"predicted .*defect probability")).first
+    verdict.wait_for(timeout=120_000)
+    idle(page, 120_000)
+    text = verdict.inner_text()
+    assert ("OK" in text or "NG" in text) and "predicted" in text, text
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_role("button", name="Download CSV").click()
+    csv_path = Path(download.value.path())
+    header, *rows = csv_path.read_text().splitlines()
+    assert "verdict" in header and rows and all(("OK" in r or "NG" in r) for r in rows)
+    assert any(new_part.name in r for r in rows)
+    page.get_by_text("Results").first.scroll_into_view_if_needed()
+    shot(page, "5_inspect")
+    print(f"\nscreenshots: {ARTIFACTS}")
