@@ -144,7 +144,7 @@ if counts:
             else:
                 st.image(thumb, caption=path.name, width="stretch")
     picked = st.multiselect("Select images on this page", [p.name for p in chunk], key=f"pick_{shown}_{page}")
-    a, b, c = st.columns([2, 1, 1])
+    a, b, c = st.columns([2, 1, 1], vertical_alignment="bottom")
     move_to = a.selectbox("Move the selected images to", [c_ for c_ in counts if c_ != shown], key="move_to",
                           index=None, placeholder="another class")
     if b.button("Move", key="move_images", disabled=not (picked and move_to)):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from inspector import InspectorError, JobManager, Predictor, RunInfo, RunStore
 from inspector.workspace import Workspace
@@ -14,8 +15,22 @@ from inspector.workspace import Workspace
 log = logging.getLogger("inspector.app")
 
 
+NAVIGATION = (("app.py", "Home", ":material/home:"), ("pages/1_Data.py", "Data", ":material/photo_library:"),
+              ("pages/2_Train.py", "Train", ":material/model_training:"),
+              ("pages/3_Compare.py", "Compare", ":material/compare:"),
+              ("pages/4_Inspect.py", "Inspect", ":material/search:"))
+
+
 def page_setup(title: str, icon: str = ":material/search:") -> None:
+    """Page config and the sidebar menu (Streamlit's own menu would call the home page "app")."""
     st.set_page_config(page_title=f"{title} · Defect Inspector", page_icon=icon, layout="wide")
+    with st.sidebar:
+        st.markdown("### Defect Inspector")
+        for path, label, page_icon in NAVIGATION:
+            try:
+                st.page_link(path, label=label, icon=page_icon)
+            except StreamlitAPIException:  # a page run on its own (AppTest) has no menu
+                break
 
 
 def workspace() -> Workspace:

@@ -117,7 +117,7 @@ def page(app_url):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            context = browser.new_context(viewport={"width": 1400, "height": 1700}, accept_downloads=True)
             page = context.new_page()
             page.set_default_timeout(60_000)
             yield page
@@ -184,40 +184,52 @@ def test_data_train_inspect_in_a_browser(page, app_url, images):
     page.get_by_text("Browse and relabel").first.scroll_into_view_if_needed()
     shot(page, "2_data")
 
-    # Train: linear probe, watch the curve appear and update
+    # Train: a short fine-tune (one epoch every second or so), watch the curve appear and grow
     page.goto(f"{app_url}/Train")
     page.get_by_text("1. Backbone").first.wait_for()
     idle(page)
-    page.locator('[data-testid="stRadio"] label').filter(has_text="linear_probe").first.click()
+    page.locator('[data-testid="stRadio"] label').filter(has_text="fine_tune").first.click()
     idle(page)
-    page.get_by_role("button", name="Train").click()
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Advanced settings").click()
+    for label, value in (("Epochs", "10"), ("Image size", "96")):
+        field = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
+        field.fill(value)
+        field.press("Enter")
+        idle(page)
+    page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Training queued").first.wait_for()
-    seen: list[str] = []
-    chart = page.locator('[data-testid="stPlotlyChart"]')
+    progress_seen: list[str] = []
+    points_seen: list[int] = []
+    running = page.locator('[data-testid="stVerticalBlock"]').filter(has_text="Training: ")
     done = page.get_by_text("completed in")
     deadline = time.monotonic() + 400
-    charted_at = None
     while not done.count():
-        assert time.monotonic() < deadline, f"training did not finish; progress seen: {seen[-5:]}"
+        assert time.monotonic() < deadline, f"training did not finish; progress seen: {progress_seen[-5:]}"
         bar = page.locator('[data-testid="stProgress"]')
         if bar.count():
             text = bar.first.inner_text()
-            if not seen or seen[-1] != text:
-                seen.append(text)
-        if chart.count() and charted_at is None:
-            charted_at = time.monotonic()
-            shot(page, "3_train_live")
-        page.wait_for_timeout(700)
-    assert len(seen) >= 2, f"the live progress never updated: {seen}"
+            if not progress_seen or progress_seen[-1] != text:
+                progress_seen.append(text)
+        chart = running.last.locator('[data-testid="stPlotlyChart"]')
+        if chart.count():
+            points = chart.first.locator(".scatterlayer path.point").count()
+            if not points_seen or points_seen[-1] != points:
+                points_seen.append(points)
+                if len(points_seen) == 3:
+                    shot(page, "3_train_live")
+        page.wait_for_timeout(500)
+    assert len(progress_seen) >= 2, f"the live progress never updated: {progress_seen}"
+    assert len(points_seen) >= 2 and points_seen[-1] > points_seen[0], f"the curve never grew: {points_seen}"
+    idle(page)
     page.get_by_text("Curves").first.click()
-    chart.first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     shot(page, "3_train_done")
 
     # Compare
     page.goto(f"{app_url}/Compare")
     page.get_by_text("Side by side").first.wait_for()
     idle(page)
-    chart.first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     shot(page, "4_compare")
 
     # Inspect: upload a new part, read the verdict, download the CSV
