@@ -43,6 +43,8 @@ else:
     st.caption(f"Dataset: {len(dataset)} images in {len(dataset.classes)} classes "
                f"({', '.join(f'{k} {v}' for k, v in dataset.counts().items())}).")
 
+progress_area = st.container()
+
 # -- backbone -----------------------------------------------------------------------------------
 st.header("1. Backbone")
 rows = backbone_rows()
@@ -50,13 +52,15 @@ query = st.text_input("Search", placeholder="name or family, e.g. efficientnet, 
 matches = [r for r in rows if query.strip().lower() in f"{r['name']} {r['family']} {r['summary']}".lower()] or rows
 if query.strip() and matches is rows:
     st.caption(f"Nothing matches '{query}'; showing all backbones.")
-st.dataframe([{"backbone": r["name"], "family": r["family"], "parameters (M)": r["params_m"],
-               "input size (px)": r["input_size"], "weights": WEIGHTS[r["weights"]], "notes": r["summary"]}
-              for r in matches], hide_index=True)
 names = [r["name"] for r in matches]
 backbone = st.selectbox("Backbone", names, key="backbone",
                         format_func=lambda n: f"{n} ({WEIGHTS[next(r for r in rows if r['name'] == n)['weights']]})")
 chosen = next(r for r in rows if r["name"] == backbone)
+st.caption(f"{chosen['summary']} {chosen['params_m']} M parameters, {chosen['input_size']} px input.")
+with st.expander(f"Compare the {len(matches)} backbones"):
+    st.dataframe([{"backbone": r["name"], "family": r["family"], "parameters (M)": r["params_m"],
+                   "input size (px)": r["input_size"], "weights": WEIGHTS[r["weights"]], "notes": r["summary"]}
+                  for r in matches], hide_index=True)
 startable = True
 if not chosen["available_offline"]:
     if hub_reachable():
@@ -119,12 +123,13 @@ def show_running(job: Job) -> None:
     st.progress(progress.fraction, text=progress.text)
     last = live.epochs(events)
     best = max((e["val_accuracy"] for e in last if e.get("val_accuracy") is not None), default=None)
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Device", progress.device or "-",
-              help=f"GPU memory used: {progress.memory_mb:.0f} MB" if progress.memory_mb else None)
+    memory = f", {progress.memory_mb:.0f} MB GPU memory in use" if progress.memory_mb else ""
+    st.caption(f"Device: {progress.device or '-'}{memory}")
+    m2, m3, m4 = st.columns(3)
     m2.metric("Images/s", f"{progress.images_per_s:.0f}" if progress.images_per_s else "-")
     m3.metric("Time left (ETA)", live.duration(progress.eta_s))
-    m4.metric("Best val accuracy", f"{best:.1%}" if best is not None else "-")
+    m4.metric("Best val accuracy", f"{best:.1%}" if best is not None else "-",
+              help="Measured after training by cross-validation when there are few images.")
     show_chart(job.job_id, events)
     if st.button("Stop", key=f"stop_{job.job_id}", icon=":material/stop:",
                  help="Ends within one batch; the best model so far is kept."):
@@ -178,7 +183,7 @@ def live_panel() -> None:
     queued = [j for j in all_jobs if j.status == "queued"]
     finished = [j for j in reversed(all_jobs) if j.finished][:3]
     if not (running or queued or finished):
-        st.caption("No training yet in this session of the app. Runs started earlier are on the **Compare** page.")
+        return
     for job in running:
         show_running(job)
     if queued:
@@ -196,5 +201,5 @@ def live_panel() -> None:
             show_finished(job)
 
 
-st.header("3. Progress")
-live_panel()
+with progress_area:
+    live_panel()

@@ -90,7 +90,7 @@ if chosen:
     evaluations = {i.name: Run(i.path).evaluation() for i in chosen}
     ready = {name: ev for name, ev in evaluations.items() if ev}
     if ready:
-        cols = st.columns(min(len(ready), 3))
+        cols = st.columns(3)
         for k, (name, ev) in enumerate(ready.items()):
             with cols[k % len(cols)]:
                 st.plotly_chart(charts.confusion(ev["confusion_matrix"], ev["classes"], name), key=f"cm_{k}")
