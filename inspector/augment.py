@@ -29,7 +29,7 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
-    resize_mode: str = "letterbox"  # letterbox: keep aspect, pad | crop: keep aspect, centre crop | stretch
+    resize_mode: str = "stretch"  # stretch: fill | letterbox: keep aspect, pad | crop: keep aspect, centre crop
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -38,7 +38,7 @@ class Preprocessing:
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(image_size=int(data["image_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
                    interpolation=data.get("interpolation", "bicubic"),
-                   resize_mode=data.get("resize_mode", "letterbox"))
+                   resize_mode=data.get("resize_mode", "stretch"))
 
     @property
     def pad_value(self) -> tuple[int, int, int]:
@@ -47,7 +47,7 @@ class Preprocessing:
 
 
 def resolve_preprocessing(backbone: str, image_size: int | None = None,
-                          resize_mode: str = "letterbox") -> Preprocessing:
+                          resize_mode: str = "stretch") -> Preprocessing:
     """Preprocessing from timm's pretrained config for `backbone` (size may be overridden)."""
     if resize_mode not in RESIZE_MODES:
         raise InspectorError(f"Unknown resize mode {resize_mode!r}; use one of {', '.join(RESIZE_MODES)}.")
@@ -96,12 +96,18 @@ AUGMENT_PRESETS: dict[str, tuple[str, Callable[[Preprocessing], list[A.BasicTran
 }
 
 
-def build_transform(prep: Preprocessing, augment: str = "none") -> Callable[[np.ndarray], torch.Tensor]:
-    """RGB uint8 HxWx3 -> normalised float CHW tensor, with `augment` applied after resizing."""
+def _pipeline(prep: Preprocessing, augment: str, seed: int | None, normalise: bool) -> A.Compose:
     if augment not in AUGMENT_PRESETS:
         raise InspectorError(f"Unknown augmentation preset {augment!r}; use one of {', '.join(AUGMENT_PRESETS)}.")
-    pipeline = A.Compose(_resize(prep) + AUGMENT_PRESETS[augment][1](prep)
-                         + [A.Normalize(mean=prep.mean, std=prep.std, max_pixel_value=255.0)])
+    tail = [A.Normalize(mean=prep.mean, std=prep.std, max_pixel_value=255.0)] if normalise else []
+    # Albumentations keeps its own random generator: a seed here makes augmentation reproducible.
+    return A.Compose(_resize(prep) + AUGMENT_PRESETS[augment][1](prep) + tail, seed=seed)
+
+
+def build_transform(prep: Preprocessing, augment: str = "none",
+                    seed: int | None = None) -> Callable[[np.ndarray], torch.Tensor]:
+    """RGB uint8 HxWx3 -> normalised float CHW tensor, with `augment` applied after resizing."""
+    pipeline = _pipeline(prep, augment, seed, normalise=True)
 
     def transform(image: np.ndarray) -> torch.Tensor:
         out = pipeline(image=image)["image"]
@@ -110,18 +116,10 @@ def build_transform(prep: Preprocessing, augment: str = "none") -> Callable[[np.
     return transform
 
 
-def build_preview(prep: Preprocessing, augment: str) -> Callable[[np.ndarray], np.ndarray]:
+def build_preview(prep: Preprocessing, augment: str, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """Like build_transform but returns the augmented uint8 image (for the app's preview)."""
-    pipeline = A.Compose(_resize(prep) + AUGMENT_PRESETS[augment][1](prep))
+    pipeline = _pipeline(prep, augment, seed, normalise=False)
     return lambda image: pipeline(image=image)["image"]
-
-
-def seed_augmentations(seed: int) -> None:
-    """Albumentations draws from Python's and NumPy's global RNGs; seed both for reproducibility."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
 
 
 def letterbox_box(prep: Preprocessing, width: int, height: int) -> tuple[int, int, int, int]:

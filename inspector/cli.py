@@ -201,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="auto", help="auto, linear_probe, fine_tune, ... (default: auto)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the backbone's)")
-    p.add_argument("--resize", default="letterbox", choices=["letterbox", "crop", "stretch"],
-                   help="how non-square images fit the square input (default: letterbox, keeps the aspect ratio)")
+    p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox", "crop"],
+                   help="how non-square images fit the square input: stretch (default, measured best), "
+                        "letterbox (keeps the aspect ratio, pads) or crop (keeps it, cuts the edges)")
     p.add_argument("--augment", default="industrial", help="none, light or industrial (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import timm
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from ._io import read_json
 from .augment import Preprocessing, build_transform, letterbox_box
 from .data import load_image, to_rgb_array
 from .engine.device import prepare_model, resolve_device
@@ -20,6 +20,7 @@ from .engine.loaders import ImageSet
 from .engine.loop import predict_probabilities
 from .errors import InspectorError
 from .heatmap import class_activation_map, find_cam_layer
+from .models import model_from_recipe
 from .runs import MODEL_FILE, WEIGHTS_FILE, Run
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -91,13 +92,10 @@ class Predictor:
             raise InspectorError(f"Run {run.run_id} has no trained model yet (it was stopped or failed "
                                  "before the first checkpoint).")
         try:
-            recipe = run.file(MODEL_FILE).read_text(encoding="utf-8")
-            import json
-
-            recipe = json.loads(recipe)
-            model = timm.create_model(recipe["backbone"], pretrained=False, num_classes=recipe["num_classes"])
+            recipe = read_json(run.file(MODEL_FILE))
+            model = model_from_recipe(recipe)
             model.load_state_dict(load_file(str(run.file(WEIGHTS_FILE))))
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: any parser error
             raise InspectorError(f"The model in {run.path} cannot be loaded: {exc}") from exc
         return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]),
                    resolve_device(device), run.path)

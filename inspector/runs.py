@@ -194,7 +194,7 @@ class RunStore:
         return Run(self.root / run_id)
 
     def get(self, run_id: str) -> Run:
-        if not run_id or _slug(run_id) != run_id:
+        if not run_id or _UNSAFE.search(run_id) or run_id.startswith("."):
             raise InspectorError(f"'{run_id}' is not a valid run id.")
         run = Run(self.root / run_id)
         run.record()  # raises a clear error when it is not a run

@@ -12,7 +12,7 @@ import numpy as np
 import timm.optim
 import torch
 
-from .augment import build_transform, seed_augmentations
+from .augment import build_transform
 from .engine.context import FitContext, FitOutcome, TrainingStopped
 from .engine.events import EpochEnd, StepEnd
 from .engine.linear import LinearHead, fit_linear_head
@@ -29,6 +29,7 @@ class Strategy:
     summary: ClassVar[str]  # one line a quality engineer understands
     default_epochs: ClassVar[int]
     default_lr: ClassVar[float] = 1e-3
+    architecture: ClassVar[str] = "timm"  # see inspector/models.py
 
     def fit(self, model: torch.nn.Module, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
         raise NotImplementedError
@@ -90,13 +91,13 @@ class LinearProbe(Strategy):
     summary = ("Keeps the pretrained network frozen and trains only a classifier on its features: "
                "seconds on a CPU, the best choice for a handful of images.")
     default_epochs = 20
+    architecture = "multiscale"
     augmented_views = 4  # extra augmented copies of each training image, features cached
 
     def features(self, model, images: ImageSet, ctx: FitContext, view: int) -> np.ndarray:
         """Features of `images` under view 0 (plain) or an augmented view 1..n (seeded)."""
         augment = "none" if view == 0 else ctx.config.augment
-        seed_augmentations(ctx.config.seed * 1000 + view)
-        transform = build_transform(ctx.preprocessing, augment)
+        transform = build_transform(ctx.preprocessing, augment, seed=ctx.config.seed * 1000 + view)
         view_key = f"{augment}:{ctx.config.seed}:{view}" if view else "none"
 
         def on_batch(step: int, steps: int, rate: float) -> None:
@@ -127,7 +128,7 @@ class LinearProbe(Strategy):
                 val_acc, val_f1 = accuracy_and_f1(val.labels, probs.argmax(1), n_classes)
             spent = time.perf_counter() - started
             ctx.emit(EpochEnd(ctx.run_id, epoch=epoch, epochs=epochs, train_loss=loss, val_loss=val_loss,
-                              val_accuracy=val_acc, val_macro_f1=val_f1, lr=head.l2,
+                              val_accuracy=val_acc, val_macro_f1=val_f1, lr=None,
                               images_per_s=len(x_train) * epoch / max(spent, 1e-9), elapsed_s=ctx.elapsed,
                               eta_s=spent / epoch * (epochs - epoch), device=ctx.device.type,
                               device_memory_mb=None, fold=ctx.fold))

@@ -91,7 +91,7 @@ with st.expander("Advanced settings"):
     augment = c.selectbox("Augmentation", list(AUGMENT_PRESETS), key="augment",
                           index=list(AUGMENT_PRESETS).index("industrial"), help="See the preview on the Data page.")
     resize = d.selectbox("Resize", RESIZE_MODES, key="resize_mode",
-                         help="letterbox: keep the whole image, pad | crop: centre crop | stretch: distort")
+                         help="stretch: the whole part fills the input (measured best) | letterbox: keep the aspect ratio, pad | crop: keep it, cut the edges")
     e, f, g, h = st.columns(4)
     batch_size = e.number_input("Batch size", 1, 1024, 16, key="batch_size")
     lr = f.number_input("Learning rate (0 = default)", 0.0, 0.99, 0.0, format="%.5f", key="lr")

@@ -42,8 +42,9 @@ class ConsoleProgress:
         if isinstance(event, EpochEnd):
             val = "" if event.val_accuracy is None else (
                 f" val_loss {event.val_loss:.3f} val_acc {event.val_accuracy:.3f} f1 {event.val_macro_f1:.3f}")
-            return (f"  [{event.fold}] epoch {event.epoch}/{event.epochs} loss {event.train_loss:.3f}{val} "
-                    f"lr {event.lr:.2e} {event.images_per_s:.0f} img/s eta {event.eta_s:.0f}s")
+            lr = "" if event.lr is None else f" lr {event.lr:.2e}"
+            return (f"  [{event.fold}] epoch {event.epoch}/{event.epochs} loss {event.train_loss:.3f}{val}{lr} "
+                    f"{event.images_per_s:.0f} img/s eta {event.eta_s:.0f}s")
         if isinstance(event, TrainEnd):
             acc = "n/a" if event.val_accuracy is None else f"{event.val_accuracy:.3f}"
             return f"Training {event.status} in {event.train_seconds:.1f} s, validation accuracy {acc}"

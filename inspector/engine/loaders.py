@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import load_image, to_rgb_array
+from ..models import pooled_features
 from .device import autocast, to_device
 
 
@@ -112,7 +113,7 @@ def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, mod
         for b, first in enumerate(range(0, len(missing), batch_size)):
             chunk = missing[first:first + batch_size]
             batch = torch.stack([transform(images.images[i]) for i in chunk])
-            feats = model.forward_head(model.forward_features(to_device(batch, device)), pre_logits=True)
+            feats = pooled_features(model, to_device(batch, device))
             for i, row in zip(chunk, feats.float().cpu().numpy()):
                 cache.put(keys[i], row)
             if on_batch:

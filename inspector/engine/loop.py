@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import build_transform, seed_augmentations
+from ..augment import build_transform
 from ..evaluation import accuracy_and_f1
 from .context import FitContext, FitOutcome, TrainingStopped
 from .device import autocast, memory_mb, needs_grad_scaler, to_device
@@ -61,8 +61,7 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
                  ctx: FitContext, *, epochs: int, regulariser: Regulariser | None = None) -> FitOutcome:
     """Train with AdamW + warm-up/cosine; keep the weights with the best validation accuracy."""
     cfg, device = ctx.config, ctx.device
-    seed_augmentations(cfg.seed)
-    train_loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment), batch_size=cfg.batch_size,
+    train_loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment, seed=cfg.seed), batch_size=cfg.batch_size,
                                shuffle=True, seed=cfg.seed, device=device)
     eval_transform = build_transform(ctx.preprocessing, "none")
     steps_per_epoch = max(1, len(train_loader))

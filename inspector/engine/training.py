@@ -14,11 +14,12 @@ import timm
 import torch
 
 from ..augment import resolve_preprocessing
-from ..backbones import check_backbone_name, create_model
+from ..backbones import check_backbone_name
 from ..config import TrainConfig
 from ..data import LabeledDataset, discover_dataset, plan_validation, validate_dataset
 from ..errors import InspectorError
 from ..evaluation import evaluate_predictions
+from ..models import architecture_recipe, build_model
 from ..runs import Run, RunStore
 from ..strategies import choose_strategy, create_strategy
 from .callbacks import Callback, dispatch
@@ -60,9 +61,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_recipe(config: TrainConfig, classes: list[str], prep, strategy: str) -> dict[str, Any]:
+def model_recipe(config: TrainConfig, classes: list[str], prep, strategy: str, model) -> dict[str, Any]:
     """What inference needs to rebuild the model without pickle (saved as model.json)."""
     return {"backbone": config.backbone, "num_classes": len(classes), "classes": classes,
+            **architecture_recipe(model),
             "preprocessing": prep.to_dict(), "strategy": strategy, "timm_version": timm.__version__,
             "torch_version": torch.__version__}
 
@@ -97,7 +99,7 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
                              if config.strategy == "auto" else (config.strategy, "chosen by you"))
     strategy = create_strategy(strategy_name)
     prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
-    model = create_model(config.backbone, len(dataset.classes), weights_path=config.weights_path)
+    model = build_model(config.backbone, len(dataset.classes), strategy.architecture, weights_path=config.weights_path)
     plan = plan_validation(dataset.labels, seed=config.seed, val_fraction=config.val_fraction,
                            max_folds=config.max_folds)
 
@@ -120,7 +122,7 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
                         n_images=len(dataset), validation=plan.description, epochs=resolved.epochs))
         ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
                          stop_event or threading.Event())
-        recipe = model_recipe(resolved, list(dataset.classes), prep, strategy_name)
+        recipe = model_recipe(resolved, list(dataset.classes), prep, strategy_name, model)
         status, evaluation = _fit_with_plan(strategy, prepare_model(model, device), images, plan, ctx, run, recipe)
     except InspectorError as exc:
         _fail(run, emit, str(exc), user_error=True)
