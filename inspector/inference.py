@@ -73,8 +73,11 @@ class Predictor:
     """A trained model ready for inference. Thread-safe; share one per run."""
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
-                 device: torch.device, run_dir: Path | None = None) -> None:
+                 device: torch.device, run_dir: Path | None = None, compile: bool = False) -> None:
         self.model = prepare_model(model.eval(), device)
+        # torch.compile: about 1.4x the CPU throughput after a one-off compile of about a minute
+        # (docs/BENCHMARKS.md): worth it for long batches and a long-running app, not for one image.
+        self._compiled = torch.compile(self.model) if compile else None
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.device = device
@@ -84,7 +87,7 @@ class Predictor:
         self._cam_layer: torch.nn.Module | None = None
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, device: str = "auto") -> Predictor:
+    def from_run(cls, run_dir: str | os.PathLike, device: str = "auto", compile: bool = False) -> Predictor:
         """Rebuild the model from model.json + model.safetensors (never unpickles anything)."""
         run = Run(run_dir)
         run.record()  # a clear error when this is not a run folder
@@ -98,12 +101,15 @@ class Predictor:
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: any parser error
             raise InspectorError(f"The model in {run.path} cannot be loaded: {exc}") from exc
         return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]),
-                   resolve_device(device), run.path)
+                   resolve_device(device), run.path, compile=compile)
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         arrays = [as_rgb_array(im) for im in images]
         image_set = ImageSet(arrays, np.zeros(len(arrays), dtype=np.int64), [""] * len(arrays))
         with self._lock:
+            if self._compiled is not None:
+                return predict_probabilities(self._compiled, image_set, self._transform, self.device, batch_size,
+                                             pad_batches=True)
             return predict_probabilities(self.model, image_set, self._transform, self.device, batch_size)
 
     def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 32) -> list[Prediction]:

@@ -97,3 +97,18 @@ def test_auto_prefers_frozen_features_for_few_images_and_fine_tuning_with_many_o
     assert choose_strategy(10, 6, "cpu")[0] == "linear_probe"
     assert choose_strategy(500, 6, "cuda")[0] == "fine_tune"
     assert "images" in choose_strategy(10, 6, "cpu")[1]
+
+
+def test_padded_batches_give_the_same_probabilities(tiny_run, tiny_data):
+    from inspector.engine.loop import predict_probabilities
+
+    predictor = Predictor.from_run(tiny_run.run_dir)
+    images = sorted((tiny_data / "ok").iterdir())[:5]
+    plain = predictor.predict_proba(images, batch_size=4)
+    from inspector.engine.loaders import ImageSet
+    from inspector.inference import as_rgb_array
+
+    image_set = ImageSet([as_rgb_array(p) for p in images], np.zeros(5, dtype=np.int64), [""] * 5)
+    padded = predict_probabilities(predictor.model, image_set, predictor._transform, predictor.device,
+                                   batch_size=4, pad_batches=True)
+    np.testing.assert_allclose(plain, padded, atol=1e-5)

@@ -42,17 +42,20 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def predict_probabilities(model: nn.Module, images: ImageSet, transform, device: torch.device,
-                          batch_size: int = 32, flip_tta: bool = False) -> np.ndarray:
-    """Class probabilities for every image, in order (inference_mode, eval mode)."""
+                          batch_size: int = 32, pad_batches: bool = False) -> np.ndarray:
+    """Class probabilities for every image, in order (inference_mode, eval mode).
+
+    pad_batches: fill the last batch up to batch_size, so a compiled model sees one shape only.
+    """
     model.eval()
     out = []
     with torch.inference_mode(), autocast(device):
         for first in range(0, len(images), batch_size):
             batch = torch.stack([transform(im) for im in images.images[first:first + batch_size]])
-            batch = to_device(batch, device)
-            logits = model(batch).float()
-            if flip_tta:
-                logits = (logits + model(torch.flip(batch, dims=[3])).float()) / 2
+            n = len(batch)
+            if pad_batches and n < batch_size:
+                batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+            logits = model(to_device(batch, device)).float()[:n]
             out.append(torch.softmax(logits, dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
