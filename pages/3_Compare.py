@@ -32,7 +32,7 @@ def table_row(info) -> dict:
             "val accuracy": s.get("val_accuracy"),
             "95% CI": f"{ci[0]:.0%} - {ci[1]:.0%}" if ci else None,
             "macro-F1": s.get("val_macro_f1"), "train time (s)": s.get("train_seconds"),
-            "parameters (M)": s.get("params_m"), "inference (ms/image)": speeds.get(info.run_id),
+            "parameters (M)": s.get("params_m"), "inference (ms/image)": speeds.get(info.run_id, s.get("inference_ms_per_image")),
             "started": dt.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M"), "run id": info.run_id}
 
 

@@ -112,3 +112,15 @@ def test_padded_batches_give_the_same_probabilities(tiny_run, tiny_data):
     padded = predict_probabilities(predictor.model, image_set, predictor._transform, predictor.device,
                                    batch_size=4, pad_batches=True)
     np.testing.assert_allclose(plain, padded, atol=1e-5)
+
+
+def test_run_records_per_image_predictions_and_inference_speed(tiny_run):
+    from inspector.runs import Run
+
+    evaluation = Run(tiny_run.run_dir).evaluation()
+    rows = evaluation["predictions"]
+    assert len(rows) == evaluation["n_images"] == 24  # every image predicted once, out of fold
+    assert {r["label"] for r in rows} == {"crack", "ok", "scratch"}
+    assert sum(r["label"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(evaluation["accuracy"])
+    summary = Run(tiny_run.run_dir).info().summary
+    assert summary["inference_ms_per_image"] > 0 and summary["best_epoch"] is not None

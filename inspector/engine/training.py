@@ -13,7 +13,7 @@ import numpy as np
 import timm
 import torch
 
-from ..augment import resolve_preprocessing
+from ..augment import build_transform, resolve_preprocessing
 from ..backbones import check_backbone_name
 from ..config import TrainConfig
 from ..data import LabeledDataset, discover_dataset, plan_validation, validate_dataset
@@ -27,6 +27,7 @@ from .context import FitContext
 from .device import describe_device, prepare_model, resolve_device
 from .events import CheckpointSaved, Event, TrainEnd, TrainFailed, TrainStart
 from .loaders import ImageSet, load_image_set
+from .loop import predict_probabilities
 
 
 @dataclass
@@ -123,7 +124,10 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
         ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
                          stop_event or threading.Event())
         recipe = model_recipe(resolved, list(dataset.classes), prep, strategy_name, model)
-        status, evaluation = _fit_with_plan(strategy, prepare_model(model, device), images, plan, ctx, run, recipe)
+        model = prepare_model(model, device)
+        status, best_epoch, evaluated, predicted = _fit_with_plan(strategy, model, images, plan, ctx, run, recipe)
+        evaluation = _evaluation(dataset, evaluated, predicted, plan.description)
+        inference_ms = _inference_ms(model, images, prep, device) if best_epoch is not None else None
     except InspectorError as exc:
         _fail(run, emit, str(exc), user_error=True)
         raise
@@ -142,11 +146,12 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
                "val_accuracy_ci": evaluation and evaluation["accuracy_ci"],
                "val_macro_f1": evaluation and evaluation["macro_f1"], "train_seconds": round(seconds, 2),
                "n_images": len(dataset), "classes": list(dataset.classes), "validation": plan.description,
-               "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+               "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+               "inference_ms_per_image": inference_ms, "best_epoch": best_epoch}
     run.update(status=status, summary=summary)
     emit(TrainEnd(run.run_id, status=status, val_accuracy=summary["val_accuracy"],
                   val_accuracy_ci=summary["val_accuracy_ci"], val_macro_f1=summary["val_macro_f1"],
-                  train_seconds=seconds, best_epoch=None))
+                  train_seconds=seconds, best_epoch=best_epoch))
     return TrainResult(run.run_id, run.path, status, config.backbone, strategy_name, reason, plan.description,
                        evaluation, seconds, skipped)
 
@@ -160,43 +165,61 @@ def _fail(run: Run, emit, message: str, *, user_error: bool) -> None:
 
 
 def _fit_with_plan(strategy, model, images: ImageSet, plan, ctx: FitContext, run: Run,
-                   recipe: dict) -> tuple[str, dict | None]:
+                   recipe: dict) -> tuple[str, int | None, np.ndarray, np.ndarray]:
     """Hold-out: fit on the train part, evaluate on the rest. Cross-validation: fit the kept model
-    on all images first (so a stop still leaves a model), then estimate accuracy over the folds."""
+    on all images first (so a stop still leaves a model), then estimate accuracy over the folds.
+
+    Returns (status, best epoch of the kept model, evaluated image indices, their predictions).
+    """
     def checkpoint(m: torch.nn.Module, epoch: int, val_accuracy: float | None) -> None:
         run.save_model(m.state_dict(), recipe)
         ctx.emit(CheckpointSaved(ctx.run_id, epoch=epoch, val_accuracy=val_accuracy))
 
     initial = copy.deepcopy(model.state_dict())
     ctx.on_checkpoint = checkpoint
-    classes = ctx.classes
+    none = np.zeros(0, dtype=int)
     if plan.mode == "holdout":
         train_idx, val_idx = plan.folds[0]
-        val = images.subset(val_idx)
-        outcome = strategy.fit(model, images.subset(train_idx), val, ctx)
+        outcome = strategy.fit(model, images.subset(train_idx), images.subset(val_idx), ctx)
         if outcome.best_epoch is None:
-            return "stopped", None
-        evaluation = evaluate_predictions(val.labels, outcome.val_probabilities.argmax(1), classes,
-                                          method=plan.description)
-        return ("stopped" if outcome.stopped else "completed"), evaluation
+            return "stopped", None, none, none
+        status = "stopped" if outcome.stopped else "completed"
+        return status, outcome.best_epoch, np.asarray(val_idx), outcome.val_probabilities.argmax(1)
 
     outcome = strategy.fit(model, images, None, ctx)
     if outcome.stopped:
-        return "stopped", None
+        return "stopped", outcome.best_epoch, none, none
     ctx.on_checkpoint = None
-    y_true, y_pred = [], []
+    evaluated, predicted = [], []
     for k, (train_idx, val_idx) in enumerate(plan.folds, start=1):
         fold_model = copy.deepcopy(model)
         fold_model.load_state_dict(initial)
         ctx.fold = f"{k}/{len(plan.folds)}"
         fold = strategy.fit(fold_model, images.subset(train_idx), images.subset(val_idx), ctx)
         if fold.val_probabilities is not None:
-            y_true.extend(images.labels[val_idx])
-            y_pred.extend(fold.val_probabilities.argmax(1))
+            evaluated.extend(val_idx)
+            predicted.extend(fold.val_probabilities.argmax(1))
         if fold.stopped:  # the model is kept; the accuracy estimate covers the folds that ran
             break
     ctx.fold = "final"
     status = "stopped" if ctx.stop_event.is_set() else "completed"
-    if not y_true:
-        return status, None
-    return status, evaluate_predictions(y_true, y_pred, classes, method=plan.description)
+    return status, outcome.best_epoch, np.asarray(evaluated, dtype=int), np.asarray(predicted, dtype=int)
+
+
+def _evaluation(dataset: LabeledDataset, evaluated: np.ndarray, predicted: np.ndarray, method: str) -> dict | None:
+    """Metrics over the evaluated images, plus each image's prediction (for paired comparisons)."""
+    if not len(evaluated):
+        return None
+    truth = np.asarray(dataset.labels)[evaluated]
+    report = evaluate_predictions(truth, predicted, dataset.classes, method=method)
+    report["predictions"] = [{"path": str(dataset.samples[i].path), "label": dataset.classes[t],
+                              "predicted": dataset.classes[p]} for i, t, p in zip(evaluated, truth, predicted)]
+    return report
+
+
+def _inference_ms(model: torch.nn.Module, images: ImageSet, prep, device: torch.device) -> float:
+    """Milliseconds per image for the kept model, batch 32 (shown on the Compare page)."""
+    sample = images.subset(range(min(32, len(images))))
+    start = time.perf_counter()
+    predict_probabilities(model, sample, build_transform(prep, "none"), device, batch_size=32)
+    return round(1000 * (time.perf_counter() - start) / max(1, len(sample)), 2)
