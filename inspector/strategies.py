@@ -158,4 +158,9 @@ class FineTune(Strategy):
         return groups
 
     def fit(self, model, train, val, ctx):
+        # A zero head starts at chance (loss ln K) instead of confidently wrong: timm's random head
+        # on large pretrained features gave a first-epoch loss of ~5 for 5 classes.
+        classifier = model.get_classifier()
+        torch.nn.init.zeros_(classifier.weight)
+        torch.nn.init.zeros_(classifier.bias)
         return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx))
