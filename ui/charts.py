@@ -30,7 +30,7 @@ def curves(series: dict[str, list[dict]], show_folds: bool = False) -> go.Figure
                 _add_fold(fig, f"{name} fold {fold}", live.epochs(events, fold), color, opacity=0.35, legend=False)
     if not any(trace.xaxis == "x2" for trace in fig.data):
         fig.add_annotation(text="Measured by cross-validation<br>once the kept model is trained",
-                           xref="x2 domain", yref="y2 domain", x=0.5, y=0.5, showarrow=False)
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False)  # the middle panel
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_yaxes(tickformat=".1e", rangemode="tozero", row=1, col=3)

@@ -2,7 +2,7 @@
 
 Drops images onto the Data page (set_input_files and a real drop event), trains a tiny model,
 watches the live curve, inspects a new part, reads the verdict and downloads the CSV.
-Screenshots go to test-artifacts/screenshots/ (printed at the end).
+Screenshots go to $INSPECTOR_SCREENSHOTS, else a folder under the temp dir (printed at the end).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -23,7 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("INSPECTOR_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts" / "screenshots"
+# Tests write only to temp folders; set INSPECTOR_SCREENSHOTS=docs/screenshots to refresh the README images.
+ARTIFACTS = Path(os.environ.get("INSPECTOR_SCREENSHOTS") or Path(tempfile.gettempdir()) / "defect-inspector-screenshots")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 PER_CLASS = 6
