@@ -18,7 +18,7 @@ from .engine.events import EpochEnd, StepEnd
 from .engine.linear import LinearHead, fit_linear_head
 from .engine.loaders import ImageSet, extract_features
 from .engine.loop import fit_gradient
-from .evaluation import accuracy_and_f1
+from .evaluation import accuracy_and_f1, mean_log_loss
 from .errors import InspectorError
 
 
@@ -124,7 +124,7 @@ class LinearProbe(Strategy):
             val_loss = val_acc = val_f1 = None
             if x_val is not None:
                 probs = _softmax(head.logits(x_val))
-                val_loss = float(-np.log(np.clip(probs[np.arange(len(val)), val.labels], 1e-8, 1)).mean())
+                val_loss = mean_log_loss(probs, val.labels)
                 val_acc, val_f1 = accuracy_and_f1(val.labels, probs.argmax(1), n_classes)
             spent = time.perf_counter() - started
             ctx.emit(EpochEnd(ctx.run_id, epoch=epoch, epochs=epochs, train_loss=loss, val_loss=val_loss,

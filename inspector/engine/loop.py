@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import build_transform
-from ..evaluation import accuracy_and_f1
+from ..evaluation import accuracy_and_f1, mean_log_loss
 from .context import FitContext, FitOutcome, TrainingStopped
 from .device import autocast, memory_mb, needs_grad_scaler, to_device
 from .events import EpochEnd, StepEnd
@@ -60,14 +60,53 @@ def predict_probabilities(model: nn.Module, images: ImageSet, transform, device:
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
+def _train_epoch(model: nn.Module, loader, optimizer, schedule, scaler, regulariser: Regulariser | None,
+                 ctx: FitContext, epoch: int) -> tuple[float, int, float]:
+    """One pass over the training batches. Returns (mean loss, images seen, seconds)."""
+    device, start, seen = ctx.device, time.perf_counter(), 0
+    model.train()
+    freeze_batchnorm(model)
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
+    for step, (x, y) in enumerate(loader, start=1):
+        ctx.check_stop()
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
+        with autocast(device):
+            loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
+            total = loss + regulariser(model) if regulariser else loss
+        optimizer.zero_grad(set_to_none=True)
+        if scaler:
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            total.backward()
+            optimizer.step()
+        schedule.step()
+        loss_sum += loss.detach() * len(y)
+        seen += len(y)
+        ctx.emit(StepEnd(ctx.run_id, phase="train", step=step, steps=len(loader), epoch=epoch, loss=None,
+                         lr=optimizer.param_groups[-1]["lr"],
+                         images_per_s=seen / max(time.perf_counter() - start, 1e-9), elapsed_s=ctx.elapsed,
+                         fold=ctx.fold))
+    return float(loss_sum) / max(seen, 1), seen, time.perf_counter() - start
+
+
+def _validate(model: nn.Module, val: ImageSet, transform, ctx: FitContext) -> tuple[np.ndarray, float, float, float]:
+    """(probabilities, loss, accuracy, macro-F1) on the validation images."""
+    probs = predict_probabilities(model, val, transform, ctx.device, ctx.config.batch_size * 2)
+    accuracy, f1 = accuracy_and_f1(val.labels, probs.argmax(1), len(ctx.classes))
+    return probs, mean_log_loss(probs, val.labels), accuracy, f1
+
+
 def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, val: ImageSet | None,
                  ctx: FitContext, *, epochs: int, regulariser: Regulariser | None = None) -> FitOutcome:
-    """Train with AdamW + warm-up/cosine; keep the weights with the best validation accuracy."""
+    """Train with AdamW + warm-up/cosine; keep the weights with the best validation accuracy
+    (the last epoch's without validation images). Early stopping after `patience` flat epochs."""
     cfg, device = ctx.config, ctx.device
-    train_loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment, seed=cfg.seed), batch_size=cfg.batch_size,
-                               shuffle=True, seed=cfg.seed, device=device)
+    loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment, seed=cfg.seed),
+                         batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
     eval_transform = build_transform(ctx.preprocessing, "none")
-    steps_per_epoch = max(1, len(train_loader))
+    steps_per_epoch = max(1, len(loader))
     optimizer = torch.optim.AdamW(param_groups)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(epochs * steps_per_epoch, max(1, cfg.warmup_epochs * steps_per_epoch)))
@@ -78,39 +117,11 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
     epoch, stopped = 0, False
     try:
         for epoch in range(1, epochs + 1):
-            epoch_start, seen = time.perf_counter(), 0
-            model.train()
-            freeze_batchnorm(model)
-            loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
-            for step, (x, y) in enumerate(train_loader, start=1):
-                ctx.check_stop()
-                x, y = to_device(x, device), y.to(device, non_blocking=True)
-                with autocast(device):
-                    loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
-                    total = loss + regulariser(model) if regulariser else loss
-                optimizer.zero_grad(set_to_none=True)
-                if scaler:
-                    scaler.scale(total).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    total.backward()
-                    optimizer.step()
-                schedule.step()
-                loss_sum += loss.detach() * len(y)
-                seen += len(y)
-                ctx.emit(StepEnd(ctx.run_id, phase="train", step=step, steps=steps_per_epoch, epoch=epoch,
-                                 loss=None, lr=optimizer.param_groups[-1]["lr"],
-                                 images_per_s=seen / max(time.perf_counter() - epoch_start, 1e-9),
-                                 elapsed_s=ctx.elapsed, fold=ctx.fold))
-            train_loss = float(loss_sum) / max(seen, 1)
-            train_seconds = time.perf_counter() - epoch_start
-            val_loss = val_acc = val_f1 = None
-            probs = None
-            if val is not None and len(val):
-                probs = predict_probabilities(model, val, eval_transform, device, cfg.batch_size * 2)
-                val_loss = float(-np.log(np.clip(probs[np.arange(len(val)), val.labels], 1e-8, 1)).mean())
-                val_acc, val_f1 = accuracy_and_f1(val.labels, probs.argmax(1), len(ctx.classes))
+            epoch_start = time.perf_counter()
+            train_loss, seen, train_seconds = _train_epoch(model, loader, optimizer, schedule, scaler,
+                                                           regulariser, ctx, epoch)
+            probs, val_loss, val_acc, val_f1 = (_validate(model, val, eval_transform, ctx)
+                                                if val is not None and len(val) else (None, None, None, None))
             epoch_times.append(time.perf_counter() - epoch_start)
             ctx.emit(EpochEnd(ctx.run_id, epoch=epoch, epochs=epochs, train_loss=train_loss, val_loss=val_loss,
                               val_accuracy=val_acc, val_macro_f1=val_f1, lr=optimizer.param_groups[-1]["lr"],
@@ -126,7 +137,7 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
             else:
                 stale += 1
                 if val is not None and stale >= cfg.patience:
-                    break  # early stopping: no improvement for `patience` epochs
+                    break
     except TrainingStopped:
         stopped = True  # keep the best weights so far; the trainer marks the run stopped
     if best_state is not None:
