@@ -85,3 +85,22 @@ def test_pickled_weights_file_is_refused_not_executed(tmp_path):
     with pytest.raises(InspectorError):
         read_state_dict(path)
     assert not os.path.exists(marker)
+
+
+def test_weights_in_the_local_hugging_face_cache_are_used_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    donor = timm.create_model("resnet18", pretrained=False)
+    repo = tmp_path / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(snapshot / "model.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    assert backbones.weight_source("resnet18") == "cached"
+    assert "resnet18" in backbones.offline_backbones()
+    model = create_model("resnet18", num_classes=2)
+    assert torch.equal(model.state_dict()["conv1.weight"], donor.state_dict()["conv1.weight"])
