@@ -19,6 +19,7 @@ from .engine.linear import LinearHead, fit_linear_head
 from .engine.loaders import ImageSet, extract_features
 from .engine.loop import fit_gradient
 from .evaluation import accuracy_and_f1, mean_log_loss
+from .models import architecture_recipe
 from .errors import InspectorError
 
 
@@ -105,7 +106,9 @@ class LinearProbe(Strategy):
             ctx.emit(StepEnd(ctx.run_id, phase="features", step=step, steps=steps, epoch=0, loss=None,
                              lr=None, images_per_s=rate, elapsed_s=ctx.elapsed, fold=ctx.fold))
 
-        return extract_features(model, images, transform, model_key=ctx.model_key, view=view_key,
+        # Features depend on the pooling head too (multiscale vs the backbone's own pooling).
+        model_key = f"{ctx.model_key}|{architecture_recipe(model)}"
+        return extract_features(model, images, transform, model_key=model_key, view=view_key,
                                 device=ctx.device, batch_size=max(32, ctx.config.batch_size), on_batch=on_batch)
 
     def fit(self, model, train, val, ctx):
@@ -160,7 +163,63 @@ class FineTune(Strategy):
     def fit(self, model, train, val, ctx):
         # A zero head starts at chance (loss ln K) instead of confidently wrong: timm's random head
         # on large pretrained features gave a first-epoch loss of ~5 for 5 classes.
-        classifier = model.get_classifier()
-        torch.nn.init.zeros_(classifier.weight)
-        torch.nn.init.zeros_(classifier.bias)
+        _zero_head(model)
         return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx))
+
+
+def _zero_head(model) -> None:
+    classifier = model.get_classifier()
+    torch.nn.init.zeros_(classifier.weight)
+    torch.nn.init.zeros_(classifier.bias)
+
+
+@register_strategy
+class PartialFineTune(FineTune):
+    name = "partial_fine_tune"
+    summary = ("Trains only the last stages and the classifier; the early layers (edges, textures) stay "
+               "as pretrained: a middle ground for a few dozen images per class.")
+    trainable_groups = 3  # the classifier and the last two stages (timm's coarse group_matcher)
+
+    def param_groups(self, model, ctx: FitContext) -> list[dict]:
+        groups = list(timm.models.group_parameters(model, model.group_matcher(coarse=True)).values())
+        trainable = {name for names in groups[-self.trainable_groups:] for name in names}
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in trainable)  # BatchNorm statistics are frozen by the loop
+        return [{"params": [p for n, p in model.named_parameters() if n in trainable], "lr": self.lr(ctx),
+                 "weight_decay": ctx.config.weight_decay}]
+
+
+@register_strategy
+class LinearProbeThenFineTune(FineTune):
+    name = "lp_ft"
+    summary = ("First fits the classifier on frozen features, then gently fine-tunes everything from there "
+               "(LP-FT, Kumar et al. 2022): keeps the pretrained features from being distorted early on.")
+    default_lr = 1e-4
+
+    def fit(self, model, train, val, ctx):
+        probe = LinearProbe().fit(model, train, val, ctx)
+        if probe.stopped:
+            return probe
+        return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx))
+
+
+@register_strategy
+class L2SP(FineTune):
+    name = "l2_sp"
+    summary = ("Fine-tunes everything but pulls the weights back toward the pretrained ones instead of "
+               "toward zero (L2-SP): less forgetting with few images.")
+    alpha = 0.01  # strength of the pull toward the pretrained weights
+
+    def fit(self, model, train, val, ctx):
+        _zero_head(model)
+        head = {id(p) for p in model.get_classifier().parameters()}
+        anchors = [(p, p.detach().clone()) for p in model.parameters() if id(p) not in head]
+
+        def pull_to_pretrained(_model) -> torch.Tensor:
+            return 0.5 * self.alpha * sum(((p - p0) ** 2).sum() for p, p0 in anchors)
+
+        groups = self.param_groups(model, ctx)
+        for group in groups:  # the penalty replaces weight decay toward zero for the backbone
+            if not any(id(p) in head for p in group["params"]):
+                group["weight_decay"] = 0.0
+        return fit_gradient(model, groups, train, val, ctx, epochs=self.epochs(ctx), regulariser=pull_to_pretrained)
