@@ -17,14 +17,13 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from inspector import Predictor, TrainConfig, train
 from inspector.data import discover_dataset, stratified_holdout
-from inspector.engine.events import EpochEnd, StepEnd
+from inspector.engine.events import StepEnd
 
 
 def balanced_test(labels: np.ndarray, candidates: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -39,10 +38,9 @@ def balanced_test(labels: np.ndarray, candidates: np.ndarray, per_class: int, se
 def run_one(dataset, train_idx, test_idx, strategy: str, seed: int, args) -> dict:
     rates = []
 
-    def collect(event):
-        if isinstance(event, (StepEnd, EpochEnd)) and event.images_per_s and getattr(event, "phase", "train") != "":
-            if isinstance(event, StepEnd) and event.step == event.steps:
-                rates.append(event.images_per_s)
+    def collect(event):  # the rate at the end of each feature-extraction or training pass
+        if isinstance(event, StepEnd) and event.step == event.steps:
+            rates.append(event.images_per_s)
 
     config = TrainConfig(strategy=strategy, seed=seed, image_size=args.image_size, epochs=args.epochs,
                          device=args.device)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from inspector import (AUGMENT_PRESETS, InspectorError, Job, TrainConfig, choose_strategy, describe_device,
+from inspector import (AUGMENT_PRESETS, Job, TrainConfig, choose_strategy, describe_device,
                        list_backbones, list_strategies)
 from inspector.backbones import hub_reachable
 from inspector.config import RESIZE_MODES

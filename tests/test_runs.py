@@ -8,7 +8,7 @@ import pytest
 
 from inspector.errors import InspectorError
 from inspector.inference import Predictor
-from inspector.runs import Run, RunStore, clean_name
+from inspector.runs import RunStore, clean_name
 
 
 def test_create_list_rename_delete(tmp_path):
