@@ -42,7 +42,8 @@ def run_one(dataset, train_idx, test_idx, strategy: str, seed: int, args) -> dic
         if isinstance(event, StepEnd) and event.step == event.steps:
             rates.append(event.images_per_s)
 
-    config = TrainConfig(strategy=strategy, seed=seed, image_size=args.image_size, epochs=args.epochs,
+    config = TrainConfig(backbone=args.backbone, strategy=strategy, seed=seed, image_size=args.image_size,
+                         epochs=args.epochs,
                          device=args.device)
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--strategies", nargs="+", default=["auto"])
     parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -75,7 +77,8 @@ def main() -> None:
     labels = np.asarray(dataset.labels)
     print(f"# {args.data}: {len(dataset)} images, {dataset.counts()}", file=sys.stderr)
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", file=sys.stderr)
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"backbone {args.backbone}", file=sys.stderr)
     rows = []
     for shots in args.shots:
         for strategy in args.strategies:

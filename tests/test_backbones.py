@@ -26,9 +26,11 @@ def test_lite0_weights_are_bundled_and_listed_as_offline():
     assert status.input_size == 224
 
 
-def test_bundled_weights_are_mapped_by_position_onto_timm():
-    model = create_model("tf_efficientnet_lite0", num_classes=3)
-    source = list(read_state_dict(backbones.bundled_weights_file("tf_efficientnet_lite0")).values())
+@pytest.mark.parametrize("name", sorted(backbones.BUNDLED_WEIGHTS))
+def test_bundled_weights_are_mapped_by_position_onto_timm(name):
+    assert backbones.weight_source(name) == "bundled"  # all three weight packages are dependencies
+    model = create_model(name, num_classes=3)
+    source = list(read_state_dict(backbones.bundled_weights_file(name)).values())
     own = model.state_dict()
     assert torch.equal(own["conv_stem.weight"], source[0])
     assert torch.equal(own["bn2.running_var"], source[-4])  # last BN before the 1000-class head
