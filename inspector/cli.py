@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
                          resize_mode=args.resize)
-    dataset = discover_dataset(args.data)
+    dataset = discover_dataset(args.data, extract_dir=args.scratch)
     for item in dataset.skipped:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
@@ -56,7 +57,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .inference import Predictor
 
     predictor = Predictor.from_run(args.run_dir, device=args.device)
-    dataset = discover_dataset(args.data)
+    dataset = discover_dataset(args.data, extract_dir=args.scratch)
     unknown = sorted(set(dataset.classes) - set(predictor.classes))
     if unknown:
         raise InspectorError(f"The data has classes the model was not trained on: {', '.join(unknown)}. "
@@ -254,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        # A .zip is extracted into a scratch folder that is removed when the command ends.
+        with tempfile.TemporaryDirectory(prefix="inspector-") as scratch:
+            args.scratch = Path(scratch)
+            args.func(args)
     except InspectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -95,3 +95,20 @@ def test_the_installed_entry_point_prints_no_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+
+
+def test_train_and_evaluate_accept_a_zip_and_leave_no_extracted_files(tiny_data, tmp_path, capsys, monkeypatch):
+    import shutil
+    import tempfile
+
+    archive = shutil.make_archive(str(tmp_path / "parts"), "zip", root_dir=tiny_data.parent, base_dir="train")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert main(["train", archive, "--strategy", "linear_probe", "--runs-dir", str(tmp_path / "runs"),
+                 "--json", *FAST]) == 0
+    result = _json_tail(capsys.readouterr().out)
+    assert result["status"] == "completed" and result["skipped"] == []
+    assert main(["evaluate", result["run_dir"], archive, "--json"]) == 0
+    assert _json_tail(capsys.readouterr().out)["n_images"] == 24
+    assert list(scratch.iterdir()) == []  # the extracted copies are gone
