@@ -33,16 +33,18 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .config import TrainConfig
-    from .data import discover_dataset
+    from .data import discover_dataset, validate_dataset
     from .engine import ConsoleProgress, train
 
     config = TrainConfig(backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
-                         resize_mode=args.resize)
+                         resize_mode=args.resize, max_folds=args.max_folds)
     dataset = discover_dataset(args.data, extract_dir=args.scratch)
     for item in dataset.skipped:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+    for finding in validate_dataset(dataset).warnings:  # e.g. an empty class folder, duplicates
+        print(f"warning: {finding.message}", file=sys.stderr)
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
     print(f"Run saved to {result.run_dir}", file=sys.stderr)
     if args.json:
@@ -208,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="industrial", help="none, light or industrial (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-folds", type=int, default=5,
+                   help="cross-validation folds at most, used when there are too few images for a hold-out "
+                        "split (default: %(default)s)")
     p.add_argument("--weights", default=None, help="local weights file (.safetensors or .pth) for the backbone")
     p.add_argument("--name", default=None, help="a display name for the run")
     p.add_argument("--runs-dir", **runs_dir)

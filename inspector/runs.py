@@ -26,7 +26,13 @@ from typing import Any
 
 import psutil
 
-from ._io import atomic_write, atomic_write_json, read_json
+from ._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    storage_error,
+    storage_errors,
+)
 from .errors import InspectorError
 
 RUN_FILE, CONFIG_FILE, METRICS_FILE = "run.json", "config.json", "metrics.jsonl"
@@ -148,16 +154,20 @@ class Run:
         atomic_write_json(self.file(RUN_FILE), rec)
 
     def append_event(self, event: dict[str, Any]) -> None:
-        with open(self.file(METRICS_FILE), "a", encoding="utf-8") as handle:
+        # Appending is not atomic, but a half-written last line is ignored by events().
+        path = self.file(METRICS_FILE)
+        with storage_errors(path), open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(event, ensure_ascii=False) + "\n")
             handle.flush()
 
     def save_model(self, state_dict: dict, model_meta: dict[str, Any]) -> None:
         """Weights as safetensors and the recipe to rebuild the model as JSON, both atomic."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-        atomic_write(self.file(WEIGHTS_FILE), lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+        # Serialised in memory and written by Python, so a full disk is a plain OSError
+        # (safetensors' own file writer reports it as its own error type).
+        atomic_write_bytes(self.file(WEIGHTS_FILE), save(tensors, metadata={"format": "pt"}))
         atomic_write_json(self.file(MODEL_FILE), model_meta)
 
     def save_evaluation(self, evaluation: dict[str, Any]) -> None:
@@ -172,10 +182,8 @@ class RunStore:
 
     def create(self, config: dict[str, Any], *, backbone: str, strategy: str, name: str | None = None,
                status: str = "running") -> Run:
-        try:
+        with storage_errors(self.root):
             self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InspectorError(f"Cannot create the runs folder {self.root}: {exc.strerror}.") from exc
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{_slug(backbone)}-{_slug(strategy)}-{uuid.uuid4().hex[:6]}"
         staging = self.root / f".{run_id}.creating"
@@ -190,7 +198,7 @@ class RunStore:
             os.replace(staging, self.root / run_id)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise InspectorError(f"Cannot write to the runs folder {self.root}: {exc.strerror or exc}.") from exc
+            raise storage_error(exc, self.root) from exc
         return Run(self.root / run_id)
 
     def get(self, run_id: str) -> Run:
@@ -223,5 +231,6 @@ class RunStore:
             raise InspectorError("This run is still training; stop it before deleting it.")
         # Rename first so a half-deleted run never shows up as a broken run.
         trash = self.root / f".{run_id}.deleting"
-        os.replace(run.path, trash)
+        with storage_errors(run.path, "delete"):
+            os.replace(run.path, trash)
         shutil.rmtree(trash, ignore_errors=True)

@@ -24,8 +24,15 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from ._io import atomic_write_bytes
-from .data import IMAGE_EXTENSIONS, LabeledDataset, Skipped, discover_dataset, extract_zip, load_image
+from ._io import atomic_write_bytes, storage_errors
+from .data import (
+    IMAGE_EXTENSIONS,
+    LabeledDataset,
+    Skipped,
+    discover_dataset,
+    extract_zip,
+    load_image,
+)
 from .data.discovery import natural_key
 from .data.types import is_ignored_name
 from .errors import ImageLoadError, InspectorError
@@ -34,6 +41,15 @@ __all__ = ["Workspace", "default_workspace_root", "safe_class_name", "safe_file_
 
 MAX_CLASS_NAME = 64
 MAX_FILE_NAME = 120  # characters of the whole name, extension included
+# Disks allow 255 bytes per name; UTF-8 needs up to 4 per character, and temporary names and
+# "_2"-style suffixes add a few more: cut names by bytes as well as by characters.
+MAX_NAME_BYTES = 200
+# Upload limits, enforced here again whatever the browser or the web server let through.
+# Per-image pixels are limited by load_image (MAX_IMAGE_PIXELS in data/images.py).
+MAX_UPLOAD_MB = 500  # one file (image or zip); the same figure as server.maxUploadSize in .streamlit/config.toml
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
+MAX_FILES_PER_UPLOAD = 5_000  # files in one upload, or entries in one zip
+MAX_UPLOAD_TOTAL_BYTES = 2 * 2**30  # all files of one upload together, or a zip's unpacked contents
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
                      *(f"COM{i}" for i in "123456789¹²³"), *(f"LPT{i}" for i in "123456789¹²³")}
@@ -55,6 +71,14 @@ def _clean(text: str) -> str:
     return text.lstrip("._ ").rstrip(". ")
 
 
+def _cut(text: str, max_chars: int, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """At most `max_chars` characters and `max_bytes` UTF-8 bytes, never half a character."""
+    text = text[:max_chars]
+    while len(text.encode("utf-8")) > max_bytes:
+        text = text[:-1]
+    return text
+
+
 def _not_reserved(stem: str) -> str:
     base = stem.split(".")[0].strip().upper()
     return f"_{stem}" if base in _WINDOWS_RESERVED else stem
@@ -66,7 +90,7 @@ def safe_class_name(name: str) -> str:
     Separators and forbidden characters become "_", leading/trailing dots and spaces go,
     Windows device names (CON, NUL, COM1...) get a "_" prefix, and the name is cut to 64 characters.
     """
-    cleaned = _clean(name)[:MAX_CLASS_NAME].rstrip(". ")
+    cleaned = _cut(_clean(name), MAX_CLASS_NAME).rstrip(". ")
     if not cleaned:
         raise InspectorError(f"'{name}' cannot be used as a class name: use letters or digits, e.g. 'scratch'.")
     return _not_reserved(cleaned)
@@ -83,7 +107,7 @@ def safe_file_name(name: str) -> str:
         stem, ext = ext, ""
     ext = re.sub(r"[^A-Za-z0-9]", "", ext).lower()[:10]
     stem = _clean(stem) or "image"
-    stem = stem[:MAX_FILE_NAME - len(ext) - 1].rstrip(". ") or "image"
+    stem = _cut(stem, MAX_FILE_NAME - len(ext) - 1, MAX_NAME_BYTES - len(ext) - 1).rstrip(". ") or "image"
     return _not_reserved(stem) + (f".{ext}" if ext else "")
 
 
@@ -140,11 +164,8 @@ class Workspace:
             raise InspectorError(f"'{path.name}' is not a valid name.")
 
     def _ensure_data_dir(self) -> None:
-        try:
+        with storage_errors(self.data_dir):
             self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InspectorError(f"Cannot create the workspace folder {self.data_dir}: "
-                                 f"{exc.strerror or exc}.") from exc
 
     # -- reading ---------------------------------------------------------------------------
     def classes(self) -> dict[str, int]:
@@ -181,25 +202,31 @@ class Workspace:
         """Save uploaded `(file name, bytes)` into class `label` (created if needed).
 
         Returns the saved file names and the skipped files with reasons. Files that are not
-        usable images are never written; a name already taken gets a " (2)"-style suffix.
+        usable images are never written; a name already taken gets a "_2"-style suffix.
+
+        Raises:
+            InspectorError: the upload is over the file-count or total-size limit (nothing is
+                saved), or the disk is full or read-only (the files saved so far stay).
         """
-        folder = self._class_dir(label, must_exist=False)
-        self._ensure_data_dir()
-        folder.mkdir(exist_ok=True)
+        files = list(files)
+        _check_upload(files)
+        folder = self._make_class_dir(label)
         saved: list[str] = []
         skipped: list[Skipped] = []
         for raw_name, data in files:
-            name = safe_file_name(raw_name)
-            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append(Skipped(str(raw_name), f"not an image file ({Path(name).suffix or 'no extension'})"))
-                continue
-            try:
-                load_image(data)
-            except ImageLoadError as exc:
-                skipped.append(Skipped(str(raw_name), str(exc)))
-                continue
-            saved.append(self._write_new(folder, name, bytes(data)).name)
+            reason = _unusable(raw_name, data)
+            if reason:
+                skipped.append(Skipped(str(raw_name), reason))
+            else:
+                saved.append(self._write_new(folder, safe_file_name(raw_name), bytes(data)).name)
         return saved, skipped
+
+    def _make_class_dir(self, label: str) -> Path:
+        folder = self._class_dir(label, must_exist=False)
+        self._ensure_data_dir()
+        with storage_errors(folder):
+            folder.mkdir(exist_ok=True)
+        return folder
 
     def _write_new(self, folder: Path, name: str, data: bytes) -> Path:
         with _lock:
@@ -214,21 +241,16 @@ class Workspace:
         Returns images saved per class and the skipped entries with reasons.
         """
         with tempfile.TemporaryDirectory(prefix="inspector-upload-") as tmp:
-            zip_path = Path(tmp) / "upload.zip"
-            if isinstance(source, (bytes, bytearray, memoryview)):
-                zip_path.write_bytes(bytes(source))
-            else:
-                zip_path = Path(source)
-            root, skipped = extract_zip(zip_path, Path(tmp) / "extracted")
+            zip_path = _zip_file(source, Path(tmp))
+            root, skipped = extract_zip(zip_path, Path(tmp) / "extracted", max_files=MAX_FILES_PER_UPLOAD,
+                                        max_total_bytes=MAX_UPLOAD_TOTAL_BYTES)
             dataset = discover_dataset(root)
             skipped = list(skipped) + list(dataset.skipped)
-            by_class: dict[str, list[tuple[str, bytes]]] = {}
-            for sample in dataset.samples:
-                by_class.setdefault(sample.label, []).append((sample.path.name, sample.path.read_bytes()))
             counts: dict[str, int] = {}
-            for label, files in by_class.items():
-                saved, bad = self.add_images(label, files)
-                counts[safe_class_name(label)] = counts.get(safe_class_name(label), 0) + len(saved)
+            for sample in dataset.samples:  # one file in memory at a time
+                saved, bad = self.add_images(sample.label, [(sample.path.name, sample.path.read_bytes())])
+                key = safe_class_name(sample.label)
+                counts[key] = counts.get(key, 0) + len(saved)
                 skipped.extend(bad)
         return counts, skipped
 
@@ -257,7 +279,8 @@ class Workspace:
         if folder.exists():
             raise InspectorError(f"A class named '{folder.name}' already exists.")
         self._ensure_data_dir()
-        folder.mkdir()
+        with storage_errors(folder):
+            folder.mkdir()
         return folder.name
 
     def rename_class(self, old: str, new: str) -> str:
@@ -267,14 +290,13 @@ class Workspace:
             return target.name
         if target.exists() and not _same_folder(source, target):
             raise InspectorError(f"A class named '{target.name}' already exists; merge the classes instead.")
-        os.replace(source, target)
+        with storage_errors(source, "rename"):
+            os.replace(source, target)
         return target.name
 
     def merge_classes(self, sources: Iterable[str], target: str) -> int:
         """Move every image of `sources` into `target` (created if needed); returns images moved."""
-        target_dir = self._class_dir(target, must_exist=False)
-        self._ensure_data_dir()
-        target_dir.mkdir(exist_ok=True)
+        target_dir = self._make_class_dir(target)
         moved = 0
         for label in sources:
             source_dir = self._class_dir(label)
@@ -292,31 +314,78 @@ class Workspace:
     def _remove_tree(self, folder: Path) -> None:
         # Rename first (hidden name): a half-deleted class never shows up as a class.
         trash = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:6]}.deleting")
-        os.replace(folder, trash)
+        with storage_errors(folder, "delete"):
+            os.replace(folder, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- images ----------------------------------------------------------------------------
     def move_image(self, label: str, filename: str, new_label: str) -> str:
         """Relabel one image; returns its file name in the new class (suffixed if taken)."""
         path = self._image_path(label, filename)
-        target_dir = self._class_dir(new_label, must_exist=False)
-        if target_dir == path.parent:
+        if self._class_dir(new_label, must_exist=False) == path.parent:
             return path.name
-        target_dir.mkdir(exist_ok=True)
-        return self._move(path, target_dir).name
+        return self._move(path, self._make_class_dir(new_label)).name
 
     def _move(self, path: Path, folder: Path) -> Path:
         with _lock:
             target = _free_name(folder, path.name)
             self._check_inside(target)
-            os.replace(path, target)
+            with storage_errors(path, "move"):
+                os.replace(path, target)
         return target
 
     def delete_image(self, label: str, filename: str) -> None:
-        self._image_path(label, filename).unlink()
+        path = self._image_path(label, filename)
+        with storage_errors(path, "delete"):
+            path.unlink()
 
     def read_image(self, label: str, filename: str) -> bytes:
         return self._image_path(label, filename).read_bytes()
+
+
+def _check_upload(files: list[tuple[str, bytes]]) -> None:
+    """Refuse an upload over the file-count or total-size limit before anything is written."""
+    if len(files) > MAX_FILES_PER_UPLOAD:
+        raise InspectorError(f"{len(files)} files in one upload; the limit is {MAX_FILES_PER_UPLOAD}. "
+                             "Add them in smaller parts.")
+    total = sum(len(data) for _, data in files)
+    if total > MAX_UPLOAD_TOTAL_BYTES:
+        raise InspectorError(f"The upload holds {_mb(total)}; the limit is {_mb(MAX_UPLOAD_TOTAL_BYTES)}. "
+                             "Add the images in smaller parts.")
+
+
+def _unusable(raw_name: str, data: bytes) -> str | None:
+    """Why an uploaded file cannot be saved as an image, or None when it can."""
+    suffix = Path(safe_file_name(raw_name)).suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        return f"not an image file ({suffix or 'no extension'})"
+    if len(data) > MAX_UPLOAD_BYTES:
+        return f"file too large ({_mb(len(data))}; the limit is {_mb(MAX_UPLOAD_BYTES)})"
+    try:
+        load_image(data)  # also refuses more pixels than MAX_IMAGE_PIXELS
+    except ImageLoadError as exc:
+        return str(exc)
+    return None
+
+
+def _zip_file(source: str | os.PathLike | bytes, scratch: Path) -> Path:
+    """The uploaded zip as a file (bytes are written into `scratch`), within the size limit."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        size = len(source)
+        path = scratch / "upload.zip"
+    else:
+        path = Path(source)
+        size = path.stat().st_size if path.is_file() else 0
+    if size > MAX_UPLOAD_BYTES:
+        raise InspectorError(f"The zip is {_mb(size)}; the limit is {_mb(MAX_UPLOAD_BYTES)}.")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        with storage_errors(path):
+            path.write_bytes(bytes(source))
+    return path
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
 
 
 def _free_name(folder: Path, name: str) -> Path:
