@@ -35,8 +35,11 @@ def digest(folder: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """One torch and one BLAS thread in this process for the duration (restored afterwards)."""
+    import scipy.optimize  # noqa: F401 - threadpoolctl limits only the BLAS libraries already loaded
     import torch
     from threadpoolctl import threadpool_limits
+
+    import inspector.engine.training  # noqa: F401 - (timm, albumentations and OpenCV bring their own)
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -35,6 +35,7 @@ def _list_while(alive, runs: Path) -> tuple[int, set[str]]:
     return listings, statuses
 
 
+@pytest.mark.slow
 def test_two_cli_trainings_at_once_into_one_runs_folder(tmp_path):
     data, runs = small_dataset(tmp_path / "data"), tmp_path / "runs"
     procs = [subprocess.Popen([*CLI, "train", str(data), "--strategy", "linear_probe", "--image-size", "64",

@@ -77,6 +77,7 @@ def _train_until(moment: tuple[str, int], data: Path, runs: Path, log: Path) -> 
     pytest.fail(f"training did not reach {moment} in time: {log.read_text()[-2000:]}")
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing(tiny_run, tiny_data, tmp_path, capsys):
     runs = tmp_path / "runs"
     earlier = shutil.copytree(tiny_run.run_dir, runs / tiny_run.run_id)  # a completed run already there

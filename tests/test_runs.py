@@ -57,24 +57,32 @@ def test_run_names_are_display_text_not_paths():
 
 
 class _Exploit:
-    def __reduce__(self):
-        import os
+    """Unpickling this creates the marker file: proof that code from the file ran."""
 
-        return (os.system, ("touch /tmp/inspector-run-pwned",))
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
 
 
 def test_a_planted_pickle_in_a_run_folder_is_never_loaded(tiny_run, tmp_path):
-    import os
     import shutil
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit(marker))
+    pickle.loads(payload)  # the payload is live: loading it with pickle does create the marker
+    assert marker.exists()
+    marker.unlink()
 
     run_dir = tmp_path / tiny_run.run_id
     shutil.copytree(tiny_run.run_dir, run_dir)
-    for name in ("model.pt", "model.pkl", "model.pth"):
-        (run_dir / name).write_bytes(pickle.dumps(_Exploit()))
+    for name in ("model.pt", "model.pkl", "model.pth", "checkpoint.ckpt"):
+        (run_dir / name).write_bytes(payload)
     predictor = Predictor.from_run(run_dir)  # reads model.safetensors + model.json only
     assert predictor.classes == ["crack", "ok", "scratch"]
-    assert not os.path.exists("/tmp/inspector-run-pwned")
-    (run_dir / "model.safetensors").write_bytes(pickle.dumps(_Exploit()))
+    assert not marker.exists()
+    (run_dir / "model.safetensors").write_bytes(payload)
     with pytest.raises(InspectorError, match="cannot be loaded"):
         Predictor.from_run(run_dir)
-    assert not os.path.exists("/tmp/inspector-run-pwned")
+    assert not marker.exists()
