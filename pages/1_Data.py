@@ -5,12 +5,15 @@ import streamlit as st
 
 from inspector import AUGMENT_PRESETS, InspectorError, build_preview, resolve_preprocessing
 from inspector.data import IMAGE_EXTENSIONS
+from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
 from ui.data import checked_dataset, rgb, thumbnail_of
 from ui.state import flash, page_setup, show_flashes, user_errors, workspace
 
 NEW_CLASS = "+ New class..."
 PAGE_SIZE = 24
+LIMITS = (f"Up to {MAX_FILES_PER_UPLOAD:,} files and {MAX_UPLOAD_TOTAL_BYTES / 2**30:g} GB per upload, "
+          f"{MAX_UPLOAD_MB} MB per file.")
 page_setup("Data", ":material/photo_library:")
 ws = workspace()
 st.title("Data")
@@ -40,7 +43,7 @@ with tab_files:
         round_ = st.session_state.setdefault("upload_round", 0)
         uploads = st.file_uploader("Drag and drop images here (many at once)", accept_multiple_files=True,
                                    type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS),
-                                   key=f"images_{round_}")
+                                   key=f"images_{round_}", help=LIMITS)
     label = new_name.strip() if target == NEW_CLASS else target
     if st.button(f"Add {len(uploads or [])} images to '{label or '...'}'", type="primary",
                  disabled=not uploads, key="add_images"):
@@ -53,7 +56,7 @@ with tab_files:
             st.session_state["upload_round"] = round_ + 1
             st.rerun()
 with tab_zip:
-    archive = st.file_uploader("Drag and drop a .zip here", type=["zip"], key=f"zip_{round_}")
+    archive = st.file_uploader("Drag and drop a .zip here", type=["zip"], key=f"zip_{round_}", help=LIMITS)
     st.caption("Inside the zip, put one folder per class, e.g. `ok/img1.png`, `scratch/img7.png`.")
     if st.button("Import the zip", disabled=archive is None, key="import_zip"):
         with user_errors("Importing the zip"), st.spinner("Unpacking and checking the images..."):
