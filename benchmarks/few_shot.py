@@ -43,8 +43,7 @@ def run_one(dataset, train_idx, test_idx, strategy: str, seed: int, args) -> dic
             rates.append(event.images_per_s)
 
     config = TrainConfig(backbone=args.backbone, strategy=strategy, seed=seed, image_size=args.image_size,
-                         epochs=args.epochs,
-                         device=args.device)
+                         epochs=args.epochs, device=args.device, cross_validate=args.cv)
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
         result = train(dataset.subset(train_idx), config, runs_dir=runs, callbacks=[collect])
@@ -71,6 +70,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cv", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the k-fold accuracy estimate inside each training, as the product does "
+                             "(--no-cv: one fit; the held-out test images measure accuracy anyway)")
     args = parser.parse_args()
 
     dataset = discover_dataset(args.data)

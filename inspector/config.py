@@ -33,6 +33,9 @@ class TrainConfig:
     device: str = "auto"
     val_fraction: float = 0.2
     max_folds: int = 5  # cross-validation folds when there are too few images for a hold-out split
+    # False skips the (k-fold) accuracy estimate: one fit, no validation figure. For a quick model,
+    # or when accuracy is measured elsewhere (benchmarks with their own test images).
+    cross_validate: bool = True
     weights_path: str | None = None
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

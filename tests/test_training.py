@@ -124,3 +124,12 @@ def test_run_records_per_image_predictions_and_inference_speed(tiny_run):
     assert sum(r["label"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(evaluation["accuracy"])
     summary = Run(tiny_run.run_dir).info().summary
     assert summary["inference_ms_per_image"] > 0 and summary["best_epoch"] is not None
+
+
+def test_without_cross_validation_one_fit_makes_the_model_and_no_accuracy_is_claimed(tiny_data, tmp_path):
+    events = []
+    result = train(tiny_data, TrainConfig(strategy="linear_probe", cross_validate=False, **FAST),
+                   runs_dir=tmp_path, callbacks=[events.append])
+    assert result.status == "completed" and result.evaluation is None and result.val_accuracy is None
+    assert {e.fold for e in events if isinstance(e, EpochEnd)} == {"final"}  # no per-fold refits
+    assert Predictor.from_run(result.run_dir).predict(next((tiny_data / "ok").iterdir())).label

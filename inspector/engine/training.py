@@ -187,8 +187,8 @@ def _fit_with_plan(strategy, model, images: ImageSet, plan, ctx: FitContext, run
         return status, outcome.best_epoch, np.asarray(val_idx), outcome.val_probabilities.argmax(1)
 
     outcome = strategy.fit(model, images, None, ctx)
-    if outcome.stopped:
-        return "stopped", outcome.best_epoch, none, none
+    if outcome.stopped or not ctx.config.cross_validate:
+        return "stopped" if outcome.stopped else "completed", outcome.best_epoch, none, none
     ctx.on_checkpoint = None
     evaluated, predicted = [], []
     for k, (train_idx, val_idx) in enumerate(plan.folds, start=1):
