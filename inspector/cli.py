@@ -39,7 +39,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
-                         resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv)
+                         resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv,
+                         any_orientation=not args.orientation_matters)
     dataset = discover_dataset(args.data, extract_dir=args.scratch)
     for item in dataset.skipped:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-folds", type=int, default=5,
                    help="cross-validation folds at most, used when there are too few images for a hold-out "
                         "split (default: %(default)s)")
+    p.add_argument("--orientation-matters", action="store_true",
+                   help="the part's orientation is meaningful (e.g. upside down is a defect): do not average "
+                        "the frozen features over flips and quarter turns")
     p.add_argument("--no-cv", action="store_true",
                    help="skip the cross-validated accuracy estimate (one fit instead of k+1: faster, but no "
                         "validation accuracy)")

@@ -36,6 +36,10 @@ class TrainConfig:
     # False skips the (k-fold) accuracy estimate: one fit, no validation figure. For a quick model,
     # or when accuracy is measured elsewhere (benchmarks with their own test images).
     cross_validate: bool = True
+    # Parts may lie in any orientation: frozen features are averaged over the image's 8 flips and
+    # quarter turns (steadier with few images; 8x the inference work). False where orientation
+    # itself is a defect, e.g. a part mounted upside down.
+    any_orientation: bool = True
     weights_path: str | None = None
     name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

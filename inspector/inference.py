@@ -20,7 +20,7 @@ from .engine.loaders import ImageSet
 from .engine.loop import predict_probabilities
 from .errors import InspectorError
 from .heatmap import class_activation_map, find_cam_layer
-from .models import model_from_recipe
+from .models import model_from_recipe, single_view
 from .runs import MODEL_FILE, WEIGHTS_FILE, Run
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -126,8 +126,10 @@ class Predictor:
     def heatmap(self, image: ImageInput, class_index: int | None = None) -> np.ndarray:
         """Grad-CAM for `class_index` (default: the predicted class), in [0, 1], at the image's size."""
         array = as_rgb_array(image)
+        if class_index is None:  # the class the full model predicts, not its single view's guess
+            class_index = self.predict(array).index
         tensor = self._transform(array).unsqueeze(0).to(self.device)
-        with self._lock:
+        with self._lock, single_view(self.model):
             if self._cam_layer is None:
                 self._cam_layer = find_cam_layer(self.model, tensor)
             cam = class_activation_map(self.model, self._cam_layer, tensor, class_index)

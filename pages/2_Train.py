@@ -98,6 +98,11 @@ with st.expander("Advanced settings"):
     seed = g.number_input("Random seed", 0, 2**31 - 1, 0, key="seed")
     run_name = h.text_input("Run name (optional)", key="run_name")
     st.caption(AUGMENT_PRESETS[augment][0])
+    any_orientation = st.checkbox(
+        "Parts can lie in any orientation", value=True, key="any_orientation",
+        help="The frozen-feature classifier then looks at each image in its 8 flips and quarter turns: "
+             "steadier with few images, slower to predict. Untick it when orientation itself is a defect "
+             "(e.g. a part mounted upside down).")
 
 can_train = dataset is not None and report is not None and report.ok and startable
 if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not can_train, key="train"):
@@ -105,7 +110,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not
         config = TrainConfig(backbone=backbone, strategy=strategy, epochs=int(epochs) or None,
                              image_size=int(image_size) or None, augment=augment, resize_mode=resize,
                              batch_size=int(batch_size), lr=float(lr) or None, seed=int(seed),
-                             name=run_name.strip() or None)
+                             any_orientation=any_orientation, name=run_name.strip() or None)
         job = jobs.submit(str(ws.data_dir), config, ws.runs_dir)
         flash(f"Training queued ({job.job_id}). It runs in the background: you can leave this page.")
         st.rerun()

@@ -100,7 +100,8 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
                              if config.strategy == "auto" else (config.strategy, "chosen by you"))
     strategy = create_strategy(strategy_name)
     prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
-    model = build_model(config.backbone, len(dataset.classes), strategy.architecture, weights_path=config.weights_path)
+    model = build_model(config.backbone, len(dataset.classes), strategy.architecture, weights_path=config.weights_path,
+                        symmetric=config.any_orientation)
     plan = plan_validation(dataset.labels, seed=config.seed, val_fraction=config.val_fraction,
                            max_folds=config.max_folds)
 
