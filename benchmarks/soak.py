@@ -1,12 +1,15 @@
 """Soak: many short trainings and predictions in one long-lived process, as the web app runs them.
 
-    python benchmarks/soak.py --minutes 10          # the figures in docs/RELIABILITY.md
-    python benchmarks/soak.py --seconds 30 --json   # what tests/test_reliability_soak.py runs
+    python benchmarks/soak.py --minutes 10               # the figures in docs/RELIABILITY.md
+    python benchmarks/soak.py --minutes 5 --same-seed    # the same without new cached features
+    python benchmarks/soak.py --seconds 15 --json        # what tests/test_reliability_soak.py runs
 
 Each cycle trains a linear probe through the JobManager (the app's background worker) with a new
 seed, loads the run as a Predictor, predicts a few new parts, draws one heatmap and lists the
 runs. After two warm-up cycles it prints the process's memory (RSS), open file descriptors and
-threads; growth that does not level off is a leak. With --json the last line is one JSON object.
+threads; growth that does not level off is a leak. A new seed means new augmented views, so the
+frozen-feature cache grows every cycle (--same-seed: it stops growing after the first). With
+--json the last line is one JSON object.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ def parse_args() -> argparse.Namespace:
     length.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--images-per-class", type=int, default=6)
+    parser.add_argument("--same-seed", action="store_true", help="train every cycle with seed 0")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (default 1: on shared cores more threads spin-wait)")
     parser.add_argument("--json", action="store_true")
@@ -68,29 +72,31 @@ def make_cycle(work: Path, image_size: int, images_per_class: int):
     return cycle
 
 
-def soak(seconds: float, image_size: int, images_per_class: int) -> dict:
+def soak(seconds: float, image_size: int, images_per_class: int, same_seed: bool) -> dict:
     from inspector.engine.loaders import FEATURE_CACHE
 
     process = psutil.Process()
     with tempfile.TemporaryDirectory(prefix="inspector-soak-") as tmp:
         cycle = make_cycle(Path(tmp), image_size, images_per_class)
-        for seed in range(WARM_UP_CYCLES):
-            cycle(seed)
+        for n in range(WARM_UP_CYCLES):
+            cycle(0 if same_seed else n)
         start, first = time.monotonic(), sample(process)
-        rows, predicted, seed = [], 0, WARM_UP_CYCLES
+        rows, predicted, n = [], 0, WARM_UP_CYCLES
         print(f"{'cycle':>5} {'seconds':>8} {'rss MB':>8} {'fds':>5} {'threads':>7}", file=sys.stderr)
-        while time.monotonic() - start < seconds or seed == WARM_UP_CYCLES:
-            predicted += cycle(seed)
-            rows.append({"cycle": seed, "seconds": round(time.monotonic() - start, 1), **sample(process)})
-            print(f"{seed:5d} {rows[-1]['seconds']:8.1f} {rows[-1]['rss_mb']:8.1f} {rows[-1]['fds']:5d} "
+        while time.monotonic() - start < seconds or n == WARM_UP_CYCLES:
+            predicted += cycle(0 if same_seed else n)
+            rows.append({"cycle": n, "seconds": round(time.monotonic() - start, 1), **sample(process)})
+            print(f"{n:5d} {rows[-1]['seconds']:8.1f} {rows[-1]['rss_mb']:8.1f} {rows[-1]['fds']:5d} "
                   f"{rows[-1]['threads']:7d}", file=sys.stderr, flush=True)
-            seed += 1
+            n += 1
         last = sample(process)
-    return {"trainings": seed, "warm_up_trainings": WARM_UP_CYCLES, "predictions": predicted,
+    cached = list(FEATURE_CACHE._items.values())
+    return {"trainings": n, "warm_up_trainings": WARM_UP_CYCLES, "predictions": predicted,
             "seconds": round(time.monotonic() - start, 1), "start": first, "end": last,
             "rss_mb_peak": max(r["rss_mb"] for r in rows),
             "rss_mb_growth_second_half": round(rows[-1]["rss_mb"] - rows[len(rows) // 2]["rss_mb"], 1),
-            "feature_cache_items": len(FEATURE_CACHE._items)}
+            "feature_cache_items": len(cached),
+            "feature_cache_mb": round(sum(v.nbytes for v in cached) / 2**20, 1)}
 
 
 def main() -> None:
@@ -99,12 +105,13 @@ def main() -> None:
     if args.threads > 0:  # before numpy and torch load their thread pools
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(args.threads)
-    result = soak(seconds, args.image_size, args.images_per_class)
+    result = soak(seconds, args.image_size, args.images_per_class, args.same_seed)
     start, end = result["start"], result["end"]
     print(f"{result['trainings']} trainings ({result['warm_up_trainings']} warm-up), {result['predictions']} "
           f"predictions in {result['seconds']} s after warm-up; RSS {start['rss_mb']} -> {end['rss_mb']} MB "
           f"(peak {result['rss_mb_peak']}), fds {start['fds']} -> {end['fds']}, threads {start['threads']} -> "
-          f"{end['threads']}", file=sys.stderr)
+          f"{end['threads']}; feature cache {result['feature_cache_items']} items, {result['feature_cache_mb']} MB",
+          file=sys.stderr)
     if args.json:
         print(json.dumps(result))
 

@@ -15,7 +15,7 @@ SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
 
 @pytest.mark.slow
 def test_soak_memory_files_and_threads_stay_bounded():
-    out = subprocess.run([sys.executable, str(SOAK), "--seconds", "20", "--images-per-class", "4", "--json"],
+    out = subprocess.run([sys.executable, str(SOAK), "--seconds", "15", "--images-per-class", "4", "--json"],
                          check=False, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
