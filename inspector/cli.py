@@ -48,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"warning: {finding.message}", file=sys.stderr)
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
     print(f"Run saved to {result.run_dir}", file=sys.stderr)
+    if result.to_dict()["val_accuracy_warning"]:
+        print(f"warning: {result.to_dict()['val_accuracy_warning']}", file=sys.stderr)
     if args.json:
         _emit_json(result.to_dict())
 

@@ -22,6 +22,15 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def interval_warning(ci: Sequence[float] | None) -> str | None:
+    """A plain warning when an accuracy interval is too wide to trust, else None."""
+    if not ci or ci[1] - ci[0] <= WIDE_INTERVAL:
+        return None
+    return (f"the 95% interval of this accuracy ({ci[0]:.0%} to {ci[1]:.0%}) is too wide to trust: "
+            "with this few images a model can look better or worse than it is. Add images per class "
+            "before relying on it or choosing between models.")
+
+
 def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
                          *, method: str = "hold-out") -> dict[str, Any]:
     """Accuracy with its interval, macro-F1, per-class precision/recall/F1, confusion matrix."""
@@ -38,7 +47,7 @@ def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: 
         "n_images": n,
         "accuracy": correct / n if n else 0.0,
         "accuracy_ci": list(ci),
-        "interval_too_wide": (ci[1] - ci[0]) > WIDE_INTERVAL,
+        "interval_too_wide": interval_warning(ci) is not None,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "classes": list(classes),
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),

@@ -5,6 +5,7 @@ import streamlit as st
 
 from inspector import (AUGMENT_PRESETS, Job, TrainConfig, choose_strategy, describe_device,
                        list_backbones, list_strategies)
+from inspector.evaluation import interval_warning
 from inspector.backbones import hub_reachable
 from inspector.config import RESIZE_MODES
 from ui import charts, live
@@ -167,6 +168,8 @@ def show_finished(job: Job) -> None:
     (st.success if job.status == "completed" else st.warning)(
         text + (" The best model so far was kept." if job.status == "stopped" else "")
         + " Try it on the **Inspect** page or compare it on **Compare**.")
+    if interval_warning(ci):
+        st.warning(interval_warning(ci).capitalize(), icon=":material/warning:")
     with st.expander("Curves", expanded=False):
         show_chart(job.job_id, events)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from inspector import Run, RunStore
+from inspector.evaluation import WIDE_INTERVAL, interval_warning
 from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
 from ui.models import inference_ms, predict
@@ -37,6 +38,11 @@ def table_row(info) -> dict:
 
 
 st.caption("Click a column header to sort. Accuracy is measured on images the model did not train on.")
+if any(interval_warning(i.summary.get("val_accuracy_ci")) for i in infos):
+    st.warning(f"Some accuracies have a 95% interval wider than {WIDE_INTERVAL * 100:.0f} points: with this few "
+               "images, differences "
+               "between those models may be luck. Add images per class before choosing between them.",
+               icon=":material/warning:")
 st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
     "val accuracy": st.column_config.ProgressColumn("val accuracy", format="percent", min_value=0, max_value=1),
     "macro-F1": st.column_config.NumberColumn(format="%.3f"),

@@ -33,6 +33,11 @@ def test_train_json_is_the_last_stdout_line_and_progress_goes_to_stderr(trained)
     assert result["backbone"] == "tf_efficientnet_lite0" and result["strategy"] == "linear_probe"
     assert 0 <= result["val_accuracy"] <= 1 and result["skipped"] == []
     assert "epoch" in out.stderr and "epoch" not in out.stdout
+    # 24 images cannot pin an accuracy down: the interval and a plain warning say so.
+    low, high = result["val_accuracy_ci"]
+    assert low <= result["val_accuracy"] <= high and high - low > 0.25
+    assert "too wide to trust" in result["val_accuracy_warning"]
+    assert "warning: the 95% interval" in out.stderr
 
 
 def test_evaluate_predict_and_runs(trained, tiny_data, tmp_path, capsys):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.evaluation import evaluate_predictions, wilson_interval
+from inspector.evaluation import evaluate_predictions, interval_warning, wilson_interval
 
 
 def test_wilson_interval_brackets_the_accuracy_and_narrows_with_more_images():
@@ -22,3 +22,9 @@ def test_report_has_confusion_matrix_and_per_class_metrics():
     assert report["per_class"]["dent"]["recall"] == pytest.approx(0.5)
     assert report["n_images"] == 6
     assert report["interval_too_wide"] is True  # six images cannot pin down an accuracy
+
+
+def test_interval_warning_only_for_intervals_too_wide_to_trust():
+    assert "30% to 90%" in interval_warning((0.3, 0.9))
+    assert interval_warning(wilson_interval(900, 1000)) is None
+    assert interval_warning(None) is None

@@ -18,7 +18,7 @@ from ..backbones import check_backbone_name
 from ..config import TrainConfig
 from ..data import LabeledDataset, discover_dataset, plan_validation, validate_dataset
 from ..errors import InspectorError
-from ..evaluation import evaluate_predictions
+from ..evaluation import evaluate_predictions, interval_warning
 from ..models import architecture_recipe, build_model
 from ..runs import Run, RunStore
 from ..strategies import choose_strategy, create_strategy
@@ -53,6 +53,7 @@ class TrainResult:
                 "backbone": self.backbone, "strategy": self.strategy, "strategy_reason": self.strategy_reason,
                 "validation": self.validation, "val_accuracy": ev.get("accuracy"),
                 "val_accuracy_ci": ev.get("accuracy_ci"), "val_macro_f1": ev.get("macro_f1"),
+                "val_accuracy_warning": interval_warning(ev.get("accuracy_ci")),
                 "train_seconds": round(self.train_seconds, 2), "skipped": self.skipped}
 
 
