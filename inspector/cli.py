@@ -48,10 +48,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"warning: {finding.message}", file=sys.stderr)
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
     print(f"Run saved to {result.run_dir}", file=sys.stderr)
-    if result.to_dict()["val_accuracy_warning"]:
-        print(f"warning: {result.to_dict()['val_accuracy_warning']}", file=sys.stderr)
+    summary = result.to_dict()
+    if summary["val_accuracy_warning"]:
+        print(f"warning: {summary['val_accuracy_warning']}", file=sys.stderr)
     if args.json:
-        _emit_json(result.to_dict())
+        _emit_json(summary)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -220,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the part's orientation is meaningful (e.g. upside down is a defect): do not average "
                         "the frozen features over flips and quarter turns")
     p.add_argument("--no-cv", action="store_true",
-                   help="skip the cross-validated accuracy estimate (one fit instead of k+1: faster, but no "
-                        "validation accuracy)")
+                   help="with too few images for a hold-out split, skip the cross-validated accuracy estimate "
+                        "(one fit instead of k+1: faster, but no accuracy figure)")
     p.add_argument("--weights", default=None, help="local weights file (.safetensors or .pth) for the backbone")
     p.add_argument("--name", default=None, help="a display name for the run")
     p.add_argument("--runs-dir", **runs_dir)
