@@ -20,18 +20,18 @@ def _assert_partition(train: np.ndarray, val: np.ndarray, n: int) -> None:
 
 
 def test_enough_images_give_a_stratified_holdout():
-    labels = _labels(30, 20)
+    labels = _labels(60, 50)
     plan = plan_validation(labels)
     assert isinstance(plan, ValidationPlan) and plan.mode == "holdout" and len(plan.folds) == 1
     train, val = plan.folds[0]
-    _assert_partition(train, val, 50)
+    _assert_partition(train, val, 110)
     y = np.array(labels)
-    assert np.bincount(y[val]).tolist() == [6, 4]
-    assert plan.description == "hold-out: 20% of the images (10) kept aside for validation"
+    assert np.bincount(y[val]).tolist() == [12, 10]
+    assert plan.description == "hold-out: 20% of the images (22) kept aside for validation"
 
 
 def test_same_seed_same_split_other_seed_other_split():
-    labels = _labels(40, 40)
+    labels = _labels(60, 60)
     a, b, c = (plan_validation(labels, seed=s).folds[0][1] for s in (1, 1, 2))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
@@ -61,7 +61,7 @@ def test_class_with_one_image_cannot_be_split():
 
 
 @settings(max_examples=100, deadline=None)
-@given(counts=st.lists(st.integers(2, 40), min_size=1, max_size=5), seed=st.integers(0, 2**31))
+@given(counts=st.lists(st.integers(2, 80), min_size=1, max_size=5), seed=st.integers(0, 2**31))
 def test_every_plan_partitions_the_data(counts, seed):
     labels = _labels(*counts)
     plan = plan_validation(labels, seed=seed)
@@ -70,7 +70,7 @@ def test_every_plan_partitions_the_data(counts, seed):
         _assert_partition(train, val, len(labels))
         assert set(y[train].tolist()) == set(y.tolist())  # every class is trained on
     if plan.mode == "holdout":
-        assert min(np.bincount(y[plan.folds[0][1]])) >= 4
+        assert min(np.bincount(y[plan.folds[0][1]])) >= 10
 
 
 def test_stratified_holdout_takes_exactly_n_per_class():

@@ -30,10 +30,14 @@ def plan_validation(
     *,
     seed: int = 0,
     val_fraction: float = 0.2,
-    min_val_per_class: int = 4,
+    min_val_per_class: int = 10,
     max_folds: int = 5,
 ) -> ValidationPlan:
     """Hold-out if every class gets ``min_val_per_class`` validation images, else k-fold CV.
+
+    Below about 50 images per class a 20% hold-out is both too small to trust and a waste: the
+    kept model would train without those images. Cross-validation keeps them all for the model
+    (training.py fits it on everything) and still validates every image once.
 
     Both are stratified and depend only on ``labels`` and ``seed``. For CV,
     ``k = min(max_folds, smallest class count)`` (at least 2).
