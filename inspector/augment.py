@@ -30,6 +30,10 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     resize_mode: str = "stretch"  # stretch: fill | letterbox: keep aspect, pad | crop: keep aspect, centre crop
+    # Shrink with pixel-area averaging: plain bicubic aliases the fine texture of a 600 px photo
+    # at 224 px (+1 to +3 points on magnetic-tile, docs/BENCHMARKS.md). Runs stored before this
+    # field existed were trained without it and are fed the same way.
+    antialias: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -38,7 +42,7 @@ class Preprocessing:
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(image_size=int(data["image_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
                    interpolation=data.get("interpolation", "bicubic"),
-                   resize_mode=data.get("resize_mode", "stretch"))
+                   resize_mode=data.get("resize_mode", "stretch"), antialias=data.get("antialias", False))
 
     @property
     def pad_value(self) -> tuple[int, int, int]:
@@ -60,12 +64,14 @@ def resolve_preprocessing(backbone: str, image_size: int | None = None,
 
 
 def _resize(prep: Preprocessing) -> list[A.BasicTransform]:
-    size, interp = prep.image_size, _INTERPOLATION[prep.interpolation]
+    size = prep.image_size
+    resize = {"interpolation": _INTERPOLATION[prep.interpolation],
+              "area_for_downscale": "image" if prep.antialias else None}
     if prep.resize_mode == "stretch":
-        return [A.Resize(size, size, interpolation=interp)]
+        return [A.Resize(size, size, **resize)]
     if prep.resize_mode == "crop":
-        return [A.SmallestMaxSize(max_size=size, interpolation=interp), A.CenterCrop(size, size)]
-    return [A.LongestMaxSize(max_size=size, interpolation=interp),
+        return [A.SmallestMaxSize(max_size=size, **resize), A.CenterCrop(size, size)]
+    return [A.LongestMaxSize(max_size=size, **resize),
             A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=prep.pad_value)]
 
 

@@ -35,8 +35,8 @@ class Strategy:
     def fit(self, model: torch.nn.Module, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
         raise NotImplementedError
 
-    def epochs(self, ctx: FitContext) -> int:
-        return ctx.config.epochs or self.default_epochs
+    def epochs(self, config) -> int:
+        return config.epochs or self.default_epochs
 
     def lr(self, ctx: FitContext) -> float:
         return ctx.config.lr or self.default_lr
@@ -91,11 +91,14 @@ class LinearProbe(Strategy):
     name = "linear_probe"
     summary = ("Keeps the pretrained network frozen and trains only a classifier on its features: "
                "seconds on a CPU, the best choice for a handful of images.")
-    default_epochs = 20
+    default_epochs = 1
     # Features come from the multiscale head, averaged over the 8 symmetric views unless the
     # orientation matters (TrainConfig.any_orientation). Random augmented views as extra rows
     # were tried too and added nothing on magnetic-tile (docs/BENCHMARKS.md), so there are none.
     architecture = "multiscale"
+
+    def epochs(self, config) -> int:
+        return 1  # the head is fitted in closed form: one pass, whatever the epoch setting
 
     def features(self, model, images: ImageSet, ctx: FitContext) -> np.ndarray:
         transform = build_transform(ctx.preprocessing, "none")
@@ -116,30 +119,22 @@ class LinearProbe(Strategy):
             x_val = self.features(model, val, ctx) if val is not None and len(val) else None
         except TrainingStopped:
             return FitOutcome(model, None, None, 0, stopped=True)
-        y_train, groups = train.labels, np.arange(len(train))
-        epochs, n_classes = self.epochs(ctx), len(ctx.classes)
         started = time.perf_counter()
-
-        def on_epoch(epoch: int, loss: float, head: LinearHead) -> None:
-            val_loss = val_acc = val_f1 = None
-            if x_val is not None:
-                probs = _softmax(head.logits(x_val))
-                val_loss = mean_log_loss(probs, val.labels)
-                val_acc, val_f1 = accuracy_and_f1(val.labels, probs.argmax(1), n_classes)
-            spent = time.perf_counter() - started
-            ctx.emit(EpochEnd(ctx.run_id, epoch=epoch, epochs=epochs, train_loss=loss, val_loss=val_loss,
-                              val_accuracy=val_acc, val_macro_f1=val_f1, lr=None,
-                              images_per_s=len(x_train) * epoch / max(spent, 1e-9), elapsed_s=ctx.elapsed,
-                              eta_s=spent / epoch * (epochs - epoch), device=ctx.device.type,
-                              device_memory_mb=None, fold=ctx.fold))
-
-        head = fit_linear_head(x_train, y_train, groups, n_classes, seed=ctx.config.seed, epochs=epochs,
-                               on_epoch=on_epoch)
+        head = fit_linear_head(x_train, train.labels, np.arange(len(train)), len(ctx.classes), seed=ctx.config.seed)
         _set_head(model, head)
+        val_loss = val_acc = val_f1 = val_probs = None
+        if x_val is not None:
+            val_probs = _softmax(head.logits(x_val))
+            val_loss = mean_log_loss(val_probs, val.labels)
+            val_acc, val_f1 = accuracy_and_f1(val.labels, val_probs.argmax(1), len(ctx.classes))
+        spent = time.perf_counter() - started
+        ctx.emit(EpochEnd(ctx.run_id, epoch=1, epochs=1, train_loss=mean_log_loss(_softmax(head.logits(x_train)), train.labels),
+                          val_loss=val_loss, val_accuracy=val_acc, val_macro_f1=val_f1, lr=None,
+                          images_per_s=len(x_train) / max(spent, 1e-9), elapsed_s=ctx.elapsed, eta_s=0.0,
+                          device=ctx.device.type, device_memory_mb=None, fold=ctx.fold))
         if ctx.on_checkpoint:
-            ctx.on_checkpoint(model, epochs, None)
-        val_probs = _softmax(head.logits(x_val)) if x_val is not None else None
-        return FitOutcome(model, epochs, val_probs, epochs)
+            ctx.on_checkpoint(model, 1, val_acc)
+        return FitOutcome(model, 1, val_probs, 1)
 
 
 @register_strategy
@@ -161,7 +156,7 @@ class FineTune(Strategy):
         # A zero head starts at chance (loss ln K) instead of confidently wrong: timm's random head
         # on large pretrained features gave a first-epoch loss of ~5 for 5 classes.
         _zero_head(model)
-        return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx))
+        return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx.config))
 
 
 def _zero_head(model) -> None:
@@ -197,7 +192,7 @@ class LinearProbeThenFineTune(FineTune):
         probe = LinearProbe().fit(model, train, val, ctx)
         if probe.stopped:
             return probe
-        return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx))
+        return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx.config))
 
 
 @register_strategy
@@ -219,4 +214,4 @@ class L2SP(FineTune):
         for group in groups:  # the penalty replaces weight decay toward zero for the backbone
             if not any(id(p) in head for p in group["params"]):
                 group["weight_decay"] = 0.0
-        return fit_gradient(model, groups, train, val, ctx, epochs=self.epochs(ctx), regulariser=pull_to_pretrained)
+        return fit_gradient(model, groups, train, val, ctx, epochs=self.epochs(ctx.config), regulariser=pull_to_pretrained)

@@ -34,3 +34,17 @@ def test_recipe_keeps_the_symmetric_setting():
     recipe = {"backbone": "tf_efficientnet_lite0", "num_classes": 3, **architecture_recipe(_model(True))}
     assert recipe["symmetric"] is True and model_from_recipe(recipe).symmetric
     assert not model_from_recipe({**recipe, "symmetric": False}).symmetric
+
+
+def test_power_normalisation_is_the_signed_square_root_and_old_recipes_keep_it_off():
+    x = torch.rand(1, 3, 64, 64)
+    model = build_model("tf_efficientnet_lite0", 3, "multiscale")
+    assert model.power_norm and architecture_recipe(model)["power_norm"] is True
+    with torch.no_grad():
+        normalised = model.pooled_features(x)
+        model.power_norm = False
+        plain = model.pooled_features(x)
+    torch.testing.assert_close(normalised, plain.sign() * plain.abs().sqrt())
+    recipe = {"backbone": "tf_efficientnet_lite0", "num_classes": 3, **architecture_recipe(model)}
+    del recipe["power_norm"]  # a run stored before power normalisation
+    assert model_from_recipe(recipe).power_norm is False

@@ -41,17 +41,30 @@ def test_predictor_reloads_the_run_and_predicts(tiny_run, tiny_data):
     assert 0.0 <= heat.min() and heat.max() <= 1.0 and heat.max() > 0.5
 
 
+@pytest.fixture(scope="module")
+def unseen_parts(tmp_path_factory) -> list[tuple[np.ndarray, str]]:
+    """Fresh draws of the tiny classes that no model trained on: 6 per class."""
+    from inspector.sample_data import render_image
+
+    rng = np.random.default_rng(2024)
+    return [(render_image(label, rng), label) for label in ("crack", "ok", "scratch") for _ in range(6)]
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_every_strategy_trains_reproducibly(strategy, tiny_data, tmp_path):
-    config = TrainConfig(strategy=strategy, epochs=2, batch_size=8, **FAST)
+def test_every_strategy_trains_reproducibly_and_beats_chance(strategy, tiny_data, unseen_parts, tmp_path):
+    config = TrainConfig(strategy=strategy, epochs=4, batch_size=8, **FAST)
     first = train(tiny_data, config, runs_dir=tmp_path / "a")
     second = train(tiny_data, config, runs_dir=tmp_path / "b")
     assert first.status == second.status == "completed"
     # Same seed, same model: predictions agree up to float rounding of multi-threaded CPU kernels.
-    images = sorted((tiny_data / "ok").iterdir())[:4]
+    images = [image for image, _ in unseen_parts]
     p1, p2 = (Predictor.from_run(r.run_dir).predict_proba(images) for r in (first, second))
     np.testing.assert_allclose(p1, p2, atol=2e-3)
     assert first.val_accuracy == second.val_accuracy
+    classes = Predictor.from_run(first.run_dir).classes
+    truth = np.array([classes.index(label) for _, label in unseen_parts])
+    accuracy = float((p1.argmax(1) == truth).mean())
+    assert accuracy >= 0.5, f"{strategy}: {accuracy:.2f} on unseen parts, chance is 0.33"
 
 
 def test_events_arrive_in_order_with_live_metrics(tiny_data, tmp_path):

@@ -43,8 +43,8 @@ class FitContext:
     @property
     def model_key(self) -> str:
         """Identifies frozen features: same backbone weights + same preprocessing = same features."""
-        p = self.preprocessing
-        return f"{self.config.backbone}|{self.config.weights_path}|{p.image_size}|{p.resize_mode}|{p.interpolation}"
+        preprocessing = "|".join(str(value) for value in self.preprocessing.to_dict().values())
+        return f"{self.config.backbone}|{self.config.weights_path}|{preprocessing}"
 
 
 @dataclass

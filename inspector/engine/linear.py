@@ -1,114 +1,109 @@
-"""Multinomial logistic regression on frozen features (the linear probe's head).
+"""The linear probe's head: shrinkage linear discriminant analysis, calibrated on held-out folds.
 
-Fitted with full-batch L-BFGS on numpy arrays: exact, fast (milliseconds for a few hundred images),
-and it reports per-epoch curves like every other strategy. The L2 strength is chosen by
-cross-validation on the training images only, with all views of one image in the same fold.
+With a handful of images per class and over a thousand features, a Gaussian model with one
+covariance shared by all classes, shrunk toward a diagonal by the Ledoit-Wolf formula (scikit-
+learn's LDA), beats an L2-regularised logistic regression: +3 to +4 points on magnetic-tile at 10
+and 20 images per class (docs/BENCHMARKS.md). It is closed-form, so no regularisation search.
+
+Its raw probabilities are far too sure of themselves (mean confidence 0.995 at 0.76 accuracy), and
+an OK/NG threshold needs honest ones: a temperature is fitted on out-of-fold scores from the
+training images, with every view of one image kept in the same fold.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize_scalar
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.model_selection import StratifiedGroupKFold
 
-L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+ABSENT_CLASS_LOGIT = -30.0  # a class without training images (in a fold) is never predicted
 
 
 @dataclass
 class LinearHead:
-    weight: np.ndarray  # (n_classes, n_features), acting on raw (unstandardised) features
+    weight: np.ndarray  # (n_classes, n_features), acting on raw features, temperature folded in
     bias: np.ndarray
-    l2: float
+    temperature: float
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         return features @ self.weight.T + self.bias
 
 
-class Standardiser:
-    def __init__(self, features: np.ndarray) -> None:
-        self.mean = features.mean(0)
-        self.std = features.std(0) + 1e-6
+def _fit_lda(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and biases of shrinkage LDA, one row per class (NaN bias: no training rows).
 
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        return (features - self.mean) / self.std
-
-
-def _loss_and_grad(params: np.ndarray, x: np.ndarray, onehot: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy + l2/2 |W|^2 of a softmax layer, and its gradient (params = [W | b])."""
-    n_classes = onehot.shape[1]
-    wb = params.reshape(n_classes, x.shape[1] + 1)
-    weight, bias = wb[:, :-1], wb[:, -1]
-    logits = x @ weight.T + bias
-    logits -= logits.max(1, keepdims=True)
-    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    loss = -(onehot * log_probs).sum() / len(x) + 0.5 * l2 * (weight ** 2).sum()
-    delta = (np.exp(log_probs) - onehot) / len(x)
-    grad = np.concatenate([delta.T @ x + l2 * weight, delta.sum(0)[:, None]], axis=1)
-    return float(loss), grad.ravel()
-
-
-def _fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, iterations: int,
-                 on_epoch: Callable[[int, float, np.ndarray, np.ndarray], None] | None = None,
-                 epochs: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """L-BFGS (scipy, float64 numpy: milliseconds here) in `epochs` warm-started chunks."""
-    onehot = np.eye(n_classes)[y]
-    params = np.zeros(n_classes * (x.shape[1] + 1))
-    for epoch in range(1, epochs + 1):
-        result = minimize(_loss_and_grad, params, args=(x, onehot, l2), jac=True, method="L-BFGS-B",
-                          options={"maxiter": max(1, iterations // epochs)})
-        params = result.x
-        if on_epoch:
-            wb = params.reshape(n_classes, -1)
-            on_epoch(epoch, float(result.fun), wb[:, :-1], wb[:, -1])
-    wb = params.reshape(n_classes, -1)
-    return wb[:, :-1], wb[:, -1]
+    The same model as scikit-learn's LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"):
+    the shared covariance is the prior-weighted sum of each class's Ledoit-Wolf covariance,
+    (1 - a) S_c + a diag(S_c). That is a rank-n matrix plus a diagonal, so it is solved with the
+    Woodbury identity in O(n^2 d) instead of scikit-learn's O(d^3) (seconds -> milliseconds at
+    d = 1752 features, n = 60 images; tests/test_linear_head.py checks the two agree).
+    """
+    present, counts = np.unique(labels, return_counts=True)
+    priors = counts / counts.sum()
+    means, low_rank, diagonal = [], [], np.zeros(features.shape[1])
+    for c, n_c, prior in zip(present, counts, priors):
+        rows = features[labels == c]
+        centred = rows - rows.mean(0)
+        variance = centred.var(0)
+        scale = np.where(variance > 0, np.sqrt(variance), 1.0)
+        shrinkage = ledoit_wolf_shrinkage(centred / scale, assume_centered=True) if n_c > 1 else 1.0
+        means.append(rows.mean(0))
+        low_rank.append(np.sqrt(prior * (1 - shrinkage) / n_c) * centred)
+        diagonal += prior * shrinkage * variance
+    means, z = np.stack(means), np.concatenate(low_rank)
+    diagonal = np.maximum(diagonal, 1e-9 * max(diagonal.mean(), 1e-12))
+    # (Z'Z + D)^-1 m = D^-1 m - D^-1 Z' (I + Z D^-1 Z')^-1 Z D^-1 m
+    d_inv_means = means / diagonal
+    inner = np.eye(len(z)) + (z / diagonal) @ z.T
+    coef = d_inv_means - np.linalg.solve(inner, z @ d_inv_means.T).T @ (z / diagonal)
+    intercept = -0.5 * np.einsum("kd,kd->k", means, coef) + np.log(priors)
+    weight = np.zeros((n_classes, features.shape[1]))
+    bias = np.full(n_classes, np.nan)
+    weight[present], bias[present] = coef, intercept
+    return weight, bias
 
 
-def choose_l2(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
-              seed: int, folds: int = 3) -> float:
-    """The L2 strength with the best cross-validated log-loss on the training images."""
+def _scaled(weight: np.ndarray, bias: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    return weight / temperature, np.nan_to_num(bias / temperature, nan=ABSENT_CLASS_LOGIT)
+
+
+def choose_temperature(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
+                       seed: int, folds: int = 10) -> float:
+    """The softmax temperature with the best out-of-fold log-loss on the training images.
+
+    Fold models see (k-1)/k of the images and are less sure than the final one, so the estimate
+    errs toward too soft; 10 folds keep it close (magnetic-tile, 10 per class: mean confidence
+    0.73 at accuracy 0.76; with 5 per class only 5 folds fit and it stays soft: 0.35 at 0.64)."""
     min_count = np.bincount(labels[np.unique(groups, return_index=True)[1]]).min()
     folds = int(min(folds, min_count))
     if folds < 2:
-        return 1e-2
+        return 1.0
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(splitter.split(features, labels, groups))
-    scores = []
-    for l2 in L2_GRID:
-        loss = 0.0
-        for train_idx, val_idx in splits:
-            w, b = _fit_softmax(features[train_idx], labels[train_idx], n_classes, l2, iterations=100)
-            loss += _log_loss(features[val_idx] @ w.T + b, labels[val_idx])
-        scores.append(loss)
-    return L2_GRID[int(np.argmin(scores))]
+    fitted = [(val_idx, _fit_lda(features[train_idx], labels[train_idx], n_classes))
+              for train_idx, val_idx in splitter.split(features, labels, groups)]
+
+    def out_of_fold_loss(log_temperature: float) -> float:
+        logits = np.zeros((len(labels), n_classes))
+        for val_idx, (weight, bias) in fitted:
+            weight, bias = _scaled(weight, bias, np.exp(log_temperature))
+            logits[val_idx] = features[val_idx] @ weight.T + bias
+        return log_loss(logits, labels)
+
+    return float(np.exp(minimize_scalar(out_of_fold_loss, bounds=(-3.0, 8.0), method="bounded").x))
 
 
 def fit_linear_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int, *,
-                    seed: int, epochs: int = 20, iterations: int = 200,
-                    on_epoch: Callable[[int, float, LinearHead], None] | None = None) -> LinearHead:
-    """Standardise, choose L2 by grouped CV, fit; the returned head works on raw features."""
-    scaler = Standardiser(features)
-    x = scaler(features)
-    # With fewer images than features, the L2-optimal weights lie in the span of the training
-    # rows: fitting in that basis is exact and turns 1280 unknowns per class into at most n.
-    basis = np.linalg.svd(x, full_matrices=False)[2].T  # (n_features, rank)
-    x = x @ basis
-    l2 = choose_l2(x, labels, groups, n_classes, seed)
-
-    def to_head(weight: np.ndarray, bias: np.ndarray) -> LinearHead:
-        # Back to feature space, then fold the standardisation in: W' = W / std, b' = b - W' . mean.
-        w = (weight @ basis.T) / scaler.std
-        return LinearHead(w, bias - w @ scaler.mean, l2)
-
-    callback = (lambda epoch, loss, w, b: on_epoch(epoch, loss, to_head(w, b))) if on_epoch else None
-    weight, bias = _fit_softmax(x, labels, n_classes, l2, iterations=iterations, on_epoch=callback,
-                                epochs=epochs)
-    return to_head(weight, bias)
+                    seed: int) -> LinearHead:
+    """Shrinkage LDA on all rows, with the temperature chosen by grouped cross-validation."""
+    features = np.asarray(features, dtype=np.float64)
+    temperature = choose_temperature(features, labels, groups, n_classes, seed)
+    weight, bias = _scaled(*_fit_lda(features, labels, n_classes), temperature)
+    return LinearHead(weight, bias, temperature)
 
 
-def _log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     logits = logits - logits.max(1, keepdims=True)
     log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     return float(-log_probs[np.arange(len(labels)), labels].mean())

@@ -92,6 +92,9 @@ class FeatureCache:
         while len(self._items) > self.max_items:
             self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        self._items.clear()
+
 
 FEATURE_CACHE = FeatureCache()
 

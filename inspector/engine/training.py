@@ -107,7 +107,7 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
                            max_folds=config.max_folds)
 
     resolved = config.replace(strategy=strategy_name, image_size=prep.image_size,
-                              epochs=config.epochs or strategy.default_epochs)
+                              epochs=strategy.epochs(config))
     run = RunStore(runs_dir).create({**resolved.to_dict(), "requested_strategy": config.strategy,
                                      "strategy_reason": reason}, backbone=config.backbone,
                                     strategy=strategy_name, name=config.name)

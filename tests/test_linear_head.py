@@ -1,0 +1,69 @@
+"""The linear probe's head: shrinkage LDA with a temperature fitted out of fold."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspector.engine.linear import ABSENT_CLASS_LOGIT, _fit_lda, fit_linear_head, log_loss
+
+
+def _blobs(n_per_class: int, n_classes: int, dim: int, separation: float, seed: int, draw: int = 0):
+    """Gaussian classes in many dimensions (the class centres depend on `seed` only), `draw` picks
+    the samples: few images, many features, the linear probe's situation."""
+    centres = np.random.default_rng(seed).normal(size=(n_classes, dim)) * separation / np.sqrt(dim)
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    noise = np.random.default_rng([seed, draw]).normal(size=(len(labels), dim))
+    return centres[labels] + noise, labels
+
+
+def _softmax(logits):
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def test_head_classifies_unseen_samples_with_better_probabilities_than_raw_lda():
+    x, y = _blobs(10, 4, 600, separation=8.0, seed=0)
+    x_test, y_test = _blobs(200, 4, 600, separation=8.0, seed=0, draw=1)
+    head = fit_linear_head(x, y, np.arange(len(y)), 4, seed=0)
+    accuracy = (head.logits(x_test).argmax(1) == y_test).mean()
+    assert 0.5 < accuracy < 1.0  # overlapping classes: well above chance (0.25), not perfect
+    raw_weight, raw_bias = _fit_lda(x, y, 4)
+    raw_logits = x_test @ raw_weight.T + raw_bias
+    assert (raw_logits.argmax(1) == head.logits(x_test).argmax(1)).all()  # a temperature never flips a vote
+    # Raw LDA is near-certain and often wrong; the fitted temperature gives a lower log-loss.
+    assert _softmax(raw_logits).max(1).mean() > 0.9
+    assert log_loss(head.logits(x_test), y_test) < 0.5 * log_loss(raw_logits, y_test)
+    assert head.temperature > 1.0
+
+
+@pytest.mark.parametrize("n_images, n_features, n_classes", [(60, 700, 6), (16, 30, 2), (9, 5, 3)])
+def test_fast_solver_gives_scikit_learns_shrinkage_lda(n_images, n_features, n_classes):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    rng = np.random.default_rng(n_features)
+    labels = np.arange(n_images) % n_classes
+    offsets = rng.gamma(1.0, size=n_features)  # uneven feature scales, like pooled activations
+    features = rng.normal(size=(n_images, n_features)) + 0.5 * labels[:, None] + offsets
+    unseen = rng.normal(size=(25, n_features)) + offsets
+    weight, bias = _fit_lda(features, labels, n_classes)
+    reference = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(features, labels)
+    np.testing.assert_allclose(_softmax(unseen @ weight.T + bias), reference.predict_proba(unseen), atol=1e-8)
+
+
+def test_a_class_without_training_rows_is_never_predicted():
+    x, y = _blobs(6, 3, 40, separation=5.0, seed=3)
+    weight, bias = _fit_lda(x[y < 2], y[y < 2], n_classes=3)
+    assert np.isnan(bias[2]) and not weight[2].any()
+    head = fit_linear_head(x[y < 2], y[y < 2], np.arange((y < 2).sum()), 3, seed=0)
+    assert head.bias[2] == pytest.approx(ABSENT_CLASS_LOGIT)
+    assert (head.logits(x).argmax(1) != 2).all()
+
+
+def test_views_of_one_image_stay_in_one_temperature_fold():
+    # Two near-identical rows per image: if they were split across folds, every held-out row would
+    # have its twin in training and the temperature would come out far too confident (small).
+    x, y = _blobs(6, 3, 80, separation=3.0, seed=4)
+    twins = np.repeat(x, 2, axis=0) + np.random.default_rng(5).normal(scale=1e-3, size=(2 * len(x), 80))
+    grouped = fit_linear_head(twins, np.repeat(y, 2), np.repeat(np.arange(len(y)), 2), 3, seed=0)
+    leaky = fit_linear_head(twins, np.repeat(y, 2), np.arange(2 * len(y)), 3, seed=0)
+    assert grouped.temperature > leaky.temperature
