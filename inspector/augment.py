@@ -31,8 +31,8 @@ class Preprocessing:
     interpolation: str = "bicubic"
     resize_mode: str = "stretch"  # stretch: fill | letterbox: keep aspect, pad | crop: keep aspect, centre crop
     # Shrink with pixel-area averaging: plain bicubic aliases the fine texture of a 600 px photo
-    # at 224 px (+1 to +3 points on magnetic-tile, docs/BENCHMARKS.md). Runs stored before this
-    # field existed were trained without it and are fed the same way.
+    # at 224 px (magnetic-tile, linear probe: +1.1 / +1.5 points at 10 / 20 images per class,
+    # -1.1 at 5, docs/BENCHMARKS.md). Runs stored before this field existed are fed as before.
     antialias: bool = True
 
     def to_dict(self) -> dict[str, Any]:

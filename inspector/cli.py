@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder with one sub-folder per class, or a .zip of such folders")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)")
     p.add_argument("--strategy", default="auto", help="auto, linear_probe, fine_tune, ... (default: auto)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs for the fine-tuning strategies (the linear probe fits in one step)")
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the backbone's)")
     p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox", "crop"],
                    help="how non-square images fit the square input: stretch (default, measured best), "

@@ -87,7 +87,7 @@ strategy = st.radio("Strategy", list(strategies), key="strategy", captions=list(
 with st.expander("Advanced settings"):
     a, b, c, d = st.columns(4)
     epochs = a.number_input("Epochs (0 = strategy default)", 0, 1000, 0, key="epochs",
-                            help="For the linear probe an epoch is one optimiser pass over cached features: fast.")
+                            help="Fine-tuning strategies only: the linear probe fits its classifier in one closed-form step.")
     image_size = b.number_input("Image size in px (0 = backbone default)", 0, 1024, 0, step=32, key="image_size")
     augment = c.selectbox("Augmentation", list(AUGMENT_PRESETS), key="augment",
                           index=list(AUGMENT_PRESETS).index("industrial"), help="See the preview on the Data page.")

@@ -29,9 +29,9 @@ def _finding(report: ValidationReport, code: str) -> Finding:
 
 
 def test_balanced_dataset_is_ok_without_findings():
-    report = validate_dataset(_ds({"ok": 30, "scratch": 25}))
+    report = validate_dataset(_ds({"ok": 60, "scratch": 50}))
     assert report.ok and report.findings == []
-    assert report.counts == {"ok": 30, "scratch": 25}
+    assert report.counts == {"ok": 60, "scratch": 50}
 
 
 def test_one_class_is_an_error():
@@ -106,8 +106,9 @@ def test_few_images_says_cross_validation_will_be_used():
     info = _finding(validate_dataset(_ds({"ok": 6, "nok": 8})), "few_images")
     assert info.level == "info"
     assert info.message.startswith("6 images per class is few (smallest class: 'ok')")
-    assert "5-fold cross-validation" in info.message
-    assert "few_images" not in _codes(validate_dataset(_ds({"ok": 20, "nok": 20})))
+    assert "5-fold cross-validation" in info.message and "trains on every image" in info.message
+    assert "few_images" in _codes(validate_dataset(_ds({"ok": 40, "nok": 40})))  # 8 per class for a hold-out
+    assert "few_images" not in _codes(validate_dataset(_ds({"ok": 50, "nok": 50})))  # 10 per class
 
 
 def test_report_properties_and_json():

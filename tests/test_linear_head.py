@@ -67,3 +67,15 @@ def test_views_of_one_image_stay_in_one_temperature_fold():
     grouped = fit_linear_head(twins, np.repeat(y, 2), np.repeat(np.arange(len(y)), 2), 3, seed=0)
     leaky = fit_linear_head(twins, np.repeat(y, 2), np.arange(2 * len(y)), 3, seed=0)
     assert grouped.temperature > leaky.temperature
+
+
+def test_one_or_two_images_per_class_still_give_a_finite_head():
+    # Cross-validation inside cross-validation leaves folds with one image of a class: its
+    # within-class variance is zero, which once made the solve singular (LinAlgError).
+    rng = np.random.default_rng(6)
+    features = rng.random((3, 300)) + np.array([[0.0], [1.0], [1.0]])
+    weight, bias = _fit_lda(features, np.array([0, 1, 1]), 2)
+    assert np.isfinite(weight).all() and np.isfinite(bias).all()
+    assert ((features @ weight.T + bias).argmax(1) == [0, 1, 1]).all()
+    head = fit_linear_head(np.repeat(features, 2, axis=0), np.array([0, 0, 1, 1, 1, 1]), np.arange(6), 2, seed=0)
+    assert np.isfinite(head.weight).all() and np.isfinite(head.temperature)

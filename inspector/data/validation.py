@@ -184,7 +184,8 @@ def _check_few_images(ds: LabeledDataset) -> list[Finding]:
     return [Finding(
         "info", "few_images",
         f"{counts[name]} images per class is few (smallest class: '{name}'); "
-        f"{len(plan.folds)}-fold cross-validation will be used instead of a hold-out split.",
+        f"{len(plan.folds)}-fold cross-validation will be used instead of a hold-out split, "
+        "so the model trains on every image.",
     )]
 
 

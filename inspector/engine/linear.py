@@ -18,6 +18,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.model_selection import StratifiedGroupKFold
 
+VARIANCE_FLOOR = 1e-3
 ABSENT_CLASS_LOGIT = -30.0  # a class without training images (in a fold) is never predicted
 
 
@@ -49,11 +50,15 @@ def _fit_lda(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[
         variance = centred.var(0)
         scale = np.where(variance > 0, np.sqrt(variance), 1.0)
         shrinkage = ledoit_wolf_shrinkage(centred / scale, assume_centered=True) if n_c > 1 else 1.0
+        shrinkage = float(shrinkage) if np.isfinite(shrinkage) else 1.0
         means.append(rows.mean(0))
         low_rank.append(np.sqrt(prior * (1 - shrinkage) / n_c) * centred)
         diagonal += prior * shrinkage * variance
     means, z = np.stack(means), np.concatenate(low_rank)
-    diagonal = np.maximum(diagonal, 1e-9 * max(diagonal.mean(), 1e-12))
+    # A floor keeps the solve well conditioned when a class has one or two images (then the
+    # within-class variance is ~0): a small fraction of the features' overall variance.
+    overall = float(features.var(0).mean())
+    diagonal = np.maximum(diagonal, VARIANCE_FLOOR * (overall if overall > 0 else 1.0))
     # (Z'Z + D)^-1 m = D^-1 m - D^-1 Z' (I + Z D^-1 Z')^-1 Z D^-1 m
     d_inv_means = means / diagonal
     inner = np.eye(len(z)) + (z / diagonal) @ z.T
@@ -91,7 +96,7 @@ def choose_temperature(features: np.ndarray, labels: np.ndarray, groups: np.ndar
             logits[val_idx] = features[val_idx] @ weight.T + bias
         return log_loss(logits, labels)
 
-    return float(np.exp(minimize_scalar(out_of_fold_loss, bounds=(-3.0, 8.0), method="bounded").x))
+    return float(np.exp(minimize_scalar(out_of_fold_loss, bounds=(-5.0, 30.0), method="bounded").x))
 
 
 def fit_linear_head(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int, *,
