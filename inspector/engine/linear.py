@@ -38,8 +38,9 @@ def _fit_lda(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[
     The same model as scikit-learn's LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"):
     the shared covariance is the prior-weighted sum of each class's Ledoit-Wolf covariance,
     (1 - a) S_c + a diag(S_c). That is a rank-n matrix plus a diagonal, so it is solved with the
-    Woodbury identity in O(n^2 d) instead of scikit-learn's O(d^3) (seconds -> milliseconds at
-    d = 1752 features, n = 60 images; tests/test_linear_head.py checks the two agree).
+    Woodbury identity in O(n^2 d) instead of scikit-learn's O(d^3): 0.7 s instead of 17 s for
+    d = 1752 features and n = 60 images on a busy 2-core CPU. Apart from the variance floor below
+    (which only binds for near-empty classes), tests/test_linear_head.py checks the two agree.
     """
     present, counts = np.unique(labels, return_counts=True)
     priors = counts / counts.sum()
