@@ -60,7 +60,8 @@ def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: 
 def mean_log_loss(probabilities: np.ndarray, labels: Sequence[int]) -> float:
     """Cross-entropy of predicted class probabilities against the true labels."""
     labels = np.asarray(labels, dtype=int)
-    return float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-8, 1.0)).mean())
+    # + 0.0 turns the -0.0 of a perfect fit into 0.0 (printed "-0.000" otherwise)
+    return float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-8, 1.0)).mean()) + 0.0
 
 
 def accuracy_and_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> tuple[float, float]:

@@ -36,7 +36,7 @@ class ConsoleProgress:
         if isinstance(event, TrainStart):
             return (f"Training {event.backbone} with {event.strategy} on {event.device}: "
                     f"{event.n_images} images, {len(event.classes)} classes ({', '.join(event.classes)}). "
-                    f"Strategy: {event.strategy_reason} Validation: {event.validation}")
+                    f"Strategy: {event.strategy_reason}. Validation: {event.validation}.")
         if isinstance(event, StepEnd) and event.phase == "features" and event.step == event.steps:
             return f"  features extracted: {event.steps} batches, {event.images_per_s:.0f} images/s"
         if isinstance(event, EpochEnd):
