@@ -136,7 +136,7 @@ def test_train_compare_and_inspect(env):
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny L-BFGS problems: one thread is several times faster
+    torch.set_num_threads(1)  # tiny linear-algebra problems: one thread is several times faster
     try:
         env.load_sample_data()
         train = page("pages/2_Train.py").run()

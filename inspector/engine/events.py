@@ -56,7 +56,7 @@ class EpochEnd(Event):
     val_loss: float | None
     val_accuracy: float | None
     val_macro_f1: float | None
-    lr: float | None  # None where no learning rate applies (the linear probe's L-BFGS head)
+    lr: float | None  # None where no learning rate applies (the linear probe's closed-form head)
     images_per_s: float
     elapsed_s: float
     eta_s: float

@@ -2,7 +2,7 @@
 
 With a handful of images per class and over a thousand features, a Gaussian model with one
 covariance shared by all classes, shrunk toward a diagonal by the Ledoit-Wolf formula (scikit-
-learn's LDA), beats an L2-regularised logistic regression: +3 to +4 points on magnetic-tile at 10
+learn's LDA), beats an L2-regularised logistic regression: +2 to +3 points on magnetic-tile at 10
 and 20 images per class (docs/BENCHMARKS.md). It is closed-form, so no regularisation search.
 
 Its raw probabilities are far too sure of themselves (mean confidence 0.995 at 0.76 accuracy), and
