@@ -127,9 +127,10 @@ class LinearProbe(Strategy):
             val_probs = _softmax(head.logits(x_val))
             val_loss = mean_log_loss(val_probs, val.labels)
             val_acc, val_f1 = accuracy_and_f1(val.labels, val_probs.argmax(1), len(ctx.classes))
+        train_loss = mean_log_loss(_softmax(head.logits(x_train)), train.labels)
         spent = time.perf_counter() - started
-        ctx.emit(EpochEnd(ctx.run_id, epoch=1, epochs=1, train_loss=mean_log_loss(_softmax(head.logits(x_train)), train.labels),
-                          val_loss=val_loss, val_accuracy=val_acc, val_macro_f1=val_f1, lr=None,
+        ctx.emit(EpochEnd(ctx.run_id, epoch=1, epochs=1, train_loss=train_loss, val_loss=val_loss,
+                          val_accuracy=val_acc, val_macro_f1=val_f1, lr=None,
                           images_per_s=len(x_train) / max(spent, 1e-9), elapsed_s=ctx.elapsed, eta_s=0.0,
                           device=ctx.device.type, device_memory_mb=None, fold=ctx.fold))
         if ctx.on_checkpoint:
@@ -214,4 +215,5 @@ class L2SP(FineTune):
         for group in groups:  # the penalty replaces weight decay toward zero for the backbone
             if not any(id(p) in head for p in group["params"]):
                 group["weight_decay"] = 0.0
-        return fit_gradient(model, groups, train, val, ctx, epochs=self.epochs(ctx.config), regulariser=pull_to_pretrained)
+        return fit_gradient(model, groups, train, val, ctx, epochs=self.epochs(ctx.config),
+                            regulariser=pull_to_pretrained)
