@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.engine.linear import ABSENT_CLASS_LOGIT, _fit_lda, fit_linear_head, log_loss
+from inspector.engine.linear import ABSENT_CLASS_LOGIT, _fit_lda, _scaled, choose_temperature, fit_linear_head, log_loss
 
 
 def _blobs(n_per_class: int, n_classes: int, dim: int, separation: float, seed: int, draw: int = 0):
@@ -79,3 +79,24 @@ def test_one_or_two_images_per_class_still_give_a_finite_head():
     assert ((features @ weight.T + bias).argmax(1) == [0, 1, 1]).all()
     head = fit_linear_head(np.repeat(features, 2, axis=0), np.array([0, 0, 1, 1, 1, 1]), np.arange(6), 2, seed=0)
     assert np.isfinite(head.weight).all() and np.isfinite(head.temperature)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_temperature_follows_the_final_models_scale_with_five_images_per_class(seed):
+    # Fold models fitted on 4 images per class score more sharply than the final one on 5: the
+    # temperature that suits them is rescaled to the final model, which improves its log-loss.
+    x, y = _blobs(5, 6, 600, separation=8.0, seed=seed)
+    x_test, y_test = _blobs(200, 6, 600, separation=8.0, seed=seed, draw=1)
+    weight, bias = _fit_lda(x, y, 6)
+    groups = np.arange(len(y))
+    fold_temperature = choose_temperature(x, y, groups, 6, seed=0)
+    rescaled = choose_temperature(x, y, groups, 6, seed=0, final_weight=weight)
+    assert rescaled < fold_temperature
+    # Doubling the final model's scores doubles its temperature: the probabilities stay the same.
+    assert choose_temperature(x, y, groups, 6, seed=0, final_weight=2 * weight) == pytest.approx(2 * rescaled)
+
+    def held_out_loss(temperature):
+        w, b = _scaled(weight, bias, temperature)
+        return log_loss(x_test @ w.T + b, y_test)
+
+    assert held_out_loss(rescaled) < held_out_loss(fold_temperature)
