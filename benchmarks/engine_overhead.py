@@ -66,7 +66,7 @@ from inspector.backbones import create_model
 from inspector.data import discover_dataset, is_image_path, plan_validation
 from inspector.engine.device import resolve_device
 from inspector.engine.events import EpochEnd, TrainStart
-from inspector.engine.loaders import load_image_set
+from inspector.engine.loaders import default_workers, load_image_set
 
 
 def pick_subset(root: Path, n_classes: int, per_class: int, seed: int) -> list[tuple[Path, str]]:
@@ -116,7 +116,7 @@ def bare_run(dataset, prep, args, device: torch.device) -> dict:
     train_images = [images.images[i] for i in train_idx]
     val_images = [images.images[i] for i in val_idx]
     model = create_model(args.backbone, len(dataset.classes)).to(device, memory_format=torch.channels_last)
-    workers = 0 if device.type == "cpu" else min(4, torch.get_num_threads())  # as the engine's loader
+    workers = default_workers(device)  # as the engine's loader
     loader = DataLoader(Pairs(train_images, images.labels[train_idx],
                               build_transform(prep, args.augment, seed=args.seed)),
                         batch_size=args.batch_size, shuffle=True, drop_last=len(train_images) > args.batch_size,

@@ -59,11 +59,15 @@ class _TransformedImages(Dataset):
         return self.transform(self.images.images[index]), int(self.images.labels[index])
 
 
-def make_loader(images: ImageSet, transform, *, batch_size: int, shuffle: bool, seed: int,
-                device: torch.device) -> DataLoader:
+def default_workers(device: torch.device) -> int:
     # Images are already decoded, so augmentation is cheap next to the model: on a CPU, worker
-    # processes would only steal cores from the model. On a GPU they keep it fed.
-    workers = 0 if device.type == "cpu" else min(4, torch.get_num_threads())
+    # processes only steal cores from it (benchmarks/threads.py measures this). On a GPU they keep it fed.
+    return 0 if device.type == "cpu" else min(4, torch.get_num_threads())
+
+
+def make_loader(images: ImageSet, transform, *, batch_size: int, shuffle: bool, seed: int,
+                device: torch.device, workers: int | None = None) -> DataLoader:
+    workers = default_workers(device) if workers is None else workers
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(_TransformedImages(images, transform), batch_size=batch_size, shuffle=shuffle,
                       drop_last=shuffle and len(images) > batch_size, generator=generator,
