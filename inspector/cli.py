@@ -265,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", **as_json)
     p.set_defaults(func=cmd_sample_data)
+
+    from .commands import command_modules
+
+    common = {"runs_dir": runs_dir, "device": device, "as_json": as_json}
+    for module in command_modules():
+        module.add_parser(sub, common)
     return parser
 
 

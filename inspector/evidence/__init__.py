@@ -1,0 +1,1 @@
+"""Decisions with evidence: data sufficiency, paired model comparison, backbone ranking."""

@@ -1,0 +1,1 @@
+"""Anomaly detection from good parts only."""
