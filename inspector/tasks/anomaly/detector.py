@@ -1,0 +1,313 @@
+"""A patch memory-bank anomaly detector (PatchCore family) learned from good images only.
+
+How it scores an image:
+  1. The frozen, pretrained backbone gives feature maps of mid-level stages (`layers`).
+  2. Each map is averaged over a small neighbourhood (`neighbourhood` x `neighbourhood`), so a
+     patch describes its surroundings; deeper maps are upsampled to the first map's grid and
+     the maps are concatenated: one feature vector per patch.
+  3. `fit` keeps the patches of the good images as a memory bank, thinned by greedy k-center
+     coreset selection when larger than `max_bank` (the kept patches cover all the others).
+  4. A patch's anomaly distance is the Euclidean distance to its nearest bank patch; the
+     image's raw score is the largest patch distance. The distances form the anomaly map.
+
+With `symmetric=True` every good image also enters the bank in its 8 flips and quarter turns,
+for parts that can lie any way round. The state is plain tensors plus a JSON-able dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...augment import build_transform, resolve_preprocessing
+from ...backbones import create_model
+from ...errors import InspectorError
+
+ProgressFn = Callable[[int, int], None]
+STATE_VERSION = 1
+_BACKBONE_PREFIX = "backbone."
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything that defines a detector before it has seen an image; saved as JSON."""
+
+    backbone: str = "tf_efficientnet_lite0"
+    image_size: int | None = None  # None: the backbone's default input size
+    resize_mode: str = "stretch"
+    layers: tuple[int, ...] = (2, 3)  # indices into the backbone's feature stages (2: stride 8, 3: stride 16)
+    neighbourhood: int = 3  # local average pooling window (patches), 1 turns it off
+    max_bank: int = 16384  # greedy coreset above this many patches
+    coreset_ratio: float = 1.0  # keep at most this share of the patches (1.0: only max_bank limits)
+    projection_dim: int = 128  # random projection used only to choose the coreset
+    symmetric: bool = False  # add the 8 flips / quarter turns of every good image to the bank
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
+            raise InspectorError(f"Feature layers must be distinct stage numbers (0 or more), got {list(self.layers)}.")
+        if self.image_size is not None and int(self.image_size) < 32:
+            raise InspectorError(f"The image size must be at least 32 pixels, got {self.image_size}.")
+        if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
+            raise InspectorError(f"The neighbourhood must be an odd number of patches (1, 3, 5...), got {self.neighbourhood}.")
+        if self.max_bank < 1:
+            raise InspectorError(f"The memory bank must hold at least one patch, got max_bank={self.max_bank}.")
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            raise InspectorError(f"The coreset ratio must be in (0, 1], got {self.coreset_ratio}.")
+        if self.batch_size < 1:
+            raise InspectorError(f"The batch size must be at least 1, got {self.batch_size}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["layers"] = list(self.layers)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InspectorError(f"Unknown anomaly detector settings: {', '.join(unknown)}.")
+        return cls(**data)
+
+
+def dihedral_views(image: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and quarter turns of an HxWxC image (the first is the image itself)."""
+    views = []
+    for flipped in (image, image[:, ::-1]):
+        for k in range(4):
+            views.append(np.ascontiguousarray(np.rot90(flipped, k)))
+    return views
+
+
+def _check_images(images: list[np.ndarray], what: str = "images") -> list[np.ndarray]:
+    if images is None or len(images) == 0:
+        raise InspectorError(f"No {what} were given: the anomaly detector needs at least one image.")
+    for i, image in enumerate(images):
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            got = getattr(image, "shape", type(image).__name__)
+            raise InspectorError(f"Image {i + 1} is not an RGB picture (expected height x width x 3 bytes, got {got}).")
+        if image.shape[0] < 8 or image.shape[1] < 8:
+            raise InspectorError(f"Image {i + 1} is too small ({image.shape[1]}x{image.shape[0]} pixels).")
+    return list(images)
+
+
+def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+    """Indices of `size` rows chosen by greedy k-center selection (PatchCore's coreset).
+
+    Distances are computed on a fixed random projection (Johnson-Lindenstrauss), so the cost is
+    O(N x size x projection_dim). Starts from a seeded random row: reproducible.
+    """
+    n = features.shape[0]
+    if size >= n:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    x = features.float()
+    if projection_dim and x.shape[1] > projection_dim:
+        proj = torch.randn(x.shape[1], projection_dim, generator=gen) / math.sqrt(projection_dim)
+        x = x @ proj.to(x.device)
+    chosen = torch.empty(size, dtype=torch.long)
+    current = int(torch.randint(n, (1,), generator=gen))
+    min_dist = torch.full((n,), float("inf"), device=x.device)
+    sq = (x * x).sum(1)
+    for i in range(size):
+        chosen[i] = current
+        c = x[current]
+        d = sq - 2 * (x @ c) + sq[current]
+        torch.minimum(min_dist, d, out=min_dist)
+        current = int(torch.argmax(min_dist))
+    return chosen
+
+
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None,
+                     chunk: int = 2048) -> torch.Tensor:
+    """Euclidean distance of each query row to its nearest bank row (exact, chunked matmul)."""
+    if bank_sq is None:
+        bank_sq = (bank * bank).sum(1)
+    out = torch.empty(queries.shape[0], device=queries.device)
+    for start in range(0, queries.shape[0], chunk):
+        q = queries[start:start + chunk]
+        d = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2.0)  # |b|^2 - 2 q.b
+        out[start:start + chunk] = d.min(1).values + (q * q).sum(1)
+    return out.clamp_min_(0).sqrt_()
+
+
+class PatchDetector:
+    """Fit on good images, then score any image: raw score and per-patch distance map."""
+
+    def __init__(self, config: DetectorConfig, device: torch.device | str = "cpu",
+                 weights_path=None, pretrained: bool = True) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.preprocessing = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
+        self._transform = build_transform(self.preprocessing, "none")
+        self.model = create_model(config.backbone, 0, pretrained=pretrained, weights_path=weights_path)
+        self.model.eval().to(self.device)
+        n_stages = len(getattr(self.model, "feature_info", []) or [])
+        if n_stages and max(config.layers) >= n_stages:
+            raise InspectorError(f"Backbone {config.backbone} has feature stages 0 to {n_stages - 1}; "
+                                 f"layers {list(config.layers)} do not exist.")
+
+    # -- features ---------------------------------------------------------------------------
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, H', W', C) locally aggregated patch features."""
+        maps = self.model.forward_intermediates(batch, indices=list(self.config.layers),
+                                                intermediates_only=True, stop_early=True)
+        k = self.config.neighbourhood
+        size = maps[0].shape[-2:]
+        out = []
+        for m in maps:
+            if k > 1:
+                m = F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False)
+            if m.shape[-2:] != size:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            out.append(m)
+        return torch.cat(out, 1).permute(0, 2, 3, 1).contiguous()
+
+    def _batches(self, images: list[np.ndarray], on_batch: ProgressFn | None):
+        total = len(images)
+        bs = self.config.batch_size
+        for start in range(0, total, bs):
+            chunk = images[start:start + bs]
+            batch = torch.stack([self._transform(image) for image in chunk]).to(self.device)
+            with torch.inference_mode():
+                feats = self._features(batch)
+            yield feats
+            if on_batch is not None:
+                on_batch(min(start + bs, total), total)
+
+    def embed(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> torch.Tensor:
+        """(n, H', W', C) patch features of the images (float32, on the detector's device)."""
+        images = _check_images(images)
+        return torch.cat(list(self._batches(images, on_batch)))
+
+    def _embed_for_bank(self, images: list[np.ndarray], on_batch: ProgressFn | None) -> torch.Tensor:
+        """(n, V, H', W', C): V = 8 dihedral views with `symmetric`, else 1 (view 0 = as is)."""
+        if not self.config.symmetric:
+            return self.embed(images, on_batch).unsqueeze(1)
+        views = [v for image in images for v in dihedral_views(image)]
+        # The views differ in aspect ratio only before the resize: all share one feature grid.
+        flat = self.embed(views, on_batch)
+        return flat.reshape(len(images), 8, *flat.shape[1:])
+
+    # -- fitting ----------------------------------------------------------------------------
+    def _bank_from(self, feats: torch.Tensor) -> torch.Tensor:
+        """A (M, C) memory bank from (..., C) patch features, coreset-thinned when large."""
+        flat = feats.reshape(-1, feats.shape[-1])
+        cfg = self.config
+        size = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * flat.shape[0])))
+        if size >= flat.shape[0]:
+            return flat.clone()
+        if flat.shape[0] > 20 * size:  # keeps the greedy pass bounded on very large banks
+            gen = torch.Generator().manual_seed(cfg.seed + 1)
+            flat = flat[torch.randperm(flat.shape[0], generator=gen)[:20 * size].to(flat.device)]
+        idx = greedy_coreset(flat, size, cfg.projection_dim, cfg.seed)
+        return flat[idx.to(flat.device)].clone()
+
+    def _set_bank(self, bank: torch.Tensor, n_train: int, feature_hw: tuple[int, int]) -> None:
+        self.memory_bank_ = bank.contiguous()
+        self._bank_sq = (self.memory_bank_ * self.memory_bank_).sum(1)
+        self.n_train_ = int(n_train)
+        self.feature_hw_ = tuple(int(v) for v in feature_hw)
+
+    def fit(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> PatchDetector:
+        """Build the memory bank from good images only; returns self."""
+        images = _check_images(images, "good images")
+        feats = self._embed_for_bank(images, on_batch)
+        self._set_bank(self._bank_from(feats), len(images), feats.shape[2:4])
+        return self
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "memory_bank_"):
+            raise InspectorError("The anomaly detector has not been trained yet: fit it on good images first.")
+
+    def _distances(self, feats: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H', W', C) features -> (B, H', W') nearest-bank distances."""
+        b, h, w, c = feats.shape
+        return nearest_distance(feats.reshape(-1, c), bank, bank_sq).reshape(b, h, w)
+
+    def score(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw image scores (n,) and patch-distance maps (n, H', W')."""
+        self._check_fitted()
+        images = _check_images(images)
+        maps = []
+        for feats in self._batches(images, on_batch):
+            maps.append(self._distances(feats, self.memory_bank_, self._bank_sq).cpu())
+        patch_maps = torch.cat(maps).numpy()
+        return patch_maps.reshape(len(images), -1).max(1), patch_maps
+
+    def out_of_sample_scores(self, images: list[np.ndarray], folds: int = 5, seed: int = 0,
+                             on_batch: ProgressFn | None = None, fit: bool = False) -> np.ndarray:
+        """Each good image scored by a bank built without it (k-fold; leave-one-out when n <= folds).
+
+        Every image is embedded once. With `fit=True` the final bank is also built from the same
+        features (the detector is then fitted on all the images: no second embedding pass).
+        """
+        images = _check_images(images, "good images")
+        n = len(images)
+        if n < 2:
+            raise InspectorError("At least 2 good images are needed to set a threshold: each good image is "
+                                 "scored by a model trained on the others.")
+        if folds < 2:
+            raise InspectorError(f"The number of folds must be at least 2, got {folds}.")
+        k = min(folds, n)
+        order = np.random.default_rng(seed).permutation(n)
+        fold_of = np.empty(n, dtype=np.int64)
+        fold_of[order] = np.arange(n) % k
+        feats = self._embed_for_bank(images, on_batch)
+        scores = np.empty(n, dtype=np.float64)
+        for f in range(k):
+            held = np.flatnonzero(fold_of == f)
+            kept = torch.as_tensor(np.flatnonzero(fold_of != f), device=feats.device)
+            bank = self._bank_from(feats[kept])
+            dist = self._distances(feats[torch.as_tensor(held, device=feats.device), 0], bank)
+            scores[held] = dist.reshape(len(held), -1).max(1).values.cpu().numpy()
+        if fit:
+            self._set_bank(self._bank_from(feats), n, feats.shape[2:4])
+        return scores
+
+    # -- state ------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The memory bank and the backbone's weights: plain tensors, safetensors-ready."""
+        self._check_fitted()
+        tensors = {"memory_bank": self.memory_bank_.detach().cpu().contiguous()}
+        for name, value in self.model.state_dict().items():
+            tensors[_BACKBONE_PREFIX + name] = value.detach().cpu().contiguous()
+        return tensors
+
+    def state_config(self) -> dict[str, Any]:
+        """JSON-able: the config and what fitting learned besides the tensors."""
+        self._check_fitted()
+        return {"version": STATE_VERSION, "detector": self.config.to_dict(), "n_train": self.n_train_,
+                "feature_hw": list(self.feature_hw_), "bank_size": int(self.memory_bank_.shape[0]),
+                "feature_dim": int(self.memory_bank_.shape[1]), "preprocessing": self.preprocessing.to_dict()}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor],
+                   device: torch.device | str = "cpu") -> PatchDetector:
+        """Rebuild a fitted detector offline from `state_config()` and `state_tensors()`.
+
+        The backbone's weights come from the tensors (never from the internet, never unpickled),
+        so a stored model scores exactly as it did when it was trained.
+        """
+        if int(config.get("version", 0)) > STATE_VERSION:
+            raise InspectorError("This anomaly model was saved by a newer version of the tool; update to load it.")
+        if "memory_bank" not in tensors:
+            raise InspectorError("This anomaly model is incomplete: its memory bank is missing.")
+        detector = cls(DetectorConfig.from_dict(config["detector"]), device=device, pretrained=False)
+        weights = {k[len(_BACKBONE_PREFIX):]: v for k, v in tensors.items() if k.startswith(_BACKBONE_PREFIX)}
+        missing, unexpected = detector.model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise InspectorError("This anomaly model's backbone weights do not match its backbone "
+                                 f"{detector.config.backbone} ({len(missing)} missing, {len(unexpected)} unexpected).")
+        bank = tensors["memory_bank"].to(detector.device, torch.float32)
+        detector._set_bank(bank, config.get("n_train", 0), config.get("feature_hw", (0, 0)))
+        return detector
