@@ -1,0 +1,150 @@
+"""Which pretrained backbone to start from? LogME on the user's own images, in seconds.
+
+LogME (K. You, Y. Liu, J. Wang, M. Long, "LogME: Practical Assessment of Pre-trained Models for
+Transfer Learning", ICML 2021) scores frozen features by the log marginal likelihood (evidence)
+of a Bayesian linear model from the features to each class's one-hot target, with the prior
+precision alpha and noise precision beta set by MacKay's fixed-point iteration (the paper's
+Algorithm 1), averaged over classes and divided by the number of images. Higher is better; it
+needs no training and no hyper-parameter, so one pass of feature extraction per backbone suffices.
+
+Implemented here from the paper with numpy only: one SVD of the n x d feature matrix, after which
+every iteration costs O(min(n, d)).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import InspectorError
+
+MAX_ITERATIONS = 100
+TOLERANCE = 1e-3  # relative change of alpha / beta that ends the iteration
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The per-image log evidence of one target and the fitted precisions."""
+
+    log_evidence: float
+    alpha: float
+    beta: float
+    iterations: int
+
+
+def _evidence_one(u_t_y: np.ndarray, y_norm2: float, sigma2: np.ndarray, n: int, d: int) -> Evidence:
+    """Maximise the evidence of y ~ N(F w, 1/beta), w ~ N(0, I/alpha) over alpha, beta.
+
+    In the basis of F's singular vectors (F = U diag(s) V', sigma2 = s**2, z = U'y): the posterior
+    mean m = beta A^-1 F'y with A = alpha I + beta F'F has |m|^2 = sum (beta s z / (alpha + beta s^2))^2,
+    the residual |y - F m|^2 = |y|^2 - |z|^2 + sum (alpha z / (alpha + beta s^2))^2, and
+    gamma = sum beta s^2 / (alpha + beta s^2) is the effective number of parameters. The fixed
+    point is alpha = gamma / |m|^2, beta = (n - gamma) / |y - F m|^2 (the paper's Algorithm 1).
+    """
+    z2 = u_t_y ** 2
+    outside = max(y_norm2 - float(z2.sum()), 0.0)  # the part of y no feature direction reaches
+    alpha, beta = 1.0, 1.0
+    iterations = 0
+    for iterations in range(1, MAX_ITERATIONS + 1):
+        denom = alpha + beta * sigma2
+        gamma = float((beta * sigma2 / denom).sum())
+        m2 = float((beta ** 2 * sigma2 * z2 / denom ** 2).sum())
+        residual = outside + float((alpha ** 2 * z2 / denom ** 2).sum())
+        new_alpha = gamma / max(m2, 1e-12)
+        new_beta = (n - gamma) / max(residual, 1e-12)
+        done = abs(new_alpha - alpha) <= TOLERANCE * alpha and abs(new_beta - beta) <= TOLERANCE * beta
+        alpha, beta = new_alpha, new_beta
+        if done:
+            break
+    denom = alpha + beta * sigma2
+    m2 = float((beta ** 2 * sigma2 * z2 / denom ** 2).sum())
+    residual = outside + float((alpha ** 2 * z2 / denom ** 2).sum())
+    log_det = float(np.log(denom).sum()) + (d - sigma2.size) * math.log(alpha)  # log |A|
+    evidence = (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - beta / 2 * residual - alpha / 2 * m2
+                - log_det / 2 - n / 2 * math.log(2 * math.pi))
+    return Evidence(evidence / n, alpha, beta, iterations)
+
+
+def logme(features: np.ndarray, labels: Sequence[int]) -> float:
+    """LogME score of frozen `features` (n x d) for classification `labels`: higher transfers better.
+
+    The mean over classes of the per-image log evidence of each class's one-hot target.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if f.ndim != 2 or len(f) != len(y) or len(y) < 2:
+        raise ValueError("features must be (n, d) with one label per row and n >= 2")
+    if not np.isfinite(f).all():
+        raise InspectorError("The features contain NaN or infinite values; LogME cannot score them.")
+    n, d = f.shape
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    keep = s > s.max() * max(n, d) * np.finfo(float).eps if s.size else s > 0
+    u, sigma2 = u[:, keep], s[keep] ** 2
+    scores = []
+    for c in np.unique(y):
+        target = (y == c).astype(np.float64)
+        scores.append(_evidence_one(u.T @ target, float(target @ target), sigma2, n, d).log_evidence)
+    return float(np.mean(scores))
+
+
+def rank_features(candidates: Iterable[tuple[dict[str, Any], np.ndarray]], labels: Sequence[int]) -> list[dict]:
+    """Rows (each a dict describing the candidate plus "logme"), best first, with "rank" from 1."""
+    rows = [{**info, "logme": logme(features, labels)} for info, features in candidates]
+    rows.sort(key=lambda row: row["logme"], reverse=True)
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
+
+
+def offline_backbones() -> list[str]:
+    """Catalogue backbones whose weights are here without a network (bundled or cached)."""
+    from ..backbones import list_backbones
+
+    return [b.spec.name for b in list_backbones() if b.available_offline]
+
+
+def rank_backbones(data, backbones: Sequence[str] | None = None, image_sizes: Sequence[int | None] | None = None,
+                   *, symmetric: bool = False, device: str = "auto", cache_dir=None,
+                   on_candidate=None) -> list[dict]:
+    """Rank backbones x input sizes by LogME on the images of `data`, best first.
+
+    Args:
+        data: a folder of class sub-folders, a .zip, or a LabeledDataset.
+        backbones: timm names (default: the catalogue's backbones usable offline).
+        image_sizes: input sizes in pixels; None in the list (the default) is each backbone's own.
+        symmetric: average features over the 8 flips and quarter turns as the linear probe does
+            (8x slower; the default single view keeps this "in seconds", and ranks the same way on
+            the benchmarks in docs/evidence_benchmark.md).
+        on_candidate: called with each row as it is scored (progress for the app).
+
+    Returns:
+        One dict per candidate: backbone, image_size, logme, rank (1 = best), n_images, n_features,
+        seconds (feature extraction + LogME on this machine).
+    """
+    from ..data import LabeledDataset, discover_dataset
+    from .features import frozen_features
+
+    dataset = data if isinstance(data, LabeledDataset) else discover_dataset(data)
+    if len(dataset.classes) < 2:
+        raise InspectorError("Ranking backbones needs labeled images of at least two classes.")
+    backbones = list(backbones) if backbones else offline_backbones()
+    if not backbones:
+        raise InspectorError("No backbone is available offline to rank; name some with --backbones.")
+    rows = []
+    for backbone in backbones:
+        for size in (list(image_sizes) if image_sizes else [None]):
+            start = time.perf_counter()
+            feats = frozen_features(dataset, backbone, size, symmetric=symmetric, device=device, cache_dir=cache_dir)
+            row = {"backbone": backbone, "image_size": feats.image_size, "logme": logme(feats.features, feats.labels),
+                   "n_images": len(feats.labels), "n_features": int(feats.features.shape[1]),
+                   "seconds": round(time.perf_counter() - start, 2)}
+            rows.append(row)
+            if on_candidate:
+                on_candidate(row)
+    rows.sort(key=lambda row: row["logme"], reverse=True)
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
