@@ -31,6 +31,7 @@ from ...errors import InspectorError
 ProgressFn = Callable[[int, int], None]
 STATE_VERSION = 1
 _BACKBONE_PREFIX = "backbone."
+INTENSITY_MODES = ("as_is", "standardise")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class DetectorConfig:
     coreset_ratio: float = 1.0  # keep at most this share of the patches (1.0: only max_bank limits)
     projection_dim: int = 128  # random projection used only to choose the coreset
     symmetric: bool = False  # add the 8 flips / quarter turns of every good image to the bank
+    intensity: str = "as_is"  # "standardise": each image to a fixed mean and contrast first (lighting drift)
     batch_size: int = 16
     seed: int = 0
 
@@ -61,6 +63,8 @@ class DetectorConfig:
             raise InspectorError(f"The memory bank must hold at least one patch, got max_bank={self.max_bank}.")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise InspectorError(f"The coreset ratio must be in (0, 1], got {self.coreset_ratio}.")
+        if self.intensity not in INTENSITY_MODES:
+            raise InspectorError(f"Unknown intensity mode {self.intensity!r}; use one of {', '.join(INTENSITY_MODES)}.")
         if self.batch_size < 1:
             raise InspectorError(f"The batch size must be at least 1, got {self.batch_size}.")
 
@@ -85,6 +89,14 @@ def dihedral_views(image: np.ndarray) -> list[np.ndarray]:
         for k in range(4):
             views.append(np.ascontiguousarray(np.rot90(flipped, k)))
     return views
+
+
+def standardise_intensity(image: np.ndarray, mean: float = 128.0, std: float = 48.0) -> np.ndarray:
+    """The image shifted and stretched to a fixed mean and standard deviation (all channels together)."""
+    x = image.astype(np.float32)
+    spread = float(x.std())
+    x = (x - float(x.mean())) * (std / max(spread, 1.0)) + mean
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 def _check_images(images: list[np.ndarray], what: str = "images") -> list[np.ndarray]:
@@ -176,6 +188,8 @@ class PatchDetector:
         bs = self.config.batch_size
         for start in range(0, total, bs):
             chunk = images[start:start + bs]
+            if self.config.intensity == "standardise":
+                chunk = [standardise_intensity(image) for image in chunk]
             batch = torch.stack([self._transform(image) for image in chunk]).to(self.device)
             with torch.inference_mode():
                 feats = self._features(batch)
