@@ -1,0 +1,148 @@
+"""The exportable graph of a trained run, and its ONNX export: one exporter per task.
+
+The graph takes the *resized* image as uint8 RGB, shape (batch, size, size, 3), and does the rest
+itself: normalisation with the run's mean/std, channel order, the 8 symmetric views stacked on the
+batch axis (one backbone pass instead of eight), GeM pooling, power normalisation, the head and
+the softmax. Resizing stays outside (predict.py does it in numpy the way OpenCV does), because the
+ONNX Resize operator cannot reproduce OpenCV's area averaging, and parity is checked on it.
+
+An exporter for another task registers itself with `register_exporter("anomaly")`; it receives the
+Predictor and writes the ONNX file, returning what the bundle needs to know about the graph.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import InspectorError
+
+INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportedGraph:
+    """What an exporter wrote: the file, its input/output names and how long it took."""
+
+    path: Path
+    input_name: str
+    output_names: list[str]
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Exporter = Callable[[Any, Path], ExportedGraph]  # (Predictor, onnx_path) -> ExportedGraph
+_EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(task: str) -> Callable[[Exporter], Exporter]:
+    """Decorator: `fn(predictor, onnx_path) -> ExportedGraph` exports runs of `task`."""
+    def decorate(fn: Exporter) -> Exporter:
+        _EXPORTERS[task] = fn
+        return fn
+    return decorate
+
+
+def list_exporters() -> list[str]:
+    return sorted(_EXPORTERS)
+
+
+def create_exporter(task: str) -> Exporter:
+    if task not in _EXPORTERS:
+        raise InspectorError(f"Runs of the task '{task}' cannot be exported yet; exportable tasks: "
+                             f"{', '.join(list_exporters())}.")
+    return _EXPORTERS[task]
+
+
+def task_of(predictor: Any) -> str:
+    """The run's task (runs stored before tasks existed are classification runs)."""
+    return str(getattr(predictor, "task", None) or "classification")
+
+
+class _Normalise(nn.Module):
+    """uint8 NHWC -> normalised float NCHW, as albumentations' Normalize(max_pixel_value=255)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([m * 255.0 for m in mean], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([1.0 / (s * 255.0) for s in std], dtype=torch.float32)
+                             .view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        return (x - self.mean) * self.scale
+
+
+def stacked_dihedral_views(x: torch.Tensor) -> torch.Tensor:
+    """The 8 flips and quarter turns of (B, C, H, W) stacked on the batch axis, in the order of
+    inspector.models.dihedral_views: (8B, C, H, W), view-major."""
+    t = x.transpose(2, 3)
+    return torch.cat([x, x.flip(3), x.flip(2), x.flip(2, 3), t, t.flip(3), t.flip(2), t.flip(2, 3)], dim=0)
+
+
+class ExportableClassifier(nn.Module):
+    """The Predictor's model as one graph: uint8 NHWC in, softmax probabilities out.
+
+    For a MultiScaleClassifier the views go through the backbone as one batch (same numbers as
+    the per-view loop of models.py, about 1.1-1.3x faster on CPU); a plain timm classifier is
+    called as it is.
+    """
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.normalise = _Normalise(mean, std)
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(image)
+        return torch.softmax(self.logits(x).float(), dim=1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        from ..models import MultiScaleClassifier
+
+        model = self.model
+        if not isinstance(model, MultiScaleClassifier):
+            return model(x)
+        if model.symmetric:
+            n = x.shape[0]
+            pooled = model._pooled_view(stacked_dihedral_views(x))
+            features = pooled.reshape(8, n, pooled.shape[1]).mean(0)
+        else:
+            features = model._pooled_view(x)
+        if model.power_norm:
+            features = features.sign() * features.abs().sqrt()
+        return model.head(features)
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> float:
+    """torch.onnx.export (TorchScript exporter, dynamic batch); returns the seconds it took."""
+    start = time.perf_counter()
+    module = module.eval().to(memory_format=torch.contiguous_format)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    except Exception as exc:  # noqa: BLE001 - an operator ONNX lacks, a tracer failure...
+        raise InspectorError(f"This model cannot be converted to ONNX ({type(exc).__name__}: {exc}).") from exc
+    return time.perf_counter() - start
+
+
+@register_exporter("classification")
+def export_classifier(predictor: Any, path: Path) -> ExportedGraph:
+    """A classification run: probabilities (batch, classes) from the resized uint8 image."""
+    import copy
+
+    prep = predictor.preprocessing
+    model = copy.deepcopy(predictor.model).float().cpu()  # the shared Predictor is not touched
+    graph = ExportableClassifier(model, tuple(prep.mean), tuple(prep.std))
+    example = torch.randint(0, 256, (2, prep.image_size, prep.image_size, 3), dtype=torch.uint8)
+    seconds = export_onnx(graph, example, path)
+    views = 8 if getattr(model, "symmetric", False) else 1
+    return ExportedGraph(path, INPUT_NAME, [OUTPUT_NAME], seconds,
+                         {"views": views, "architecture": type(model).__name__, "opset": OPSET})

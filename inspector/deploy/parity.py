@@ -1,0 +1,147 @@
+"""Proof that a bundle predicts what the training app predicts, checked right after export.
+
+The bundle's own predict.py is imported from the bundle folder and run with onnxruntime on the
+parity images (the run's own images where they still exist, any images the user adds, and a set
+of generated probes of awkward sizes and formats: odd aspect ratios that shrink one side and
+enlarge the other, a 16-bit grey TIFF, transparency). Each image is decoded by predict.py's
+loader and by inspector's, and predicted by both; the export fails unless every label matches
+and the largest probability difference is at most `MAX_PROBABILITY_DIFF`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageLoadError, InspectorError
+
+MAX_PROBABILITY_DIFF = 1e-4
+MAX_RUN_IMAGES = 24
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    n_images: int
+    labels_agree: int
+    max_abs_probability_diff: float
+    mean_abs_probability_diff: float
+    tolerance: float
+    worst_image: str
+    onnxruntime_images_per_second: float
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.labels_agree == self.n_images and self.max_abs_probability_diff <= self.tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+    def summary(self) -> str:
+        return (f"parity on {self.n_images} images: {self.labels_agree}/{self.n_images} labels agree, "
+                f"max |probability difference| {self.max_abs_probability_diff:.2e} "
+                f"(limit {self.tolerance:.0e})")
+
+
+def load_bundle_module(folder: Path) -> ModuleType:
+    """Import the bundle's predict.py under a private name (the same code a line PC runs)."""
+    name = f"_inspector_bundle_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, Path(folder) / "predict.py")
+    if spec is None or spec.loader is None:
+        raise InspectorError(f"The bundle in {folder} has no predict.py.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
+
+def probe_images(seed: int = 0) -> list[tuple[str, bytes]]:
+    """Generated files that exercise every resize and decoding path (name, encoded bytes)."""
+    rng = np.random.default_rng(seed)
+
+    def texture(h: int, w: int) -> np.ndarray:
+        y, x = np.mgrid[0:h, 0:w]
+        base = 128 + 60 * np.sin(x / 7.0) * np.cos(y / 11.0)
+        rgb = np.stack([base, base[::-1] * 0.8 + 20, np.roll(base, 5, axis=1)], axis=-1)
+        return np.clip(rgb + rng.normal(0, 25, rgb.shape), 0, 255).astype(np.uint8)
+
+    def encode(image: Image.Image, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    probes = [(f"probe_{h}x{w}.png", encode(Image.fromarray(texture(h, w)), "PNG"))
+              for h, w in ((97, 131), (272, 219), (123, 286), (600, 244), (448, 448), (1000, 750))]
+    grey16 = (np.clip(texture(180, 260)[..., 0].astype(np.float64) * 16, 0, 4095)).astype(np.uint16)
+    probes.append(("probe_12bit_grey.tif", encode(Image.fromarray(grey16), "TIFF")))
+    rgba = np.dstack([texture(150, 200), np.linspace(0, 255, 200, dtype=np.uint8)[None, :].repeat(150, 0)])
+    probes.append(("probe_rgba.png", encode(Image.fromarray(rgba, "RGBA"), "PNG")))
+    probes.append(("probe_grey.jpg", encode(Image.fromarray(texture(240, 320)[..., 1]), "JPEG")))
+    return probes
+
+
+def run_images(run_dir: Path, limit: int = MAX_RUN_IMAGES) -> list[Path]:
+    """Up to `limit` of the run's evaluated images that are still on disk, spread over classes."""
+    from .._io import read_json
+    from ..runs import EVALUATION_FILE
+
+    try:
+        rows = read_json(Path(run_dir) / EVALUATION_FILE).get("predictions") or []
+    except Exception:  # noqa: BLE001 - no evaluation, or an older layout: probes only
+        return []
+    paths = [Path(r["path"]) for r in rows if isinstance(r, dict) and r.get("path")]
+    existing = [p for p in paths if p.is_file()]
+    step = max(1, len(existing) // limit)
+    return existing[::step][:limit]
+
+
+def check_parity(bundle_dir: Path, predictor: Any, images: Sequence[tuple[str, bytes]],
+                 tolerance: float = MAX_PROBABILITY_DIFF) -> ParityReport:
+    """Run the bundle's predict.py and the PyTorch Predictor on the same files and compare."""
+    from ..data import load_image, to_rgb_array
+
+    module = load_bundle_module(bundle_dir)
+    bundle = module.Bundle(bundle_dir)
+    names, ours, theirs = [], [], []
+    for name, data in images:
+        try:
+            ours.append(to_rgb_array(load_image(data)))
+        except ImageLoadError:
+            continue  # unreadable for the app too: nothing to compare
+        theirs.append(module.to_rgb_array(module.load_image(data)))
+        names.append(name)
+    if not names:
+        raise InspectorError("No readable image to check the export with.")
+    expected = predictor.predict_proba(ours)
+    bundle.predict_proba(theirs[:1])  # first call: session warm-up, not timed
+    start = time.perf_counter()
+    got = bundle.predict_proba(theirs)
+    rate = len(theirs) / max(time.perf_counter() - start, 1e-9)
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    per_image = diff.max(axis=1)
+    return ParityReport(len(names), int((got.argmax(1) == expected.argmax(1)).sum()), float(diff.max()),
+                        float(diff.mean()), tolerance, names[int(per_image.argmax())], round(rate, 2))
+
+
+def require_parity(report: ParityReport) -> None:
+    if report.passed:
+        return
+    if report.labels_agree < report.n_images:
+        problem = f"the exported model gives a different label on {report.n_images - report.labels_agree} of " \
+                  f"{report.n_images} test images"
+    else:
+        problem = f"the exported model's probabilities differ by up to {report.max_abs_probability_diff:.1e} " \
+                  f"(allowed {report.tolerance:.0e}), worst on {report.worst_image}"
+    raise InspectorError(f"The export was not saved: {problem}. The bundle would not predict like the app.")
