@@ -152,6 +152,7 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
         raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
                              f"The model knows: {', '.join(predictor.classes)}.")
     out = Path(out) if out is not None else default_out_dir(run_dir, fmt)
+    _check_target(out)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
         with storage_errors(out.parent, "create the export folder in"):
@@ -234,13 +235,22 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _check_target(out: Path) -> None:
+    """`out` may be absent, empty or an older bundle; anything else is someone's folder."""
+    if out.exists() and not out.is_dir():
+        raise InspectorError(f"{out} is a file; choose a folder for the export.")
+    if out.is_dir() and not (out / "bundle.json").is_file() and any(out.iterdir()):
+        raise InspectorError(f"{out} exists and is not an exported bundle; choose another --out folder.")
+
+
 def _swap_into_place(staging: Path, out: Path) -> None:
     """Rename the finished folder to `out`; an older bundle there is replaced, never merged."""
-    if not out.exists():
+    _check_target(out)
+    if not out.exists() or not any(out.iterdir()):
+        if out.exists():
+            out.rmdir()
         os.replace(staging, out)
         return
-    if not (out / "bundle.json").is_file() and any(out.iterdir()):
-        raise InspectorError(f"{out} exists and is not an exported bundle; choose another --out folder.")
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
     os.replace(out, old)
     os.replace(staging, out)

@@ -1,0 +1,128 @@
+"""A small REST service for the line's software: FastAPI over one shared, thread-safe Predictor.
+
+    POST /predict   multipart, field `files` (one or several images) -> one result per image
+    GET  /health    {"status": "ok"}
+    GET  /model     what is loaded: run, classes, preprocessing, OK classes, limits
+    GET  /docs      OpenAPI documentation (machine-readable at /openapi.json)
+
+Errors are plain JSON `{"detail": "..."}` with a 4xx status: 400 unreadable image, 401 missing or
+wrong API key, 413 too many files or a file too large. The API key, when set, travels in the
+`X-API-Key` header. The service listens on localhost unless told otherwise.
+"""
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
+import hmac
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ImageLoadError, InspectorError
+
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of one service; validated once in `create_app`."""
+
+    api_key: str | None = None
+    ok_classes: tuple[str, ...] = ()
+    threshold: float = 0.5
+    max_files: int = 32
+    max_file_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000  # per image, checked from the header before decoding
+
+    def limits(self) -> dict[str, Any]:
+        return {"max_files": self.max_files, "max_file_bytes": self.max_file_bytes, "max_pixels": self.max_pixels}
+
+
+def _result(prediction: Any, config: ServiceConfig) -> dict[str, Any]:
+    """label, confidence, probabilities and score; with OK classes also verdict + defect_probability.
+    score is P(defect) when OK classes are set, else the predicted class's probability."""
+    from ..inference import verdict
+
+    row = prediction.to_dict()
+    if config.ok_classes:
+        v = verdict(prediction, config.ok_classes, config.threshold)
+        row.update(verdict=v.label, defect_probability=v.defect_probability, score=v.defect_probability)
+    else:
+        row["score"] = prediction.confidence
+    return row
+
+
+def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: str = "cpu", predictor: Any = None):
+    """The FastAPI app for a run folder (or an already loaded Predictor, shared read-only)."""
+    from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+    from fastapi.responses import JSONResponse
+    from fastapi.security import APIKeyHeader
+
+    from ..data import load_image, to_rgb_array
+    from ..inference import Predictor
+
+    predictor = predictor or Predictor.from_run(run_dir, device=device)
+    unknown = [c for c in config.ok_classes if c not in predictor.classes]
+    if unknown:
+        raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
+                             f"The model knows: {', '.join(predictor.classes)}.")
+    if config.max_files < 1 or config.max_file_bytes < 1:
+        raise InspectorError("The upload limits must be at least one file of one byte.")
+    run_id = predictor.run_dir.name if predictor.run_dir else "model"
+    app = FastAPI(title="Defect Inspector", version="1", summary=f"Predictions of run {run_id}",
+                  description=__doc__)
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                              description="Required when the service was started with an API key.")
+
+    def check_key(key: str | None = Depends(key_header)) -> None:
+        if config.api_key and not (key and hmac.compare_digest(key.encode(), config.api_key.encode())):
+            raise HTTPException(401, "Missing or wrong API key (header X-API-Key).")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        # Refuse what cannot fit before Starlette spools the multipart body to disk.
+        length = request.headers.get("content-length")
+        ceiling = config.max_files * config.max_file_bytes + 1024 * 1024
+        if length and length.isdigit() and int(length) > ceiling:
+            return JSONResponse({"detail": f"Request too large: {int(length)} bytes (limit {ceiling})."}, 413)
+        return await call_next(request)
+
+    @app.get("/health", summary="Liveness: the model is loaded and the service answers")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/model", summary="What is loaded", dependencies=[Depends(check_key)])
+    def model_info() -> dict[str, Any]:
+        return {"run_id": run_id, "classes": predictor.classes, "task": "classification",
+                "preprocessing": predictor.preprocessing.to_dict(), "ok_classes": list(config.ok_classes),
+                "threshold": config.threshold, "limits": config.limits(), "device": str(predictor.device)}
+
+    @app.post("/predict", summary="Classify one or several images (multipart field `files`)",
+              dependencies=[Depends(check_key)])
+    def predict(files: list[UploadFile] = File(..., description="image files (PNG, JPEG, BMP, TIFF, WebP, GIF)")
+                ) -> dict[str, Any]:
+        if len(files) > config.max_files:
+            raise HTTPException(413, f"Too many images: {len(files)} (limit {config.max_files} per request).")
+        images = []
+        for upload in files:
+            data = upload.file.read(config.max_file_bytes + 1)
+            if len(data) > config.max_file_bytes:
+                raise HTTPException(413, f"{upload.filename}: file too large (limit {config.max_file_bytes} bytes).")
+            try:
+                images.append(to_rgb_array(load_image(data, max_pixels=config.max_pixels)))
+            except ImageLoadError as exc:
+                raise HTTPException(400, f"{upload.filename}: {exc}") from None
+        start = time.perf_counter()
+        predictions = predictor.predict_batch(images)  # the Predictor holds its own lock
+        rows = [{"filename": f.filename, **_result(p, config)} for f, p in zip(files, predictions)]
+        return {"run_id": run_id, "predictions": rows, "seconds": round(time.perf_counter() - start, 4)}
+
+    app.state.config = asdict(config) | {"api_key": bool(config.api_key)}
+    return app
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except OSError as exc:
+        raise InspectorError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from exc

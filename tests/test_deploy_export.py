@@ -1,0 +1,167 @@
+"""`inspector export`: the bundle, its parity check, and predict.py in a Python without torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.cli import main
+from inspector.errors import InspectorError
+
+# A Python whose imports of torch, timm, cv2, albumentations or inspector fail, as on a line PC.
+NO_TORCH = textwrap.dedent("""
+    import importlib.abc, runpy, sys
+    BLOCKED = {"torch", "timm", "torchvision", "cv2", "albumentations", "inspector", "safetensors"}
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is not installed on the line PC")
+    sys.meta_path.insert(0, Block())
+    sys.argv = ["predict.py", *sys.argv[1:]]
+    runpy.run_path("predict.py", run_name="__main__")
+""")
+
+
+def _json_tail(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run, tmp_path_factory):
+    from inspector.deploy.bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    return export_bundle(tiny_run.run_dir, out, ok_classes=["ok"], threshold=0.5)
+
+
+# ---------------------------------------------------------------- fast: no trained model needed
+@pytest.mark.parametrize("mode", ["stretch", "letterbox", "crop"])
+@pytest.mark.parametrize("interpolation,antialias", [("bicubic", True), ("bicubic", False), ("bilinear", True)])
+def test_predict_py_resize_matches_the_training_pipeline(mode, interpolation, antialias):
+    """predict.py's numpy resize gives the pixels albumentations/OpenCV give: odd sizes that shrink
+    one side and enlarge the other, whole-number factors, tiny and large images."""
+    from inspector.augment import Preprocessing, build_preview
+    from inspector.deploy.predict_template import fit_to_input
+
+    prep = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), interpolation, mode, antialias)
+    pipeline = build_preview(prep, "none")
+    settings = {**prep.to_dict(), "pad_value": list(prep.pad_value)}
+    rng = np.random.default_rng(3)
+    differing = total = 0
+    for h, w in [(97, 131), (272, 219), (123, 286), (600, 244), (448, 448), (672, 672), (224, 224), (50, 900)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        expected, got = pipeline(image), fit_to_input(image, settings)
+        assert got.shape == expected.shape == (224, 224, 3) and got.dtype == np.uint8
+        diff = np.abs(got.astype(int) - expected.astype(int))
+        assert diff.max() <= 1, (h, w)
+        differing, total = differing + int((diff > 0).sum()), total + diff.size
+    assert differing / total < 1e-3  # measured ~1e-4: float rounding order inside OpenCV
+
+
+def test_views_are_stacked_in_the_models_order():
+    import torch
+
+    from inspector.deploy.onnx_export import stacked_dihedral_views
+    from inspector.models import dihedral_views
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert torch.equal(stacked_dihedral_views(x), torch.cat(list(dihedral_views(x))))
+
+
+def test_unknown_task_and_format_are_plain_errors(tmp_path, capsys):
+    from inspector.deploy.onnx_export import create_exporter, list_exporters
+
+    assert "classification" in list_exporters()
+    with pytest.raises(InspectorError, match="cannot be exported yet"):
+        create_exporter("no-such-task")
+    assert main(["export", str(tmp_path), "--format", "openvino"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: OpenVINO export is not available")
+
+
+def test_a_failed_parity_check_is_a_plain_error():
+    from inspector.deploy.parity import ParityReport, require_parity
+
+    report = ParityReport(10, 9, 0.2, 0.01, 1e-4, "a.png", 1.0)
+    with pytest.raises(InspectorError, match="different label on 1 of 10"):
+        require_parity(report)
+    with pytest.raises(InspectorError, match="differ by up to 2.0e-01"):
+        require_parity(ParityReport(10, 10, 0.2, 0.01, 1e-4, "a.png", 1.0))
+
+
+def test_predict_script_inlines_the_apps_image_loader():
+    from inspector.deploy.bundle import render_predict_script
+
+    source = render_predict_script()
+    compile(source, "predict.py", "exec")
+    assert "import inspector" not in source.replace("from inspector.data.images import", "")
+    assert "def load_image(" in source and "def _scale_to_uint8(" in source
+
+
+# ---------------------------------------------------------------- slow: export a trained run
+@pytest.mark.slow
+def test_bundle_is_complete_and_parity_is_recorded(bundle, tiny_run):
+    folder = bundle.path
+    for name in ["model.onnx", "preprocessing.json", "labels.json", "predict.py", "requirements.txt", "README.md",
+                 "parity.json", "bundle.json", "sample/expected.json"]:
+        assert (folder / name).is_file(), name
+    assert len(list((folder / "sample").iterdir())) == 2
+    parity = json.loads((folder / "parity.json").read_text())
+    assert parity["passed"] and parity["labels_agree"] == parity["n_images"] >= 20
+    assert parity["max_abs_probability_diff"] <= 1e-4
+    assert parity["sources"]["run"] > 0 and parity["sources"]["generated"] > 0
+    labels = json.loads((folder / "labels.json").read_text())
+    assert labels["classes"] == ["crack", "ok", "scratch"] and labels["ok_classes"] == ["ok"]
+    prep = json.loads((folder / "preprocessing.json").read_text())
+    assert prep["image_size"] == 128 and prep["channel_order"] == "RGB"
+    assert set((folder / "requirements.txt").read_text().split()) == {"onnxruntime>=1.16", "numpy>=1.24",
+                                                                        "pillow>=10.0"}
+    assert not list(folder.parent.glob(".bundle.*"))  # no staging folder left behind
+    assert bundle.images_per_second > 0 and bundle.export_seconds > 0
+
+
+@pytest.mark.slow
+def test_predict_py_runs_without_torch_and_matches_the_cli(bundle, tiny_run, tiny_data, tmp_path, capsys):
+    images = sorted((tiny_data / "crack").iterdir())[:3] + sorted((tiny_data / "ok").iterdir())[:3]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    args = [str(p) for p in images] + [str(broken), "--json"]
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=bundle.path, capture_output=True,
+                         text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "INSPECTOR_THREADS": "2"})
+    assert out.returncode == 0, out.stderr
+    ours = _json_tail(out.stdout)
+    assert main(["predict", str(tiny_run.run_dir), *args, "--ok-classes", "ok"]) == 0
+    theirs = _json_tail(capsys.readouterr().out)
+    assert [p["path"] for p in ours["predictions"]] == [p["path"] for p in theirs["predictions"]]
+    assert ours["skipped"][0]["path"] == theirs["skipped"][0]["path"] == str(broken)
+    for a, b in zip(ours["predictions"], theirs["predictions"]):
+        assert a.keys() == b.keys()  # the OK classes stored at export give the verdict
+        assert a["label"] == b["label"] and a["verdict"] == b["verdict"]
+        assert max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in a["probabilities"]) <= 1e-4
+
+
+@pytest.mark.slow
+def test_sample_expected_output_is_reproduced(bundle):
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, "sample/" + next(
+        p.name for p in (bundle.path / "sample").iterdir() if p.suffix != ".json"), "--json"],
+        cwd=bundle.path, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    got = _json_tail(out.stdout)["predictions"][0]
+    expected = json.loads((bundle.path / "sample" / "expected.json").read_text())["predictions"][0]
+    assert got["path"] == expected["path"] and got["label"] == expected["label"]
+    assert got["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_export_cli_json_and_refuses_a_foreign_folder(tiny_run, tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main(["export", str(tiny_run.run_dir), "--out", str(foreign)]) == 2
+    assert "not an exported bundle" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me" and not list(tmp_path.glob(".mine.*"))

@@ -1,0 +1,137 @@
+"""`inspector serve`: the REST service with good, unreadable and oversized images, and API keys."""
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspector.cli import build_parser
+
+KEY = "line-7-secret"
+
+
+def _png(h: int = 64, w: int = 80, seed: int = 0) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run):
+    from inspector import Predictor
+
+    return Predictor.from_run(tiny_run.run_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    from fastapi.testclient import TestClient
+
+    from inspector.deploy.service import ServiceConfig, create_app
+
+    config = ServiceConfig(api_key=KEY, ok_classes=("ok",), max_files=3, max_file_bytes=100_000)
+    with TestClient(create_app(None, config, predictor=predictor), headers={"X-API-Key": KEY}) as c:
+        yield c
+
+
+def test_health_model_and_docs(client, predictor):
+    assert client.get("/health").json() == {"status": "ok"}
+    model = client.get("/model").json()
+    assert model["classes"] == predictor.classes and model["ok_classes"] == ["ok"]
+    assert model["limits"]["max_files"] == 3
+    assert client.get("/docs").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_predict_one_and_several_images_like_the_predictor(client, predictor, tiny_data):
+    paths = sorted((tiny_data / "crack").iterdir())[:2]
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    expected = predictor.predict_batch([str(p) for p in paths])
+    assert [r["filename"] for r in rows] == [p.name for p in paths]
+    for row, pred in zip(rows, expected):
+        assert row["label"] == pred.label and row["probabilities"] == pytest.approx(pred.probabilities, abs=1e-6)
+        assert row["verdict"] in {"OK", "NG"} and row["score"] == row["defect_probability"]
+        assert row["defect_probability"] == pytest.approx(1 - row["probabilities"]["ok"], abs=1e-6)
+    one = client.post("/predict", files={"files": ("a.png", _png(), "image/png")})
+    assert one.status_code == 200 and len(one.json()["predictions"]) == 1
+
+
+@pytest.mark.parametrize("files,status,words", [
+    ([("files", ("bad.jpg", b"definitely not a jpeg", "image/jpeg"))], 400, "bad.jpg: not an image"),
+    ([("files", ("cut.png", _png()[:200], "image/png"))], 400, "cut.png: truncated"),
+    ([("files", ("big.png", _png(400, 400), "image/png"))], 413, "big.png: file too large"),
+    ([("files", (f"{i}.png", _png(seed=i), "image/png")) for i in range(4)], 413, "Too many images"),
+])
+def test_bad_uploads_get_a_plain_4xx(client, files, status, words):
+    response = client.post("/predict", files=files)
+    assert response.status_code == status
+    assert words in response.json()["detail"]
+
+
+def test_a_huge_body_is_refused_before_it_is_read(client):
+    response = client.post("/predict", content=b"x" * 10, headers={"content-length": str(10**9),
+                                                                     "content-type": "multipart/form-data; b=x"})
+    assert response.status_code == 413 and "too large" in response.json()["detail"]
+
+
+def test_api_key_is_required_when_set(client):
+    image = {"files": ("a.png", _png(), "image/png")}
+    assert client.post("/predict", files=image, headers={"X-API-Key": "wrong"}).status_code == 401
+    response = client.post("/predict", files=image, headers={"X-API-Key": ""})
+    assert response.status_code == 401 and "API key" in response.json()["detail"]
+    assert client.get("/health", headers={"X-API-Key": ""}).status_code == 200  # liveness stays open
+
+
+def test_serve_command_options_and_environment_key(monkeypatch, tiny_run):
+    import inspector.deploy.service as service
+
+    seen = {}
+    monkeypatch.setattr(service, "create_app", lambda run_dir, config, device="cpu": seen.update(config=config))
+    monkeypatch.setattr(service, "serve", lambda app, host, port: seen.update(host=host, port=port))
+    monkeypatch.setenv("INSPECTOR_API_KEY", "from-env")
+    args = build_parser().parse_args(["serve", str(tiny_run.run_dir), "--port", "8123", "--ok-classes", "ok"])
+    args.func(args)
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123  # localhost unless told otherwise
+    assert seen["config"].api_key == "from-env" and seen["config"].ok_classes == ("ok",)
+    args = build_parser().parse_args(["serve", str(tiny_run.run_dir), "--api-key", "cli"])
+    args.func(args)
+    assert seen["config"].api_key == "cli"
+
+
+def test_real_uvicorn_on_a_free_localhost_port(predictor):
+    import httpx
+    import uvicorn
+
+    from inspector.deploy.service import ServiceConfig, create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(None, ServiceConfig(), predictor=predictor)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/health", timeout=30).json() == {"status": "ok"}
+        ok = httpx.post(f"{url}/predict", files={"files": ("a.png", _png(), "image/png")}, timeout=60)
+        assert ok.status_code == 200 and set(ok.json()["predictions"][0]) >= {"label", "probabilities", "score"}
+        bad = httpx.post(f"{url}/predict", files={"files": ("b.png", b"nope", "image/png")}, timeout=60)
+        assert bad.status_code == 400 and bad.json()["detail"].startswith("b.png:")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
