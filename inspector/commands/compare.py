@@ -19,8 +19,8 @@ def add_parser(sub, common: dict) -> None:
     p.add_argument("run_a", help="a run folder or run id (see 'inspector runs')")
     p.add_argument("run_b", help="a run folder or run id")
     p.add_argument("data", nargs="?", default=None,
-                   help="optional labeled folder or .zip to score both runs on (default: the runs' own "
-                        "validation predictions)")
+                   help="optional labeled folder or .zip to score both runs on, with images neither run was "
+                        "trained on (default: the runs' own out-of-fold validation predictions)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
     p.add_argument("--runs-dir", **common["runs_dir"])
     p.add_argument("--device", **common["device"])

@@ -274,6 +274,13 @@ def _fit_all(x: np.ndarray, point: np.ndarray, boot: np.ndarray) -> tuple[PowerL
 def advise(curve: LearningCurve, at: int | None = None, *, n_boot: int = 200, level: float = 0.95,
            seed: int = 0) -> Advice:
     """Extrapolate `curve` to `at` images per class (default: twice the smallest class)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # many tiny products: BLAS threads only contend
+        return _advise(curve, at, n_boot, level, seed)
+
+
+def _advise(curve: LearningCurve, at: int | None, n_boot: int, level: float, seed: int) -> Advice:
     rng = np.random.default_rng(seed)
     counts = curve.counts
     smallest = int(counts[counts > 0].min())

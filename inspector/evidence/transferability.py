@@ -79,8 +79,11 @@ def logme(features: np.ndarray, labels: Sequence[int]) -> float:
         raise ValueError("features must be (n, d) with one label per row and n >= 2")
     if not np.isfinite(f).all():
         raise InspectorError("The features contain NaN or infinite values; LogME cannot score them.")
+    from threadpoolctl import threadpool_limits
+
     n, d = f.shape
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    with threadpool_limits(1):  # a small SVD: BLAS threads only contend on a busy CPU
+        u, s, _ = np.linalg.svd(f, full_matrices=False)
     keep = s > s.max() * max(n, d) * np.finfo(float).eps if s.size else s > 0
     u, sigma2 = u[:, keep], s[keep] ** 2
     scores = []
