@@ -394,7 +394,7 @@ def run_knn(args) -> None:
         return
     faiss.omp_set_num_threads(torch.get_num_threads())
     gen = torch.Generator().manual_seed(0)
-    queries = torch.randn(32 * 1600, 152, generator=gen)  # one batch of 32 images at 320 px
+    queries = torch.randn(8 * 1600, 152, generator=gen)  # 8 images at 320 px (40 x 40 patches)
     for bank_size in args.knn_banks:
         bank = torch.randn(bank_size, 152, generator=gen)
         t0 = time.perf_counter()

@@ -177,7 +177,9 @@ class PatchDetector:
         out = []
         for m in maps:
             if k > 1:
-                m = F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False)
+                # Zero padding counts in the average (as in PatchCore): border patches stay recognisable as
+                # borders. Excluding it (count_include_pad=False) cost 0.76 -> 0.62 AUROC on magnetic-tile.
+                m = F.avg_pool2d(m, k, stride=1, padding=k // 2)
             if m.shape[-2:] != size:
                 m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
             out.append(m)
