@@ -29,7 +29,7 @@ import numpy as np
 
 from .._io import storage_errors
 from ..errors import InspectorError
-from .onnx_export import create_exporter, task_of
+from .onnx_export import create_exporter, load_run_predictor, task_of_run
 from .parity import ParityReport, check_parity, probe_images, require_parity, run_images
 
 FORMATS = ("onnx", "openvino")
@@ -143,10 +143,10 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
         raise InspectorError("OpenVINO export is not available: ONNX Runtime measured as fast or faster on CPU "
                              "here (docs/deploy_benchmark.md). Use --format onnx; OpenVINO itself can read "
                              "the model.onnx of that bundle.")
-    from ..inference import Predictor
-
     run_dir = Path(run_dir)
-    predictor = predictor or Predictor.from_run(run_dir, device="cpu")
+    task = task_of_run(run_dir)
+    create_exporter(task)  # an unknown task fails here, before anything is loaded
+    predictor = predictor or load_run_predictor(run_dir)
     unknown = [c for c in ok_classes if c not in predictor.classes]
     if unknown:
         raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
@@ -158,7 +158,7 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
         with storage_errors(out.parent, "create the export folder in"):
             out.parent.mkdir(parents=True, exist_ok=True)
             staging.mkdir()
-        result = _build(run_dir, staging, predictor, fmt, list(ok_classes), threshold, parity_images, say)
+        result = _build(run_dir, staging, predictor, task, fmt, list(ok_classes), threshold, parity_images, say)
         with storage_errors(out, "write the export to"):
             _swap_into_place(staging, out)
     finally:
@@ -166,9 +166,8 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
     return replace(result, path=out)
 
 
-def _build(run_dir: Path, folder: Path, predictor: Any, fmt: str, ok_classes: list[str], threshold: float,
-           parity_images: Sequence[str | os.PathLike], say: Callable[[str], None]) -> ExportResult:
-    task = task_of(predictor)
+def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_classes: list[str],
+           threshold: float, parity_images: Sequence[str | os.PathLike], say: Callable[[str], None]) -> ExportResult:
     say(f"converting the {task} model to ONNX")
     graph = create_exporter(task)(predictor, folder / "model.onnx")
     prep = predictor.preprocessing

@@ -59,9 +59,26 @@ def create_exporter(task: str) -> Exporter:
     return _EXPORTERS[task]
 
 
-def task_of(predictor: Any) -> str:
-    """The run's task (runs stored before tasks existed are classification runs)."""
-    return str(getattr(predictor, "task", None) or "classification")
+def task_of_run(run_dir: str | Path) -> str:
+    """The run's task from its model.json (runs stored before tasks existed are classification)."""
+    from .._io import read_json
+    from ..runs import MODEL_FILE
+
+    try:
+        return str(read_json(Path(run_dir) / MODEL_FILE).get("task") or "classification")
+    except Exception:  # noqa: BLE001 - no model yet: loading the predictor says so plainly
+        return "classification"
+
+
+def load_run_predictor(run_dir: str | Path) -> Any:
+    """The run's predictor on the CPU, for any task the library knows."""
+    try:
+        from ..inference import load_predictor
+    except ImportError:  # a library from before tasks: classification only
+        from ..inference import Predictor
+
+        return Predictor.from_run(run_dir, device="cpu")
+    return load_predictor(run_dir, device="cpu")
 
 
 class _Normalise(nn.Module):
