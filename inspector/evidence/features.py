@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 import threading
 import time
@@ -24,6 +25,7 @@ import numpy as np
 from ..errors import InspectorError
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+DEFAULT_SIZES_FILE = "default_sizes.json"  # backbone -> its default input size, beside the cache
 VARIANCE_FLOOR = 1e-3  # as in tasks/classification/linear.py
 _MODELS: dict[tuple, object] = {}
 _MODELS_LOCK = threading.Lock()
@@ -122,30 +124,67 @@ def frozen_features(dataset, backbone: str = DEFAULT_BACKBONE, image_size: int |
             orientation matters (8x the compute).
         cache_dir: a folder that keeps features between processes (None: in memory only).
     """
-    from ..augment import build_transform, resolve_preprocessing
-    from ..engine.device import resolve_device
-    from ..engine.loaders import load_image_set
-
+    prep = None
     start = time.perf_counter()
-    prep = resolve_preprocessing(backbone, image_size, resize_mode)
-    key = feature_key(backbone, prep.image_size, resize_mode, symmetric)
     hashes = [s.sha256 for s in dataset.samples]
-    cache_path = _cache_file(Path(cache_dir), key) if cache_dir is not None else None
-    table = _load_cache(cache_path, key) if cache_path is not None else {}
+    cache = Path(cache_dir) if cache_dir is not None else None
+    # A full cache hit needs no torch: the backbone's default size is remembered beside the cache,
+    # so a repeated `inspector advise` answers without importing the deep-learning stack.
+    size = image_size or (_remembered_size(cache, backbone) if cache is not None else None)
+    table: dict[str, np.ndarray] = {}
+    if size is not None and cache is not None:
+        key = feature_key(backbone, size, resize_mode, symmetric)
+        table = _load_cache(_cache_file(cache, key), key)
     missing = [i for i, h in enumerate(hashes) if h not in table]
+    if missing:
+        from ..augment import build_transform, resolve_preprocessing
+        from ..engine.device import resolve_device
+        from ..engine.loaders import load_image_set
+
+        prep = resolve_preprocessing(backbone, image_size, resize_mode)
+        size = prep.image_size
+        key = feature_key(backbone, size, resize_mode, symmetric)
+        if cache is not None:
+            table = _load_cache(_cache_file(cache, key), key)
+            missing = [i for i, h in enumerate(hashes) if h not in table]
+            if image_size is None:
+                _remember_size(cache, backbone, size)
     if missing:
         torch_device = resolve_device(device)
         model = _model(backbone, symmetric, torch_device)
-        images = load_image_set(dataset.subset(missing), prep.image_size)
+        images = load_image_set(dataset.subset(missing), size)
         computed = _extract(model, images, build_transform(prep, "none"), model_key=key, device=torch_device,
                             batch_size=batch_size, on_batch=on_batch)
         table.update(zip((hashes[i] for i in missing), computed))
-        if cache_path is not None:
-            _save_cache(cache_path, key, table)
+        if cache is not None:
+            _save_cache(_cache_file(cache, key), key, table)
     features = np.stack([table[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, 0), np.float32)
     return FeatureSet(features, np.asarray(dataset.labels, dtype=np.int64), list(dataset.classes),
-                      [str(s.path) for s in dataset.samples], backbone, prep.image_size, symmetric,
+                      [str(s.path) for s in dataset.samples], backbone, int(size), symmetric,
                       time.perf_counter() - start if missing else 0.0)
+
+
+def _remembered_size(cache: Path, backbone: str) -> int | None:
+    try:
+        value = json.loads((cache / DEFAULT_SIZES_FILE).read_text(encoding="utf-8")).get(backbone)
+        return int(value) if value else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def _remember_size(cache: Path, backbone: str, size: int) -> None:
+    try:
+        sizes = json.loads((cache / DEFAULT_SIZES_FILE).read_text(encoding="utf-8"))
+        sizes = sizes if isinstance(sizes, dict) else {}
+    except (OSError, ValueError):
+        sizes = {}
+    sizes[backbone] = int(size)
+    try:
+        tmp = cache / f".{DEFAULT_SIZES_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(sizes), encoding="utf-8")
+        os.replace(tmp, cache / DEFAULT_SIZES_FILE)
+    except OSError:
+        pass
 
 
 def ledoit_wolf_shrinkage_gram(x: np.ndarray) -> float:
