@@ -341,3 +341,27 @@ def test_compare_cli_on_trained_runs_with_data(tiny_labeled, tmp_path, capsys):
     assert main(["compare", str(a.run_dir), str(b.run_dir), "--json"]) == 0  # stored CV predictions
     stored = _last_json(capsys.readouterr().out)
     assert stored["n_images"] == 18 and stored["verdict"] == "no_significant_difference"
+
+
+# -- the page helpers (thin: they only draw) ----------------------------------------------------
+def test_page_helpers_render_the_answers():
+    from streamlit.testing.v1 import AppTest
+
+    x, y, _ = _gaussian_classes(8)
+    advice = advise_from_features(x, y, list("abcd"), at=16, repeats=1, n_boot=30).to_dict()
+    comparison = {**compare_correctness(*_pairs(50, 0.9, 0.6, 0)).to_dict(),
+                  "negative_transfer": "Fine-tuning hurt here: ..."}
+    ranking = [{"rank": 1, "backbone": "tf_efficientnet_lite0", "image_size": 224, "logme": -0.2, "seconds": 3.0}]
+
+    def page(advice, comparison, ranking):
+        from ui.evidence import render_advice, render_comparison, render_ranking
+
+        render_advice(advice)
+        render_comparison(comparison)
+        render_ranking(ranking)
+
+    at = AppTest.from_function(page, args=(advice, comparison, ranking), default_timeout=60).run()
+    assert not at.exception
+    assert any("Fine-tuning hurt here" in w.value for w in at.warning)
+    assert any(comparison["sentence"] == s.value for s in at.success)
+    assert len(at.dataframe) == 2

@@ -387,8 +387,7 @@ def _sentences(curve: LearningCurve, at: int, current: float, current_interval: 
     rising = [c for c in per_class if c.status == "rising"]
     flat = [c.name for c in per_class if c.status == "plateaued"]
     if rising:
-        worst = min(rising, key=lambda c: c.recall)
-        out.append(f"Most to gain: {worst.name} (recall {worst.recall:.2f} now).")
+        out.append(f"Still rising clearly, more images likely to help: {', '.join(c.name for c in rising)}.")
     if flat:
         out.append(f"Plateaued: {', '.join(flat)}.")
     out.extend(c.sentence for c in per_class)
