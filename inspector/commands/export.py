@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--parity-images", nargs="*", default=[], metavar="IMAGE_OR_FOLDER",
                    help="more images for the parity check (the run's own images and generated probes are "
                         "always used)")
+    p.add_argument("--max-diff", type=float, default=1e-4,
+                   help="largest probability difference the parity check accepts (default: %(default)g)")
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
 
     ok_classes = [c for c in (args.ok_classes or "").split(",") if c]
     result = export_bundle(args.run_dir, args.out, args.format, ok_classes=ok_classes, threshold=args.threshold,
-                           parity_images=args.parity_images,
+                           parity_images=args.parity_images, max_diff=args.max_diff,
                            progress=lambda message: print(message, file=sys.stderr, flush=True))
     print(result.parity.summary(), file=sys.stderr)
     print(f"Bundle written to {result.path} (export {result.export_seconds:.1f} s, "

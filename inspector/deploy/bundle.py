@@ -30,7 +30,7 @@ import numpy as np
 from .._io import storage_errors
 from ..errors import InspectorError
 from .onnx_export import create_exporter, load_run_predictor, task_of_run
-from .parity import ParityReport, check_parity, probe_images, require_parity, run_images
+from .parity import MAX_PROBABILITY_DIFF, ParityReport, check_parity, probe_images, require_parity, run_images
 
 FORMATS = ("onnx", "openvino")
 TEMPLATE = Path(__file__).with_name("predict_template.py")
@@ -128,7 +128,8 @@ def _parity_images(run_dir: Path, extra: Sequence[str | os.PathLike]) -> tuple[l
 
 def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, fmt: str = "onnx", *,
                   ok_classes: Sequence[str] = (), threshold: float = 0.5,
-                  parity_images: Sequence[str | os.PathLike] = (), predictor: Any = None,
+                  parity_images: Sequence[str | os.PathLike] = (), max_diff: float = MAX_PROBABILITY_DIFF,
+                  predictor: Any = None,
                   progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run to a checked, self-contained bundle folder (see the module docstring).
 
@@ -158,7 +159,8 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
         with storage_errors(out.parent, "create the export folder in"):
             out.parent.mkdir(parents=True, exist_ok=True)
             staging.mkdir()
-        result = _build(run_dir, staging, predictor, task, fmt, list(ok_classes), threshold, parity_images, say)
+        result = _build(run_dir, staging, predictor, task, fmt, list(ok_classes), threshold, parity_images,
+                        max_diff, say)
         with storage_errors(out, "write the export to"):
             _swap_into_place(staging, out)
     finally:
@@ -167,7 +169,8 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
 
 
 def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_classes: list[str],
-           threshold: float, parity_images: Sequence[str | os.PathLike], say: Callable[[str], None]) -> ExportResult:
+           threshold: float, parity_images: Sequence[str | os.PathLike], max_diff: float,
+           say: Callable[[str], None]) -> ExportResult:
     say(f"converting the {task} model to ONNX")
     graph = create_exporter(task)(predictor, folder / "model.onnx")
     prep = predictor.preprocessing
@@ -183,7 +186,7 @@ def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_
 
     images, sources = _parity_images(run_dir, parity_images)
     say(f"checking parity with the PyTorch model on {len(images)} images")
-    parity = replace(check_parity(folder, predictor, images), sources=sources)
+    parity = replace(check_parity(folder, predictor, images, max_diff), sources=sources)
     _write_json(folder / "parity.json", parity.to_dict())
     require_parity(parity)
 

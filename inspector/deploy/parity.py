@@ -144,4 +144,6 @@ def require_parity(report: ParityReport) -> None:
     else:
         problem = f"the exported model's probabilities differ by up to {report.max_abs_probability_diff:.1e} " \
                   f"(allowed {report.tolerance:.0e}), worst on {report.worst_image}"
-    raise InspectorError(f"The export was not saved: {problem}. The bundle would not predict like the app.")
+    raise InspectorError(f"The export was not saved: {problem}. The bundle would not predict like the app "
+                         "(float32 arithmetic differs between PyTorch and ONNX Runtime; on undecided images of "
+                         "models with very large scores this can pass the limit: --max-diff raises it).")
