@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument("--format", default="onnx", choices=["onnx", "openvino"], help="bundle format to measure")
     args = parser.parse_args()
     if args.images:
         paths = sorted(p for p in Path(args.images).rglob("*") if is_image_path(p))[: args.count]
@@ -178,7 +179,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         # max_diff=1: measure speed even where parity misses 1e-4; the figure is printed below
-        result = export_bundle(args.run_dir, Path(tmp) / "bundle", predictor=predictor, max_diff=1.0)
+        result = export_bundle(args.run_dir, Path(tmp) / "bundle", args.format, predictor=predictor, max_diff=1.0)
         export_total = time.perf_counter() - start
         module = load_bundle_module(result.path)
         start = time.perf_counter()
@@ -186,9 +187,9 @@ def main() -> None:
         bundle.predict_proba(images[:1])
         first_call = time.perf_counter() - start
         resized = np.stack([bundle.prepare(im) for im in images[:batch]])
-        bundle.session.run(None, {bundle.input_name: resized})
-        rows.append(("exported bundle (ONNX Runtime), model only",
-                     _rate(lambda: [bundle.session.run(None, {bundle.input_name: resized})
+        bundle.run(resized)
+        rows.append((f"exported bundle ({args.format}), model only",
+                     _rate(lambda: [bundle.run(resized)
                                     for _ in range(max(1, n // batch))], max(1, n // batch) * batch), _load()))
         print(rows[-1], flush=True)
         rows.append(("exported bundle, predict.py path (numpy resize + model)",

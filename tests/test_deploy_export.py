@@ -73,15 +73,16 @@ def test_views_are_stacked_in_the_models_order():
     assert torch.equal(stacked_dihedral_views(x), torch.cat(list(dihedral_views(x))))
 
 
-def test_unknown_task_and_format_are_plain_errors(tmp_path, capsys):
+def test_unknown_task_and_missing_openvino_are_plain_errors(tmp_path, capsys, monkeypatch):
     from inspector.deploy.onnx_export import create_exporter, list_exporters
 
     assert "classification" in list_exporters()
     with pytest.raises(InspectorError, match="cannot be exported yet"):
         create_exporter("no-such-task")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as where it is not installed
     assert main(["export", str(tmp_path), "--format", "openvino"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: OpenVINO export is not available")
+    assert len(err) == 1 and err[0].startswith("error: OpenVINO export needs the openvino package")
 
 
 def test_a_failed_parity_check_is_a_plain_error():
@@ -165,3 +166,14 @@ def test_export_cli_json_and_refuses_a_foreign_folder(tiny_run, tmp_path, capsys
     assert main(["export", str(tiny_run.run_dir), "--out", str(foreign)]) == 2
     assert "not an exported bundle" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me" and not list(tmp_path.glob(".mine.*"))
+
+
+@pytest.mark.slow
+def test_openvino_bundle_where_openvino_is_installed(tiny_run, tmp_path):
+    pytest.importorskip("openvino")
+    from inspector.deploy.bundle import export_bundle
+
+    result = export_bundle(tiny_run.run_dir, tmp_path / "ov", "openvino", max_diff=1e-3)
+    assert (result.path / "model.xml").is_file() and not (result.path / "model.onnx").exists()
+    assert "openvino" in (result.path / "requirements.txt").read_text()
+    assert result.parity.labels_agree == result.parity.n_images

@@ -87,7 +87,7 @@ def render_export(run_dir: str | Path, classes: list[str] | None = None) -> None
                "a sample image with its expected output, and a parity check against this app.")
     jobs: dict[str, _ExportJob] = st.session_state.setdefault(_STATE_KEY, {})
     fmt = st.selectbox("Format", FORMATS, key=f"fmt-{run_dir}",
-                       help="openvino is not offered yet: ONNX Runtime measured as fast on CPU.")
+                       help="openvino is not implemented yet: OpenVINO can read the ONNX bundle's model.onnx.")
     ok_classes = st.multiselect("OK classes (adds an OK/NG verdict)", classes or [], key=f"ok-{run_dir}")
     key = str(run_dir)
     if st.button("Export for the line", key=f"export-{run_dir}", disabled=key in jobs and not jobs[key].done.is_set()):

@@ -36,7 +36,8 @@ FORMATS = ("onnx", "openvino")
 TEMPLATE = Path(__file__).with_name("predict_template.py")
 LOADER = Path(__file__).resolve().parents[1] / "data" / "images.py"
 LOADER_MARKER = "# >>> IMAGE LOADER (inlined at export) <<<"
-REQUIREMENTS = "onnxruntime>=1.16\nnumpy>=1.24\npillow>=10.0\n"
+REQUIREMENTS = {"onnx": "onnxruntime>=1.16\nnumpy>=1.24\npillow>=10.0\n",
+                "openvino": "openvino>=2024.0\nnumpy>=1.24\npillow>=10.0\n"}
 SPEED_BATCH = 32
 
 
@@ -85,7 +86,7 @@ python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict
 - Classes: {', '.join(classes)}.
 - Input: any image file Pillow reads (16-bit TIFFs are scaled by the bit depth they use); it is
   resized to {prep['image_size']} x {prep['image_size']} ({prep['resize_mode']}) in predict.py, exactly as in
-  the training app, then `model.onnx` does the rest ({views} symmetric view(s) averaged inside the model).
+  the training app, then the model file does the rest ({views} symmetric view(s) averaged inside the model).
 - Use from Python: `import predict; b = predict.Bundle(); b.predict_proba([rgb_uint8_array])`.
 - Checked at export: {parity.summary()}. See parity.json; `sample/expected.json` is the
   expected output for the sample image.
@@ -95,21 +96,19 @@ python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict
 
 
 def _measure_speed(folder: Path, size: int) -> tuple[float, float]:
-    """(first call seconds: new session + one image, images/s at batch SPEED_BATCH)."""
-    import onnxruntime as ort
+    """(first call seconds: loading the model + one image, images/s at batch SPEED_BATCH)."""
+    from .parity import load_bundle_module
 
     rng = np.random.default_rng(0)
+    module = load_bundle_module(folder)
     start = time.perf_counter()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    session.run(None, {name: rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)})
+    bundle = module.Bundle(folder)
+    bundle.run(rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8))
     first = time.perf_counter() - start
     batch = rng.integers(0, 256, (SPEED_BATCH, size, size, 3), dtype=np.uint8)
-    session.run(None, {name: batch})  # warm-up at this batch size
+    bundle.run(batch)  # warm-up at this batch size
     start = time.perf_counter()
-    session.run(None, {name: batch})
+    bundle.run(batch)
     return first, round(SPEED_BATCH / (time.perf_counter() - start), 1)
 
 
@@ -141,9 +140,11 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
     if fmt not in FORMATS:
         raise InspectorError(f"Unknown export format '{fmt}'; use one of {', '.join(FORMATS)}.")
     if fmt == "openvino":
-        raise InspectorError("OpenVINO export is not available: ONNX Runtime measured as fast or faster on CPU "
-                             "here (docs/deploy_benchmark.md). Use --format onnx; OpenVINO itself can read "
-                             "the model.onnx of that bundle.")
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise InspectorError("OpenVINO export needs the openvino package: pip install openvino "
+                                 "(or use --format onnx).") from None
     run_dir = Path(run_dir)
     task = task_of_run(run_dir)
     create_exporter(task)  # an unknown task fails here, before anything is loaded
@@ -182,7 +183,13 @@ def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_
     _write_json(folder / "preprocessing.json", preprocessing)
     _write_json(folder / "labels.json", labels)
     (folder / "predict.py").write_text(render_predict_script(), encoding="utf-8")
-    (folder / "requirements.txt").write_text(REQUIREMENTS, encoding="utf-8")
+    (folder / "requirements.txt").write_text(REQUIREMENTS[fmt], encoding="utf-8")
+    if fmt == "openvino":  # OpenVINO's own converter; the bundle then carries model.xml/.bin only
+        import openvino as ov
+
+        say("converting to OpenVINO IR")
+        ov.save_model(ov.convert_model(str(folder / "model.onnx")), str(folder / "model.xml"))
+        (folder / "model.onnx").unlink()
 
     images, sources = _parity_images(run_dir, parity_images)
     say(f"checking parity with the PyTorch model on {len(images)} images")

@@ -105,9 +105,9 @@ def stacked_dihedral_views(x: torch.Tensor) -> torch.Tensor:
 class ExportableClassifier(nn.Module):
     """The Predictor's model as one graph: uint8 NHWC in, softmax probabilities out.
 
-    For a MultiScaleClassifier the views go through the backbone as one batch (same numbers as
-    the per-view loop of models.py, about 1.1-1.3x faster on CPU); a plain timm classifier is
-    called as it is.
+    For a MultiScaleClassifier the views go through the backbone as one batch (the same numbers as
+    the per-view loop of models.py; in PyTorch 1.45x faster, docs/deploy_benchmark.md); a plain
+    timm classifier is called as it is.
     """
 
     def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Predict with an exported Defect Inspector bundle. Needs only onnxruntime, numpy and pillow.
+"""Predict with an exported Defect Inspector bundle. Needs only onnxruntime (or openvino), numpy, pillow.
 
     python predict.py IMAGE_OR_FOLDER... [--json] [--ok-classes ok,good] [--threshold 0.5]
 
@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-MODEL_FILE, PREPROCESSING_FILE, LABELS_FILE = "model.onnx", "preprocessing.json", "labels.json"
+MODEL_FILE, OPENVINO_FILE = "model.onnx", "model.xml"
+PREPROCESSING_FILE, LABELS_FILE = "preprocessing.json", "labels.json"
 
 # >>> IMAGE LOADER (inlined at export) <<<
 
@@ -192,23 +193,33 @@ def fit_to_input(image: np.ndarray, prep: dict) -> np.ndarray:
 # The model
 # ---------------------------------------------------------------------------------------------
 class Bundle:
-    """An exported model folder: model.onnx + preprocessing.json + labels.json."""
+    """An exported model folder: model.onnx (or OpenVINO's model.xml) + preprocessing.json + labels.json."""
 
     def __init__(self, folder=HERE, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.folder = Path(folder)
         self.preprocessing = json.loads((self.folder / PREPROCESSING_FILE).read_text(encoding="utf-8"))
         self.labels = json.loads((self.folder / LABELS_FILE).read_text(encoding="utf-8"))
         self.classes = list(self.labels["classes"])
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or int(os.environ.get("INSPECTOR_THREADS", 0)) or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.folder / MODEL_FILE), options,
-                                            providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        threads = threads or int(os.environ.get("INSPECTOR_THREADS", 0)) or (os.cpu_count() or 1)
+        if (self.folder / OPENVINO_FILE).is_file():
+            import openvino as ov
+
+            self.backend = "openvino"
+            compiled = ov.Core().compile_model(str(self.folder / OPENVINO_FILE), "CPU",
+                                               {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+            self.run = lambda batch: compiled(batch)[0]
+        else:
+            import onnxruntime as ort
+
+            self.backend = "onnxruntime"
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            self.run = lambda batch: session.run(None, {name: batch})[0]
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return fit_to_input(image, self.preprocessing)
@@ -218,7 +229,7 @@ class Bundle:
         out = []
         for first in range(0, len(images), batch_size):
             batch = np.stack([self.prepare(im) for im in images[first:first + batch_size]])
-            out.append(self.session.run(None, {self.input_name: batch})[0])
+            out.append(np.asarray(self.run(batch), dtype=np.float32))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def rows(self, probabilities: np.ndarray, ok_classes=None, threshold: float | None = None) -> list[dict]:
