@@ -24,7 +24,7 @@ import torch
 from inspector import Predictor, TrainConfig, train
 from inspector.data import discover_dataset, stratified_holdout
 from inspector.engine.events import StepEnd
-from inspector.engine.loaders import FEATURE_CACHE
+from inspector.engine.features import default_feature_cache
 
 
 def balanced_test(labels: np.ndarray, candidates: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -45,7 +45,7 @@ def run_one(dataset, train_idx, test_idx, strategy: str, seed: int, args) -> dic
 
     config = TrainConfig(backbone=args.backbone, strategy=strategy, seed=seed, image_size=args.image_size,
                          epochs=args.epochs, device=args.device, cross_validate=args.cv)
-    FEATURE_CACHE.clear()  # time-to-model from cold: no features left over from the previous row
+    default_feature_cache().clear()  # time-to-model from cold: no features left over from the previous row
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
         result = train(dataset.subset(train_idx), config, runs_dir=runs, callbacks=[collect])

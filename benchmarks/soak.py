@@ -73,7 +73,7 @@ def make_cycle(work: Path, image_size: int, images_per_class: int):
 
 
 def soak(seconds: float, image_size: int, images_per_class: int, same_seed: bool) -> dict:
-    from inspector.engine.loaders import FEATURE_CACHE
+    from inspector.engine.features import default_feature_cache
 
     process = psutil.Process()
     with tempfile.TemporaryDirectory(prefix="inspector-soak-") as tmp:
@@ -90,13 +90,13 @@ def soak(seconds: float, image_size: int, images_per_class: int, same_seed: bool
                   f"{rows[-1]['threads']:7d}", file=sys.stderr, flush=True)
             n += 1
         last = sample(process)
-    cached = list(FEATURE_CACHE._items.values())
+    cache = default_feature_cache()
     return {"trainings": n, "warm_up_trainings": WARM_UP_CYCLES, "predictions": predicted,
             "seconds": round(time.monotonic() - start, 1), "start": first, "end": last,
             "rss_mb_peak": max(r["rss_mb"] for r in rows),
             "rss_mb_growth_second_half": round(rows[-1]["rss_mb"] - rows[len(rows) // 2]["rss_mb"], 1),
-            "feature_cache_items": len(cached),
-            "feature_cache_mb": round(sum(v.nbytes for v in cached) / 2**20, 1)}
+            "feature_cache_items": len(cache),
+            "feature_cache_mb": round(cache.nbytes / 2**20, 1)}
 
 
 def main() -> None:

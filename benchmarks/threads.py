@@ -17,7 +17,8 @@ import torch
 
 from inspector.augment import build_transform, resolve_preprocessing
 from inspector.data import discover_dataset
-from inspector.engine.loaders import FeatureCache, default_workers, extract_features, load_image_set, make_loader
+from inspector.engine.features import FeatureCache, extract_features
+from inspector.engine.loaders import default_workers, load_image_set, make_loader
 from inspector.models import build_model
 
 CPU = torch.device("cpu")
@@ -26,7 +27,7 @@ CPU = torch.device("cpu")
 def extraction_rate(model, images, prep, batch_size: int) -> float:
     transform = build_transform(prep, "none")
     start = time.perf_counter()
-    extract_features(model, images, transform, model_key="threads-benchmark", view="none", device=CPU,
+    extract_features(model, images, transform, model_key="threads-benchmark", device=CPU,
                      batch_size=batch_size, cache=FeatureCache())  # a fresh cache: every image computed
     return len(images) / (time.perf_counter() - start)
 

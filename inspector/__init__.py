@@ -15,16 +15,19 @@ _EXPORTS = {
     "backbones": ["CATALOGUE", "BackboneStatus", "create_model", "list_backbones", "weight_source"],
     "config": ["TrainConfig"],
     "data": ["LabeledDataset", "ValidationReport", "discover_dataset", "load_image", "validate_dataset"],
-    "engine": ["EpochEnd", "Event", "QueueCallback", "StepEnd", "TrainEnd", "TrainFailed", "TrainResult",
-               "TrainStart", "describe_device", "train"],
+    "engine": ["EpochEnd", "Event", "FeatureCache", "QueueCallback", "StepEnd", "TrainEnd", "TrainFailed",
+               "TrainStart", "describe_device", "event_from_dict"],
     "errors": ["ImageLoadError", "InspectorError"],
     "evaluation": ["evaluate_predictions"],
     "heatmap": ["overlay_heatmap"],
-    "inference": ["Prediction", "Predictor", "Verdict", "verdict"],
+    "inference": ["Prediction", "Predictor", "Verdict", "load_predictor", "verdict"],
     "jobs": ["JobManager", "Job"],
     "runs": ["Run", "RunInfo", "RunStore"],
     "sample_data": ["SAMPLE_CLASSES", "generate_sample_data"],
-    "strategies": ["choose_strategy", "list_strategies", "register_strategy"],
+    "summary": ["RunSummary"],
+    "tasks.base": ["Task", "create_task", "list_tasks", "register_task"],
+    "tasks.classification": ["Strategy", "choose_strategy", "list_strategies", "register_strategy"],
+    "training": ["TrainResult", "train"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -15,7 +15,7 @@ import numpy as np
 import timm
 import torch
 
-from .config import RESIZE_MODES
+from .config import AUGMENT_NAMES, RESIZE_MODES
 from .errors import InspectorError
 
 _INTERPOLATION = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
@@ -100,6 +100,7 @@ AUGMENT_PRESETS: dict[str, tuple[str, Callable[[Preprocessing], list[A.BasicTran
     "industrial": ("Flips, 90 degree turns, small shifts and rotations, lighting, blur and noise: "
                    "for parts that can lie any way round.", _industrial),
 }
+assert tuple(AUGMENT_PRESETS) == AUGMENT_NAMES, "config.AUGMENT_NAMES validates these names"
 
 
 def _pipeline(prep: Preprocessing, augment: str, seed: int | None, normalise: bool) -> A.Compose:

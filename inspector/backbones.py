@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +89,6 @@ def list_backbones() -> list[BackboneStatus]:
             for spec in CATALOGUE]
 
 
-def get_spec(name: str) -> BackboneSpec | None:
-    return next((spec for spec in CATALOGUE if spec.name == name), None)
-
-
 def check_backbone_name(name: str) -> None:
     """Raise a clear error for a name timm does not know (any timm model name is accepted)."""
     if name in BUNDLED_WEIGHTS or timm.is_model(name):
@@ -147,7 +144,29 @@ def cached_weights_file(name: str) -> Path | None:
     return None
 
 
-_network_check: tuple[float, bool] | None = None
+class _HubProbe:
+    """Whether the Hugging Face hub answers, remembered for a while: one deliberate, locked object
+    (pages and the job worker ask from different threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answer: tuple[float, bool] | None = None
+
+    def reachable(self, timeout: float, max_age: float) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._answer is not None and now - self._answer[0] < max_age:
+                return self._answer[1]
+            try:
+                with socket.create_connection(HUB_HOST, timeout=timeout):
+                    reachable = True
+            except OSError:
+                reachable = False
+            self._answer = (now, reachable)
+            return reachable
+
+
+_HUB_PROBE = _HubProbe()
 
 
 def hub_reachable(timeout: float = 3.0, max_age: float = 60.0) -> bool:
@@ -156,19 +175,9 @@ def hub_reachable(timeout: float = 3.0, max_age: float = 60.0) -> bool:
     The hub client itself retries for ~45 s when offline; this answers in a few seconds and
     remembers the answer for `max_age` seconds.
     """
-    global _network_check
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
-    now = time.monotonic()
-    if _network_check is not None and now - _network_check[0] < max_age:
-        return _network_check[1]
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            reachable = True
-    except OSError:
-        reachable = False
-    _network_check = (now, reachable)
-    return reachable
+    return _HUB_PROBE.reachable(timeout, max_age)
 
 
 def offline_backbones() -> list[str]:
@@ -176,18 +185,14 @@ def offline_backbones() -> list[str]:
 
 
 def create_model(name: str, num_classes: int, *, pretrained: bool = True,
-                 weights_path: str | os.PathLike | None = None,
-                 global_pool: str | None = None) -> nn.Module:
+                 weights_path: str | os.PathLike | None = None) -> nn.Module:
     """A timm classifier for `num_classes` classes on top of a pretrained `name` backbone.
 
     The classification head is always new; only the backbone's weights are loaded.
     Raises InspectorError when the weights cannot be had (offline, bad file).
     """
     check_backbone_name(name)
-    kwargs = {"num_classes": num_classes}
-    if global_pool is not None:
-        kwargs["global_pool"] = global_pool
-    model = timm.create_model(name, pretrained=False, **kwargs)
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if weights_path is not None:
         load_backbone_weights(model, read_state_dict(Path(weights_path)), str(weights_path))
     elif pretrained:

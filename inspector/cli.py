@@ -7,7 +7,6 @@ INSPECTOR_DEBUG=1 is set.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -34,7 +33,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def cmd_train(args: argparse.Namespace) -> None:
     from .config import TrainConfig
     from .data import discover_dataset, validate_dataset
-    from .engine import ConsoleProgress, train
+    from .engine import ConsoleProgress
+    from .training import train
 
     config = TrainConfig(backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
     print(f"Run saved to {result.run_dir}", file=sys.stderr)
     summary = result.to_dict()
-    if summary["val_accuracy_warning"]:
+    if summary.get("val_accuracy_warning"):
         print(f"warning: {summary['val_accuracy_warning']}", file=sys.stderr)
     if args.json:
         _emit_json(summary)
@@ -104,6 +104,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .data import load_image, to_rgb_array
     from .errors import ImageLoadError
     from .inference import Predictor, verdict
+    from .reports import save_csv
 
     predictor = Predictor.from_run(args.run_dir, device=args.device, compile=args.compile)
     paths, skipped = _collect_images(args.images)
@@ -131,7 +132,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     for item in skipped:
         print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     if args.csv:
-        _write_csv(Path(args.csv), results, predictor.classes)
+        save_csv(args.csv, results)
     if args.json:
         _emit_json({"run_dir": str(predictor.run_dir), "classes": predictor.classes, "predictions": results,
                     "skipped": skipped})
@@ -139,21 +140,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
         for row in results:
             extra = f"  {row['verdict']}" if "verdict" in row else ""
             print(f"{row['path']}\t{row['label']}\t{row['confidence']:.3f}{extra}")
-
-
-def _write_csv(path: Path, results: list[dict], classes: list[str]) -> None:
-    from ._io import atomic_write
-
-    columns = ["path", "label", "confidence"] + (["verdict", "defect_probability"] if results and "verdict" in results[0] else [])
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns + [f"p_{c}" for c in classes])
-            for row in results:
-                writer.writerow([row[c] for c in columns] + [row["probabilities"][c] for c in classes])
-
-    atomic_write(path, write)
 
 
 def cmd_runs(args: argparse.Namespace) -> None:

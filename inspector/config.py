@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InspectorError
 
 RESIZE_MODES = ("stretch", "letterbox", "crop")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AUGMENT_NAMES = ("none", "light", "industrial")  # the presets of inspector/augment.py, in that order
+MAX_VAL_FRACTION = 0.9  # also enforced by data/splits.py: one limit for both
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how a model is trained. `None` means "pick a good default"."""
 
+    task: str = "classification"  # or "anomaly": learn from good parts only (inspector/tasks/)
     backbone: str = "tf_efficientnet_lite0"
     strategy: str = "auto"
     epochs: int | None = None
@@ -42,7 +45,10 @@ class TrainConfig:
     any_orientation: bool = True
     weights_path: str | None = None
     name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Anomaly task: the classes that are good parts (None: the one named good/ok/normal/...), and the
+    # false-reject rate the threshold promises on new good parts.
+    ok_classes: tuple[str, ...] | None = None
+    target_frr: float = 0.05
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,8 +62,16 @@ class TrainConfig:
             problems.append(f"batch size must be between 1 and 1024 (got {self.batch_size})")
         if self.lr is not None and not 0 < self.lr < 1:
             problems.append(f"learning rate must be between 0 and 1 (got {self.lr})")
-        if not 0 < self.val_fraction < 0.9:
-            problems.append(f"validation fraction must be between 0 and 0.9 (got {self.val_fraction})")
+        if not 0 < self.val_fraction < MAX_VAL_FRACTION:
+            problems.append(f"validation fraction must be between 0 and {MAX_VAL_FRACTION} (got {self.val_fraction})")
+        if self.augment not in AUGMENT_NAMES:
+            problems.append(f"augmentation must be one of {', '.join(AUGMENT_NAMES)} (got {self.augment!r})")
+        if not 0 < self.target_frr < 1:
+            problems.append(f"target false-reject rate must be between 0 and 1 (got {self.target_frr})")
+        if self.ok_classes is not None and (isinstance(self.ok_classes, str) or not all(self.ok_classes)):
+            problems.append("OK classes must be a list of class names")
+        if not self.task or not isinstance(self.task, str):
+            problems.append("task must be a task name such as classification or anomaly")
         if not 2 <= self.max_folds <= 20:
             problems.append(f"cross-validation folds must be between 2 and 20 (got {self.max_folds})")
         if self.device not in DEVICES:
@@ -66,12 +80,17 @@ class TrainConfig:
             raise InspectorError("Invalid training settings: " + "; ".join(problems) + ".")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["ok_classes"] = list(self.ok_classes) if self.ok_classes is not None else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("ok_classes") is not None:
+            values["ok_classes"] = tuple(values["ok_classes"])
+        return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -5,7 +5,6 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 # An accuracy interval wider than this (95% Wilson) is too vague to compare models with.
 WIDE_INTERVAL = 0.25
@@ -31,15 +30,32 @@ def interval_warning(ci: Sequence[float] | None) -> str | None:
             "before relying on it or choosing between models.")
 
 
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """matrix[t, p] = images of true class t predicted as p."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, F1, support) per class; 0 where undefined (scikit-learn's zero_division=0)."""
+    hits = np.diag(matrix).astype(float)
+    predicted, support = matrix.sum(0), matrix.sum(1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return precision, recall, f1, support
+
+
 def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
                          *, method: str = "hold-out") -> dict[str, Any]:
     """Accuracy with its interval, macro-F1, per-class precision/recall/F1, confusion matrix."""
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
-    labels = list(range(len(classes)))
     n = int(y_true.size)
     correct = int((y_true == y_pred).sum())
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
+    matrix = confusion_counts(y_true, y_pred, len(classes))
+    precision, recall, f1, support = per_class_scores(matrix)
     present = support > 0  # macro-F1 over classes that were actually evaluated
     ci = wilson_interval(correct, n)
     return {
@@ -53,7 +69,7 @@ def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: 
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
                              "f1": float(f1[i]), "support": int(support[i])}
                       for i, name in enumerate(classes)},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confusion_matrix": matrix.tolist(),
     }
 
 
@@ -66,8 +82,17 @@ def mean_log_loss(probabilities: np.ndarray, labels: Sequence[int]) -> float:
 
 def accuracy_and_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> tuple[float, float]:
     """The two numbers shown per epoch (cheap, no report)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    _, _, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=list(range(n_classes)), zero_division=0)
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    _, _, f1, support = per_class_scores(confusion_counts(y_true, y_pred, n_classes))
     present = support > 0
     return float((y_true == y_pred).mean()), float(f1[present].mean()) if present.any() else 0.0
+
+
+def auroc(negative_scores: Sequence[float], positive_scores: Sequence[float]) -> float | None:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative
+    (ties count half). None when either side is empty."""
+    neg, pos = np.asarray(negative_scores, dtype=float), np.asarray(positive_scores, dtype=float)
+    if not neg.size or not pos.size:
+        return None
+    above = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(above / (pos.size * neg.size))

@@ -6,8 +6,6 @@ import math
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 
 def find_cam_layer(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
@@ -46,6 +44,10 @@ def _tokens_to_grid(tensor: torch.Tensor) -> torch.Tensor:
 def class_activation_map(model: torch.nn.Module, layer: torch.nn.Module, tensor: torch.Tensor,
                          class_index: int | None = None) -> np.ndarray:
     """Grad-CAM of one image tensor (1, C, H, W) -> (H, W) float array in [0, 1]."""
+    # Imported here: grad-cam pulls in scikit-learn, which predicting without a heatmap never needs.
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     model.eval()
     targets = None if class_index is None else [ClassifierOutputTarget(int(class_index))]
     with GradCAM(model=model, target_layers=[layer], reshape_transform=_tokens_to_grid) as cam:

@@ -1,140 +1,61 @@
-"""Load a trained run (no pickle) and predict: classes, probabilities, heatmaps, OK/NG."""
+"""Load a trained run of any task (no pickle, no training code) and predict with it.
+
+`load_predictor(run_dir)` returns the run's task predictor: a ClassificationPredictor (classes,
+probabilities, Grad-CAM, OK/NG) or an anomaly predictor (score, verdict, anomaly map).
+`Predictor.from_run` is the classification-only shortcut kept for existing callers.
+"""
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-from safetensors.torch import load_file
-
-from ._io import read_json
-from .augment import Preprocessing, build_transform, letterbox_box
-from .data import load_image, to_rgb_array
-from .engine.device import prepare_model, resolve_device
-from .engine.loaders import ImageSet
-from .engine.loop import predict_probabilities
+from .engine.device import resolve_device
 from .errors import InspectorError
-from .heatmap import class_activation_map, find_cam_layer
-from .models import model_from_recipe, single_view
-from .runs import MODEL_FILE, WEIGHTS_FILE, Run
-
-ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    index: int
-    probabilities: dict[str, float]
-
-    @property
-    def confidence(self) -> float:
-        return self.probabilities[self.label]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "confidence": self.confidence, "probabilities": self.probabilities}
+from .runs import Run
+from .tasks.base import task_of_recipe
+from .tasks.classification.predictor import (
+    ClassificationPredictor,
+    ImageInput,
+    Prediction,
+    Verdict,
+    as_rgb_array,
+    verdict,
+)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """OK/NG from the probability that the part belongs to any class not counted as OK."""
-
-    ok: bool
-    defect_probability: float
-    threshold: float
-
-    @property
-    def label(self) -> str:
-        return "OK" if self.ok else "NG"
-
-
-def verdict(prediction: Prediction, ok_classes: Iterable[str], threshold: float = 0.5) -> Verdict:
-    """NG when P(defect) = 1 - P(any OK class) reaches `threshold`."""
-    ok_set = set(ok_classes)
-    p_defect = 1.0 - sum(p for name, p in prediction.probabilities.items() if name in ok_set)
-    p_defect = min(1.0, max(0.0, p_defect))
-    return Verdict(p_defect < threshold, p_defect, threshold)
+def load_predictor(run_dir: str | os.PathLike, device: str = "auto", **options: Any):
+    """The predictor of the run's task, ready to use. Thread-safe; share one per run."""
+    run = Run(run_dir)
+    recipe, state = run.model_files()
+    task = task_of_recipe(recipe)
+    try:
+        predictor = task.load_predictor(recipe, state, resolve_device(device), **options)
+    except InspectorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign model: any loader error
+        raise InspectorError(f"The model in {run.path} cannot be loaded: {exc}") from exc
+    predictor.run_dir = run.path
+    return predictor
 
 
-def as_rgb_array(image: ImageInput) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return image
-    if isinstance(image, Image.Image):
-        return to_rgb_array(image.convert("RGB"))
-    return to_rgb_array(load_image(image))
-
-
-class Predictor:
-    """A trained model ready for inference. Thread-safe; share one per run."""
-
-    def __init__(self, model: torch.nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
-                 device: torch.device, run_dir: Path | None = None, compile: bool = False) -> None:
-        self.model = prepare_model(model.eval(), device)
-        # torch.compile: about 1.4x the CPU throughput after a one-off compile of about a minute
-        # (docs/BENCHMARKS.md): worth it for long batches and a long-running app, not for one image.
-        self._compiled = torch.compile(self.model) if compile else None
-        self.classes = list(classes)
-        self.preprocessing = preprocessing
-        self.device = device
-        self.run_dir = run_dir
-        self._transform = build_transform(preprocessing, "none")
-        self._lock = threading.Lock()
-        self._cam_layer: torch.nn.Module | None = None
+class Predictor(ClassificationPredictor):
+    """A classification run's predictor (the public name the app, CLI and benchmarks use)."""
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "auto", compile: bool = False) -> Predictor:
-        """Rebuild the model from model.json + model.safetensors (never unpickles anything)."""
         run = Run(run_dir)
-        run.record()  # a clear error when this is not a run folder
-        if not run.file(WEIGHTS_FILE).is_file():
-            raise InspectorError(f"Run {run.run_id} has no trained model yet (it was stopped or failed "
-                                 "before the first checkpoint).")
+        recipe, state = run.model_files()
+        task = task_of_recipe(recipe)
+        if task.name != "classification":
+            raise InspectorError(f"Run {run.run_id} is an {task.name} run, not a classifier: load it with "
+                                 "load_predictor().")
         try:
-            recipe = read_json(run.file(MODEL_FILE))
-            model = model_from_recipe(recipe)
-            model.load_state_dict(load_file(str(run.file(WEIGHTS_FILE))))
-        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: any parser error
+            predictor = cls.from_recipe(recipe, state, resolve_device(device), compile=compile)
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign model: any loader error
             raise InspectorError(f"The model in {run.path} cannot be loaded: {exc}") from exc
-        return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]),
-                   resolve_device(device), run.path, compile=compile)
+        predictor.run_dir = run.path
+        return predictor
 
-    def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
-        arrays = [as_rgb_array(im) for im in images]
-        image_set = ImageSet(arrays, np.zeros(len(arrays), dtype=np.int64), [""] * len(arrays))
-        with self._lock:
-            if self._compiled is not None:
-                return predict_probabilities(self._compiled, image_set, self._transform, self.device, batch_size,
-                                             pad_batches=True)
-            return predict_probabilities(self.model, image_set, self._transform, self.device, batch_size)
 
-    def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 32) -> list[Prediction]:
-        probs = self.predict_proba(images, batch_size)
-        return [self._prediction(row) for row in probs]
-
-    def predict(self, image: ImageInput) -> Prediction:
-        return self.predict_batch([image])[0]
-
-    def _prediction(self, row: np.ndarray) -> Prediction:
-        index = int(row.argmax())
-        return Prediction(self.classes[index], index, {c: float(p) for c, p in zip(self.classes, row)})
-
-    def heatmap(self, image: ImageInput, class_index: int | None = None) -> np.ndarray:
-        """Grad-CAM for `class_index` (default: the predicted class), in [0, 1], at the image's size."""
-        array = as_rgb_array(image)
-        if class_index is None:  # the class the full model predicts, not its single view's guess
-            class_index = self.predict(array).index
-        tensor = self._transform(array).unsqueeze(0).to(self.device)
-        with self._lock, single_view(self.model):
-            if self._cam_layer is None:
-                self._cam_layer = find_cam_layer(self.model, tensor)
-            cam = class_activation_map(self.model, self._cam_layer, tensor, class_index)
-        left, top, right, bottom = letterbox_box(self.preprocessing, array.shape[1], array.shape[0])
-        cam = cam[top:bottom, left:right]
-        resized = Image.fromarray((cam * 255).astype(np.uint8)).resize((array.shape[1], array.shape[0]),
-                                                                         Image.Resampling.BILINEAR)
-        return np.asarray(resized, dtype=np.float32) / 255.0
+__all__ = ["ClassificationPredictor", "ImageInput", "Prediction", "Predictor", "Verdict", "as_rgb_array",
+           "load_predictor", "verdict"]

@@ -66,7 +66,7 @@ class JobManager:
 
     def __init__(self, train_fn: Callable[..., Any] | None = None) -> None:
         if train_fn is None:
-            from .engine.training import train as train_fn
+            from .training import train as train_fn
         self._train = train_fn
         self._jobs: dict[str, Job] = {}
         self._queue: queue.Queue[Job] = queue.Queue()
@@ -112,3 +112,54 @@ class JobManager:
                 job.error, job.status = str(exc), "failed"
             except Exception as exc:  # noqa: BLE001 - the worker must survive any one job
                 job.error, job.status = f"Training failed unexpectedly: {type(exc).__name__}: {exc}", "failed"
+
+
+@dataclass
+class Work:
+    """A short background task that is not a training (e.g. comparing two models' predictions)."""
+
+    key: str
+    status: str = "running"  # running | completed | failed
+    fraction: float = 0.0
+    result: Any = None
+    error: str | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+
+class WorkRunner:
+    """Runs `fn(report_progress, stop_event)` on its own thread, once per key at a time, so a page
+    only polls: the Streamlit script thread never does the work."""
+
+    def __init__(self) -> None:
+        self._work: dict[str, Work] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, fn: Callable[[Callable[[float], None], threading.Event], Any]) -> Work:
+        with self._lock:
+            current = self._work.get(key)
+            if current is not None and not current.finished:
+                return current
+            work = self._work[key] = Work(key)
+
+        def report(fraction: float) -> None:
+            work.fraction = min(max(float(fraction), 0.0), 1.0)
+
+        def body() -> None:
+            try:
+                work.result = fn(report, work.stop_event)
+                work.fraction, work.status = 1.0, "completed"
+            except InspectorError as exc:
+                work.error, work.status = str(exc), "failed"
+            except Exception as exc:  # noqa: BLE001 - reported on the page, the app goes on
+                work.error, work.status = f"{type(exc).__name__}: {exc}", "failed"
+
+        threading.Thread(target=body, name=f"inspector-work-{key}", daemon=True).start()
+        return work
+
+    def get(self, key: str) -> Work | None:
+        with self._lock:
+            return self._work.get(key)

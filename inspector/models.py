@@ -10,7 +10,7 @@ Two architectures:
               of the image: a scratch is a scratch whichever way the part lies, and the
               averaged features are steadier with few images (+3 to +4 points, same benchmark).
               With `power_norm`, each pooled value x becomes sign(x) sqrt(|x|): it evens out a few
-              large activations so the shared-covariance head (engine/linear.py) fits the
+              large activations so the shared-covariance head (tasks/classification/linear.py) fits the
               features better (+2 points at 10 images per class, same benchmark).
 """
 from __future__ import annotations

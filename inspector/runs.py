@@ -34,15 +34,23 @@ from ._io import (
     storage_errors,
 )
 from .errors import InspectorError
+from .summary import RunSummary
 
 RUN_FILE, CONFIG_FILE, METRICS_FILE = "run.json", "config.json", "metrics.jsonl"
 WEIGHTS_FILE, MODEL_FILE, EVALUATION_FILE = "model.safetensors", "model.json", "evaluation.json"
-ACTIVE_STATUSES = ("queued", "running")
+ACTIVE_STATUSES = ("running",)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def default_workspace_root() -> Path:
+    """INSPECTOR_WORKSPACE if set, else ~/DefectInspector: the app and the CLI share it."""
+    configured = os.environ.get("INSPECTOR_WORKSPACE", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / "DefectInspector"
+
+
 def default_runs_dir() -> Path:
-    return Path(os.environ.get("INSPECTOR_RUNS_DIR", "runs"))
+    """The workspace's run store, so a run trained from the CLI shows up in the app."""
+    return default_workspace_root() / "runs"
 
 
 def clean_name(text: str, max_length: int = 80) -> str:
@@ -83,11 +91,16 @@ class RunInfo:
     strategy: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     has_model: bool = False
+    task: str = "classification"  # runs from before tasks existed are classification runs
+
+    @property
+    def run_summary(self) -> RunSummary:
+        return RunSummary.from_dict({"task": self.task, **self.summary})
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.path), "name": self.name, "status": self.status,
                 "created": self.created, "backbone": self.backbone, "strategy": self.strategy,
-                "has_model": self.has_model, **self.summary}
+                "has_model": self.has_model, **self.summary, "task": self.task}
 
 
 class Run:
@@ -122,10 +135,7 @@ class Run:
             status = "interrupted"
         return RunInfo(self.run_id, self.path, rec.get("name", self.run_id), status, rec.get("created", 0.0),
                        rec.get("backbone", ""), rec.get("strategy", ""), rec.get("summary", {}),
-                       self.file(WEIGHTS_FILE).is_file())
-
-    def config(self) -> dict[str, Any]:
-        return read_json(self.file(CONFIG_FILE))
+                       self.file(WEIGHTS_FILE).is_file(), rec.get("task", "classification"))
 
     def events(self) -> list[dict[str, Any]]:
         """Events so far; a half-written last line (process killed mid-append) is ignored."""
@@ -140,6 +150,19 @@ class Run:
             except ValueError:
                 continue
         return events
+
+    def model_files(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(recipe, weights) of the kept model, read without unpickling anything."""
+        from safetensors.torch import load_file
+
+        self.record()  # a clear error when this is not a run folder
+        if not self.file(WEIGHTS_FILE).is_file():
+            raise InspectorError(f"Run {self.run_id} has no trained model yet (it was stopped or failed "
+                                 "before the first checkpoint).")
+        try:
+            return read_json(self.file(MODEL_FILE)), load_file(str(self.file(WEIGHTS_FILE)))
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: any parser error
+            raise InspectorError(f"The model in {self.path} cannot be loaded: {exc}") from exc
 
     def evaluation(self) -> dict[str, Any] | None:
         try:
@@ -181,7 +204,7 @@ class RunStore:
         self.root = Path(root) if root is not None else default_runs_dir()
 
     def create(self, config: dict[str, Any], *, backbone: str, strategy: str, name: str | None = None,
-               status: str = "running") -> Run:
+               task: str = "classification") -> Run:
         with storage_errors(self.root):
             self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -191,8 +214,8 @@ class RunStore:
             staging.mkdir()
             atomic_write_json(staging / CONFIG_FILE, config)
             atomic_write_json(staging / RUN_FILE, {
-                "run_id": run_id, "name": clean_name(name or f"{backbone} / {strategy}"), "status": status,
-                "created": time.time(), "backbone": backbone, "strategy": strategy,
+                "run_id": run_id, "name": clean_name(name or f"{backbone} / {strategy}"), "status": "running",
+                "created": time.time(), "task": task, "backbone": backbone, "strategy": strategy,
                 "owner": _process_identity(), "summary": {}})
             # The folder appears complete or not at all: listing never sees a half-made run.
             os.replace(staging, self.root / run_id)

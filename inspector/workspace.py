@@ -36,6 +36,7 @@ from .data import (
 from .data.discovery import natural_key
 from .data.types import is_ignored_name
 from .errors import ImageLoadError, InspectorError
+from .runs import default_workspace_root
 
 __all__ = ["Workspace", "default_workspace_root", "safe_class_name", "safe_file_name", "sample_data_dir"]
 
@@ -55,12 +56,6 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
                      *(f"COM{i}" for i in "123456789¹²³"), *(f"LPT{i}" for i in "123456789¹²³")}
 _REPO_SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 _lock = threading.Lock()  # choosing a free file name and writing it is one step per process
-
-
-def default_workspace_root() -> Path:
-    """INSPECTOR_WORKSPACE if set, else ~/DefectInspector."""
-    configured = os.environ.get("INSPECTOR_WORKSPACE", "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / "DefectInspector"
 
 
 def _clean(text: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from inspector import AUGMENT_PRESETS, InspectorError, build_preview, resolve_preprocessing
+from inspector import AUGMENT_PRESETS, InspectorError, build_preview, list_backbones, resolve_preprocessing
 from inspector.data import IMAGE_EXTENSIONS
 from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
@@ -170,19 +170,21 @@ def augmentation_preview() -> None:
     st.header("Augmentation preview")
     st.caption("During training every image is varied like this, so the model learns what does not matter "
                "(position, lighting) and what does (the defect).")
-    a, b, c = st.columns(3)
+    a, b, c, d = st.columns(4)
     cls = a.selectbox("Class", [k for k, v in counts.items() if v], key="aug_class")
     names = [p.name for p in ws.images(cls)] if cls else []
     name = b.selectbox("Image", names, key="aug_image")
     preset = c.selectbox("Preset", list(AUGMENT_PRESETS), index=list(AUGMENT_PRESETS).index("industrial"),
                          key="aug_preset")
+    backbone = d.selectbox("Backbone (its input size and resize)", [b.spec.name for b in list_backbones()],
+                           key="aug_backbone")
     st.write(AUGMENT_PRESETS[preset][0])
     st.button("New draw", key="aug_redraw")
     if not name:
         return
     with user_errors("The preview"):
         image = rgb(ws.read_image(cls, name))
-        view = build_preview(resolve_preprocessing("tf_efficientnet_lite0", 224), preset)
+        view = build_preview(resolve_preprocessing(backbone), preset)
         cols = st.columns(6)
         cols[0].image(image, caption="original", width="stretch")
         for i, col in enumerate(cols[1:], start=1):

@@ -5,7 +5,7 @@ import streamlit as st
 
 from inspector import (AUGMENT_PRESETS, Job, TrainConfig, choose_strategy, describe_device,
                        list_backbones, list_strategies)
-from inspector.evaluation import interval_warning
+from inspector.engine import TrainEnd
 from inspector.backbones import hub_reachable
 from inspector.config import RESIZE_MODES
 from ui import charts, live
@@ -78,7 +78,7 @@ st.header("2. Strategy")
 strategies = list_strategies()
 if dataset is not None:
     smallest = min(dataset.counts().values())
-    auto_pick, why = choose_strategy(smallest, len(dataset.classes), device_type())
+    auto_pick, why = choose_strategy(smallest, device_type())
     st.caption(f"Recommended for your data: **auto**, which would run **{auto_pick}**: {why}.")
 strategy = st.radio("Strategy", list(strategies), key="strategy", captions=list(strategies.values()),
                     horizontal=False)
@@ -128,7 +128,7 @@ def show_running(job: Job) -> None:
     st.subheader(f"Training: {job_title(job)}")
     st.progress(progress.fraction, text=progress.text)
     last = live.epochs(events)
-    best = max((e["val_accuracy"] for e in last if e.get("val_accuracy") is not None), default=None)
+    best = max((e.val_accuracy for e in last if e.val_accuracy is not None), default=None)
     memory = f", {progress.memory_mb:.0f} MB GPU memory in use" if progress.memory_mb else ""
     st.caption(f"Device: {progress.device or '-'}{memory}")
     m2, m3, m4 = st.columns(3)
@@ -143,7 +143,7 @@ def show_running(job: Job) -> None:
         st.toast("Stopping after the current batch...")
 
 
-def show_chart(key: str, events: list[dict]) -> None:
+def show_chart(key: str, events: list) -> None:
     if not live.epochs(events, None):
         st.caption("The curves appear after the first epoch.")
         return
@@ -156,20 +156,18 @@ def show_finished(job: Job) -> None:
     end = live.final_event(events)
     title = job_title(job)
     if job.status == "failed":
-        st.error(f"**{title}** failed: {job.error or (end or {}).get('message', 'unknown error')}")
+        st.error(f"**{title}** failed: {job.error or getattr(end, 'message', 'unknown error')}")
         return
-    if end is None or end.get("event") != "TrainEnd":
+    if not isinstance(end, TrainEnd):
         st.warning(f"**{title}** was cancelled before it started.")
         return
-    acc, ci, f1 = end.get("val_accuracy"), end.get("val_accuracy_ci"), end.get("val_macro_f1")
-    score = (f"validation accuracy **{acc:.1%}**" + (f" (95% CI {ci[0]:.0%}-{ci[1]:.0%})" if ci else "")
-             + (f", macro-F1 **{f1:.2f}**" if f1 is not None else "")) if acc is not None else "no accuracy estimate"
-    text = f"**{title}** {job.status} in {live.duration(end.get('train_seconds'))}: {score}."
+    summary = end.run_summary
+    text = f"**{title}** {job.status} in {live.duration(summary.train_seconds)}: {live.result_words(summary)}."
     (st.success if job.status == "completed" else st.warning)(
         text + (" The best model so far was kept." if job.status == "stopped" else "")
         + " Try it on the **Inspect** page or compare it on **Compare**.")
-    if interval_warning(ci):
-        st.warning(interval_warning(ci).capitalize(), icon=":material/warning:")
+    if summary.warning:
+        st.warning(summary.warning.capitalize(), icon=":material/warning:")
     with st.expander("Curves", expanded=False):
         show_chart(job.job_id, events)
 

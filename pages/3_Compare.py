@@ -7,11 +7,12 @@ from pathlib import Path
 import streamlit as st
 
 from inspector import Run, RunStore
+from inspector.comparison import paired_predictions, time_per_image
 from inspector.evaluation import WIDE_INTERVAL, interval_warning
 from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
-from ui.models import inference_ms, predict
-from ui.state import flash, job_manager, page_setup, run_label, runs, show_flashes, user_errors, workspace
+from ui.state import (flash, job_manager, job_manager_work, page_setup, run_label, runs, show_flashes, user_errors,
+                      workspace)
 
 page_setup("Compare", ":material/compare:")
 ws = workspace()
@@ -33,7 +34,9 @@ def table_row(info) -> dict:
             "val accuracy": s.get("val_accuracy"),
             "95% CI": f"{ci[0]:.0%} - {ci[1]:.0%}" if ci else None,
             "macro-F1": s.get("val_macro_f1"), "train time (s)": s.get("train_seconds"),
-            "parameters (M)": s.get("params_m"), "inference (ms/image)": speeds.get(info.run_id, s.get("inference_ms_per_image")),
+            "parameters (M)": s.get("params_m"),
+            "inference, batch of 32 (ms/image)": s.get("inference_ms_per_image"),
+            "inference, one image at a time (ms)": speeds.get(info.run_id),
             "started": dt.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M"), "run id": info.run_id}
 
 
@@ -46,7 +49,10 @@ if any(interval_warning(i.summary.get("val_accuracy_ci")) for i in infos):
 st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
     "val accuracy": st.column_config.ProgressColumn("val accuracy", format="percent", min_value=0, max_value=1),
     "macro-F1": st.column_config.NumberColumn(format="%.3f"),
-    "inference (ms/image)": st.column_config.NumberColumn(format="%.1f")})
+    "inference, batch of 32 (ms/image)": st.column_config.NumberColumn(
+        format="%.1f", help="Measured right after training, 32 images per batch."),
+    "inference, one image at a time (ms)": st.column_config.NumberColumn(
+        format="%.1f", help="Measured with the button below: one image per call, as on an inspection station.")})
 
 dataset = None
 with user_errors("Reading the dataset"):
@@ -54,10 +60,41 @@ with user_errors("Reading the dataset"):
 with_model = [i for i in infos if i.has_model]
 if with_model and dataset is not None and st.button("Measure inference time", key="measure",
                                                     help="Runs each model on 8 of your images, one at a time."):
-    with user_errors("Measuring"), st.spinner("Timing each model..."):
-        for info in with_model:
-            speeds[info.run_id] = inference_ms(info, dataset.paths[:: max(1, len(dataset) // 8)])
-        st.rerun()
+    sample = dataset.paths[:: max(1, len(dataset) // 8)][:8]
+    targets = [(i.run_id, i.path) for i in with_model]
+
+    def measure_all(report, stop) -> dict[str, float]:
+        timings = {}
+        for k, (run_id, path) in enumerate(targets):
+            if stop.is_set():
+                break
+            timings[run_id] = time_per_image(path, sample)
+            report((k + 1) / len(targets))
+        return timings
+
+    job_manager_work().start("inference_timing", measure_all)
+
+
+@st.fragment(run_every=1.0)
+def timing_progress() -> None:
+    work = job_manager_work().get("inference_timing")
+    if work is None or work.status == "completed" and not speeds_pending():
+        return
+    if not work.finished:
+        st.progress(work.fraction, text="Timing each model in the background...")
+    elif work.status == "failed":
+        st.error(f"Measuring failed: {work.error}")
+    else:
+        speeds.update(work.result)
+        st.rerun()  # redraw the table with the new column
+
+
+def speeds_pending() -> bool:
+    work = job_manager_work().get("inference_timing")
+    return work is not None and work.status == "completed" and any(k not in speeds for k in work.result)
+
+
+timing_progress()
 
 with st.expander("Rename or delete a run"):
     a, b, c = st.columns([2, 2, 1])
@@ -118,19 +155,25 @@ run_a = a.selectbox("Model A", ids, key="pair_a", format_func=lambda r: run_labe
 run_b = b.selectbox("Model B", ids, index=1, key="pair_b", format_func=lambda r: run_label(by_id[r]))
 st.caption("Both models see the same images: every image in the workspace (at most 300). Images a model "
            "trained on are included, so look at the disagreements rather than the totals.")
+work_key = f"paired:{run_a}:{run_b}"
 if st.button("Compare predictions", key="pair_go", disabled=run_a == run_b):
-    with user_errors("Comparing"), st.spinner("Running both models on the images..."):
-        samples = dataset.samples[:: max(1, len(dataset) // 300)][:300]
-        rows = []
-        for sample in samples:
-            data = sample.path.read_bytes()
-            pa, pb = predict(by_id[run_a], data), predict(by_id[run_b], data)
-            rows.append({"path": str(sample.path), "true": sample.label, "a": pa.label, "pa": pa.confidence,
-                         "b": pb.label, "pb": pb.confidence})
-        st.session_state["paired"] = {"a": run_a, "b": run_b, "rows": rows}
-paired = st.session_state.get("paired")
-if paired and paired["a"] == run_a and paired["b"] == run_b:
-    rows = paired["rows"]
+    samples = [(s.path, s.label) for s in dataset.samples[:: max(1, len(dataset) // 300)][:300]]
+    job_manager_work().start(work_key, lambda report, stop: paired_predictions(
+        by_id[run_a].path, by_id[run_b].path, samples, on_progress=report, stop_event=stop))
+
+
+@st.fragment(run_every=1.0)
+def disagreement_gallery() -> None:
+    work = job_manager_work().get(work_key)
+    if work is None:
+        return
+    if not work.finished:
+        st.progress(work.fraction, text="Running both models on the images (in the background)...")
+        return
+    if work.status == "failed":
+        st.error(f"Comparing failed: {work.error}")
+        return
+    rows = work.result
     differ = [r for r in rows if r["a"] != r["b"]]
     m1, m2, m3 = st.columns(3)
     m1.metric("Images", len(rows))
@@ -147,3 +190,6 @@ if paired and paired["a"] == run_a and paired["b"] == run_b:
             mark = lambda label: "✅" if label == r["true"] else "❌"  # noqa: E731
             st.caption(f"**{Path(r['path']).name}** (labeled {r['true']})  \n"
                        f"A: {r['a']} {r['pa']:.0%} {mark(r['a'])}  \nB: {r['b']} {r['pb']:.0%} {mark(r['b'])}")
+
+
+disagreement_gallery()

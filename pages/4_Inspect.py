@@ -1,12 +1,12 @@
 """Inspect: try a trained model on new parts: class, probabilities, heatmap and an OK/NG verdict."""
 from __future__ import annotations
 
-import csv
-import io
+from collections import Counter
 
 import streamlit as st
 
-from inspector import verdict
+from inspector import InspectorError, verdict
+from inspector.reports import csv_text
 from inspector.data import IMAGE_EXTENSIONS
 from ui import charts
 from ui.data import rgb
@@ -15,6 +15,7 @@ from ui.state import page_setup, predictor, run_label, runs, show_flashes, user_
 
 MAX_IMAGES = 60
 MAX_HEATMAPS = 12
+UNREADABLE = "unreadable"
 OK_NAMES = ("ok", "good", "pass", "normal", "gut", "i.o.", "io")
 page_setup("Inspect", ":material/search:")
 ws = workspace()
@@ -76,8 +77,9 @@ for n, (name, data) in enumerate(images):
         cols = st.columns([1, 1, 2] if show_heatmaps else [1, 2])
         try:
             image = rgb(data)
-        except Exception as exc:  # noqa: BLE001 - a bad upload is reported, the rest go on
+        except InspectorError as exc:  # a bad upload is reported (never counted as OK); the rest go on
             st.error(f"{name}: cannot be read ({exc}).")
+            results += [{"image": name, "model": info.name, "verdict": UNREADABLE, "error": str(exc)} for info in chosen]
             continue
         cols[0].image(image, caption=name, width="stretch")
         with cols[-1]:
@@ -106,14 +108,10 @@ for n, (name, data) in enumerate(images):
 
 if results:
     st.header("Results")
-    ng = sum(r["verdict"] == "NG" for r in results if r["model"] == chosen[0].name)
-    st.write(f"{len(images)} images: **{ng} NG**, {len(images) - ng} OK (model {chosen[0].name}, "
-             f"threshold {threshold:.0%}).")
+    verdicts = Counter(r["verdict"] for r in results if r["model"] == chosen[0].name)
+    unreadable = f", **{verdicts[UNREADABLE]} unreadable** (not inspected)" if verdicts[UNREADABLE] else ""
+    st.write(f"{len(images)} images: **{verdicts['NG']} NG**, {verdicts['OK']} OK{unreadable} "
+             f"(model {chosen[0].name}, threshold {threshold:.0%}).")
     st.dataframe(results, hide_index=True)
-    buffer = io.StringIO()
-    fields = list(dict.fromkeys(k for r in results for k in r))
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(results)
-    st.download_button("Download CSV", buffer.getvalue(), file_name="inspection_results.csv", mime="text/csv",
+    st.download_button("Download CSV", csv_text(results), file_name="inspection_results.csv", mime="text/csv",
                        icon=":material/download:", key="download_csv")

@@ -12,6 +12,12 @@ MAGNETIC_TILE = REPO.parent / "shared" / "datasets" / "magnetic-tile"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 
+@pytest.fixture(autouse=True)
+def _workspace_in_tmp(tmp_path, monkeypatch):
+    """The CLI and the app default to ~/DefectInspector: tests write only under tmp_path."""
+    monkeypatch.setenv("INSPECTOR_WORKSPACE", str(tmp_path / "default-workspace"))
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """3 classes x 8 generated images: enough to train on in seconds."""

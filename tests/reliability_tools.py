@@ -39,7 +39,7 @@ def single_threaded() -> Iterator[None]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    import inspector.engine.training  # noqa: F401 - (timm, albumentations and OpenCV bring their own)
+    import inspector.training  # noqa: F401 - (timm, albumentations and OpenCV bring their own)
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

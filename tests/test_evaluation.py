@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from inspector.evaluation import evaluate_predictions, interval_warning, wilson_interval
@@ -28,3 +29,17 @@ def test_interval_warning_only_for_intervals_too_wide_to_trust():
     assert "30% to 90%" in interval_warning((0.3, 0.9))
     assert interval_warning(wilson_interval(900, 1000)) is None
     assert interval_warning(None) is None
+
+
+def test_per_class_scores_match_scikit_learn():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from inspector.evaluation import confusion_counts, per_class_scores
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        k, n = int(rng.integers(2, 6)), int(rng.integers(1, 30))
+        truth, predicted = rng.integers(0, k, n), rng.integers(0, k, n)
+        expected = precision_recall_fscore_support(truth, predicted, labels=list(range(k)), zero_division=0)
+        for ours, theirs in zip(per_class_scores(confusion_counts(truth, predicted, k)), expected):
+            np.testing.assert_allclose(ours, theirs)

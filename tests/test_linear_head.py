@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.engine.linear import ABSENT_CLASS_LOGIT, _fit_lda, _scaled, choose_temperature, fit_linear_head, log_loss
+from inspector.tasks.classification.linear import ABSENT_CLASS_LOGIT, _fit_lda, _scaled, choose_temperature, fit_linear_head, log_loss
 
 
 def _blobs(n_per_class: int, n_classes: int, dim: int, separation: float, seed: int, draw: int = 0):
@@ -24,7 +24,7 @@ def _softmax(logits):
 def test_head_classifies_unseen_samples_with_better_probabilities_than_raw_lda():
     x, y = _blobs(10, 4, 600, separation=8.0, seed=0)
     x_test, y_test = _blobs(200, 4, 600, separation=8.0, seed=0, draw=1)
-    head = fit_linear_head(x, y, np.arange(len(y)), 4, seed=0)
+    head = fit_linear_head(x, y, 4, seed=0)
     accuracy = (head.logits(x_test).argmax(1) == y_test).mean()
     assert 0.5 < accuracy < 1.0  # overlapping classes: well above chance (0.25), not perfect
     raw_weight, raw_bias = _fit_lda(x, y, 4)
@@ -54,19 +54,9 @@ def test_a_class_without_training_rows_is_never_predicted():
     x, y = _blobs(6, 3, 40, separation=5.0, seed=3)
     weight, bias = _fit_lda(x[y < 2], y[y < 2], n_classes=3)
     assert np.isnan(bias[2]) and not weight[2].any()
-    head = fit_linear_head(x[y < 2], y[y < 2], np.arange((y < 2).sum()), 3, seed=0)
+    head = fit_linear_head(x[y < 2], y[y < 2], 3, seed=0)
     assert head.bias[2] == pytest.approx(ABSENT_CLASS_LOGIT)
     assert (head.logits(x).argmax(1) != 2).all()
-
-
-def test_views_of_one_image_stay_in_one_temperature_fold():
-    # Two near-identical rows per image: if they were split across folds, every held-out row would
-    # have its twin in training and the temperature would come out far too confident (small).
-    x, y = _blobs(6, 3, 80, separation=3.0, seed=4)
-    twins = np.repeat(x, 2, axis=0) + np.random.default_rng(5).normal(scale=1e-3, size=(2 * len(x), 80))
-    grouped = fit_linear_head(twins, np.repeat(y, 2), np.repeat(np.arange(len(y)), 2), 3, seed=0)
-    leaky = fit_linear_head(twins, np.repeat(y, 2), np.arange(2 * len(y)), 3, seed=0)
-    assert grouped.temperature > leaky.temperature
 
 
 def test_one_or_two_images_per_class_still_give_a_finite_head():
@@ -77,7 +67,7 @@ def test_one_or_two_images_per_class_still_give_a_finite_head():
     weight, bias = _fit_lda(features, np.array([0, 1, 1]), 2)
     assert np.isfinite(weight).all() and np.isfinite(bias).all()
     assert ((features @ weight.T + bias).argmax(1) == [0, 1, 1]).all()
-    head = fit_linear_head(np.repeat(features, 2, axis=0), np.array([0, 0, 1, 1, 1, 1]), np.arange(6), 2, seed=0)
+    head = fit_linear_head(np.repeat(features, 2, axis=0), np.array([0, 0, 1, 1, 1, 1]), 2, seed=0)
     assert np.isfinite(head.weight).all() and np.isfinite(head.temperature)
 
 
@@ -88,12 +78,11 @@ def test_temperature_follows_the_final_models_scale_with_five_images_per_class(s
     x, y = _blobs(5, 6, 600, separation=8.0, seed=seed)
     x_test, y_test = _blobs(200, 6, 600, separation=8.0, seed=seed, draw=1)
     weight, bias = _fit_lda(x, y, 6)
-    groups = np.arange(len(y))
-    fold_temperature = choose_temperature(x, y, groups, 6, seed=0)
-    rescaled = choose_temperature(x, y, groups, 6, seed=0, final_weight=weight)
+    fold_temperature = choose_temperature(x, y, 6, seed=0)
+    rescaled = choose_temperature(x, y, 6, seed=0, final_weight=weight)
     assert rescaled < fold_temperature
     # Doubling the final model's scores doubles its temperature: the probabilities stay the same.
-    assert choose_temperature(x, y, groups, 6, seed=0, final_weight=2 * weight) == pytest.approx(2 * rescaled)
+    assert choose_temperature(x, y, 6, seed=0, final_weight=2 * weight) == pytest.approx(2 * rescaled)
 
     def held_out_loss(temperature):
         w, b = _scaled(weight, bias, temperature)

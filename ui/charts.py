@@ -18,7 +18,7 @@ def class_counts(counts: dict[str, int]) -> go.Figure:
     return fig
 
 
-def curves(series: dict[str, list[dict]], show_folds: bool = False) -> go.Figure:
+def curves(series: dict[str, list], show_folds: bool = False) -> go.Figure:
     """Loss, validation accuracy/macro-F1 and learning rate per epoch for one or more runs."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Validation accuracy and macro-F1",
                                                         "Learning rate"))
@@ -38,15 +38,15 @@ def curves(series: dict[str, list[dict]], show_folds: bool = False) -> go.Figure
     return fig
 
 
-def _add_fold(fig: go.Figure, name: str, epochs: list[dict], color: str, opacity: float, legend: bool) -> None:
-    x = [e["epoch"] for e in epochs]
+def _add_fold(fig: go.Figure, name: str, epochs: list, color: str, opacity: float, legend: bool) -> None:
+    x = [e.epoch for e in epochs]
     traces = [
         (1, "train loss", "train_loss", "solid"), (1, "val loss", "val_loss", "dash"),
         (2, "val accuracy", "val_accuracy", "solid"), (2, "val macro-F1", "val_macro_f1", "dot"),
         (3, "learning rate", "lr", "solid"),
     ]
     for col, label, key, dash in traces:
-        y = [e.get(key) for e in epochs]
+        y = [getattr(e, key) for e in epochs]
         if not any(v is not None for v in y):
             continue
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{name}: {label}", opacity=opacity,

@@ -1,32 +1,32 @@
-"""Read-only views of training events (dicts from Job.events() or Run.events()) for the pages."""
+"""Read-only views of typed training events (from Job.events() or a run's metrics.jsonl) for the pages."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from inspector import Job, Run
+from inspector.engine import EpochEnd, Event, StepEnd, TrainEnd, TrainFailed, TrainStart, event_from_dict
 
 
-def job_events(job: Job) -> list[dict]:
-    return [event.to_dict() for event in job.events()]
+def job_events(job: Job) -> list[Event]:
+    return job.events()
 
 
-def run_events(run_dir: str | Path, jobs: list[Job] = ()) -> list[dict]:
+def run_events(run_dir: str | Path, jobs: list[Job] = ()) -> list[Event]:
     """Events of a run: from the live job when this process trains it, else from metrics.jsonl."""
     for job in jobs:
         if job.run_dir is not None and Path(job.run_dir) == Path(run_dir):
             return job_events(job)
-    return Run(run_dir).events()
+    return [e for e in map(event_from_dict, Run(run_dir).events()) if e is not None]
 
 
-def epochs(events: list[dict], fold: str | None = "final") -> list[dict]:
+def epochs(events: list[Event], fold: str | None = "final") -> list[EpochEnd]:
     """EpochEnd events of one fold ("final" = the kept model; None = every fold)."""
-    return [e for e in events if e.get("event") == "EpochEnd" and (fold is None or e.get("fold") == fold)]
+    return [e for e in events if isinstance(e, EpochEnd) and (fold is None or e.fold == fold)]
 
 
-def folds(events: list[dict]) -> list[str]:
-    return sorted({e.get("fold", "final") for e in epochs(events, None)} - {"final"},
-                  key=lambda f: int(f.split("/")[0]))
+def folds(events: list[Event]) -> list[str]:
+    return sorted({e.fold for e in epochs(events, None)} - {"final"}, key=lambda f: int(f.split("/")[0]))
 
 
 @dataclass(frozen=True)
@@ -39,44 +39,36 @@ class Progress:
     memory_mb: float | None = None
 
 
-def progress(events: list[dict]) -> Progress:
+def progress(events: list[Event]) -> Progress:
     """Where a training stands, in words, from its events so far."""
-    start = next((e for e in events if e.get("event") == "TrainStart"), None)
+    start = next((e for e in events if isinstance(e, TrainStart)), None)
     if start is None:
         return Progress(0.0, "Preparing: reading images and building the model...")
-    device = start.get("device")
-    last = next((e for e in reversed(events) if e.get("event") in ("StepEnd", "EpochEnd")), None)
+    last = next((e for e in reversed(events) if isinstance(e, (StepEnd, EpochEnd))), None)
     if last is None:
-        return Progress(0.0, "Started.", device=device)
-    fold = last.get("fold", "final")
-    if last["event"] == "StepEnd":
-        done = last["step"] / max(last["steps"], 1)
-        what = "Extracting features" if last["phase"] == "features" else f"Epoch {last['epoch']}"
-        text = f"{what}: batch {last['step']} of {last['steps']}"
-        epoch_fraction = 0.0 if last["phase"] == "features" else done
+        return Progress(0.0, "Started.", device=start.device)
+    total = max(getattr(last, "epochs", None) or start.epochs or 1, 1)
+    if isinstance(last, StepEnd):
+        done = last.step / max(last.steps, 1)
+        features = last.phase == "features"
+        text = ("Extracting features" if features else f"Epoch {last.epoch}") + f": batch {last.step} of {last.steps}"
+        within = done if features else (last.epoch - 1 + done) / total  # features: one bar per pass
     else:
-        epoch_fraction = 1.0
-        text = f"Epoch {last['epoch']} of {last['epochs']}"
-    total = max(last.get("epochs") or start.get("epochs") or 1, 1)
-    if last["event"] == "EpochEnd":
-        within = last["epoch"] / total
-    elif last["phase"] == "features":  # one bar per pass over the images (plain, then augmented views)
-        within = done
-    else:
-        within = (last["epoch"] - 1 + epoch_fraction) / total
-    if fold != "final":
-        k, n = (int(x) for x in fold.split("/"))
+        text, within = f"Epoch {last.epoch} of {last.epochs}", last.epoch / total
+    if last.fold != "final":
+        k, n = (int(x) for x in last.fold.split("/"))
         fraction = (k - 1 + within) / n
         text = f"Cross-validation fold {k} of {n} (estimating accuracy; the model is already saved). {text}"
     else:
         fraction = within
-    eta = last.get("eta_s") if last["event"] == "EpochEnd" and fold == "final" else None
-    return Progress(min(max(fraction, 0.0), 1.0), text, last.get("images_per_s"), eta, device,
-                    last.get("device_memory_mb"))
+    is_epoch = isinstance(last, EpochEnd)
+    eta = last.eta_s if is_epoch and last.fold == "final" else None
+    return Progress(min(max(fraction, 0.0), 1.0), text, last.images_per_s, eta, start.device,
+                    last.device_memory_mb if is_epoch else None)
 
 
-def final_event(events: list[dict]) -> dict | None:
-    return next((e for e in reversed(events) if e.get("event") in ("TrainEnd", "TrainFailed")), None)
+def final_event(events: list[Event]) -> TrainEnd | TrainFailed | None:
+    return next((e for e in reversed(events) if isinstance(e, (TrainEnd, TrainFailed))), None)
 
 
 def duration(seconds: float | None) -> str:
@@ -90,3 +82,18 @@ def duration(seconds: float | None) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def result_words(summary) -> str:
+    """A finished run's figures in one phrase, for any task (a RunSummary)."""
+    m = summary.metrics
+    if summary.task == "anomaly":
+        auroc = m.get("val_auroc")
+        return (f"threshold set from **{m.get('n_good', 0)} good images** for at most "
+                f"**{m.get('target_frr', 0):.0%}** false rejects"
+                + (f", defect-vs-good AUROC **{auroc:.3f}**" if auroc is not None else ""))
+    acc, ci, f1 = m.get("val_accuracy"), m.get("val_accuracy_ci"), m.get("val_macro_f1")
+    if acc is None:
+        return "no accuracy estimate"
+    return (f"validation accuracy **{acc:.1%}**" + (f" (95% CI {ci[0]:.0%}-{ci[1]:.0%})" if ci else "")
+            + (f", macro-F1 **{f1:.2f}**" if f1 is not None else ""))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,19 +42,3 @@ def _overlay(run_dir: str, mtime: float, sha: str, _data: bytes) -> np.ndarray:
 def heatmap_overlay(run: RunInfo, data: bytes) -> np.ndarray:
     """The image with the model's Grad-CAM heatmap (for its predicted class) blended over it."""
     return _overlay(*_key(run), digest(data), data)
-
-
-@st.cache_data(show_spinner=False, max_entries=100)
-def _speed(run_dir: str, mtime: float, paths: tuple[str, ...]) -> float:
-    model = predictor(run_dir)
-    images = [to_rgb_array(load_image(p)) for p in paths]
-    model.predict_batch(images[:1])  # warm-up
-    start = time.perf_counter()
-    for image in images:
-        model.predict(image)
-    return 1000 * (time.perf_counter() - start) / max(len(images), 1)
-
-
-def inference_ms(run: RunInfo, paths: list[Path]) -> float:
-    """Milliseconds per image, one image at a time (as on an inspection station)."""
-    return _speed(*_key(run), tuple(str(p) for p in paths[:8]))

@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from inspector import InspectorError, JobManager, Predictor, RunInfo, RunStore
+from inspector.jobs import WorkRunner
 from inspector.workspace import Workspace
 
 log = logging.getLogger("inspector.app")
@@ -42,6 +43,12 @@ def workspace() -> Workspace:
 def job_manager() -> JobManager:
     """ONE job manager per server process: training survives reruns, page changes and refreshes."""
     return JobManager()
+
+
+@st.cache_resource(show_spinner=False)
+def job_manager_work() -> WorkRunner:
+    """Short background work (e.g. comparing two models image by image), shared like the jobs."""
+    return WorkRunner()
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=6)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspector.config import MAX_VAL_FRACTION
 from inspector.errors import InspectorError
 
 __all__ = ["ValidationPlan", "plan_validation", "stratified_holdout"]
@@ -45,8 +46,8 @@ def plan_validation(
     Raises:
         InspectorError: a class has fewer than 2 images.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if not 0.0 < val_fraction < MAX_VAL_FRACTION:
+        raise ValueError(f"val_fraction must be between 0 and {MAX_VAL_FRACTION}, got {val_fraction}")
     y = np.asarray(labels, dtype=np.int64)
     classes, counts = np.unique(y, return_counts=True)
     _require_min_count(classes, counts, 2, "for training and validation")

@@ -46,8 +46,10 @@ class ConsoleProgress:
             return (f"  [{event.fold}] epoch {event.epoch}/{event.epochs} loss {event.train_loss:.3f}{val}{lr} "
                     f"{event.images_per_s:.0f} img/s eta {event.eta_s:.0f}s")
         if isinstance(event, TrainEnd):
-            acc = "n/a" if event.val_accuracy is None else f"{event.val_accuracy:.3f}"
-            return f"Training {event.status} in {event.train_seconds:.1f} s, validation accuracy {acc}"
+            summary = event.run_summary
+            figures = ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in summary.metrics.items()
+                                if name.startswith("val_") and isinstance(value, float)) or "no validation figure"
+            return f"Training {event.status} in {summary.train_seconds:.1f} s, {figures}"
         if isinstance(event, TrainFailed):
             return f"Training failed: {event.message}"
         return None

@@ -1,6 +1,7 @@
 """What a strategy gets to fit a model: data access, device, events, the stop flag."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,14 +13,20 @@ import torch
 from ..augment import Preprocessing
 from ..config import TrainConfig
 from .events import Event
+from .features import FeatureCache
+
+# Called with (model, epoch, val_accuracy) when the kept model improves during a fit.
+CheckpointSink = Callable[[torch.nn.Module, int, "float | None"], None]
 
 
 class TrainingStopped(Exception):
     """Raised inside the loop when a stop was requested; the trainer keeps the best model."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitContext:
+    """Read-only for strategies; the trainer makes one per fit (`for_fold`) instead of mutating it."""
+
     run_id: str
     config: TrainConfig
     device: torch.device
@@ -28,13 +35,22 @@ class FitContext:
     emit: Callable[[Event], None]
     stop_event: threading.Event = field(default_factory=threading.Event)
     fold: str = "final"
-    # Called with (model, epoch, val_accuracy) whenever the kept model improves.
-    on_checkpoint: Callable[[torch.nn.Module, int, float | None], None] | None = None
+    # Set by the trainer for the kept model only; fold models are never saved.
+    checkpoint_sink: CheckpointSink | None = None
+    feature_cache: FeatureCache | None = None  # None: the process's default cache
     start_time: float = field(default_factory=time.perf_counter)
 
     def check_stop(self) -> None:
         if self.stop_event.is_set():
             raise TrainingStopped()
+
+    def checkpoint(self, model: torch.nn.Module, epoch: int, val_accuracy: float | None) -> None:
+        """Engine loops call this when the kept weights improve (a crash later still leaves them)."""
+        if self.checkpoint_sink is not None:
+            self.checkpoint_sink(model, epoch, val_accuracy)
+
+    def for_fold(self, fold: str) -> FitContext:
+        return dataclasses.replace(self, fold=fold, checkpoint_sink=None)
 
     @property
     def elapsed(self) -> float:
@@ -49,10 +65,11 @@ class FitContext:
 
 @dataclass
 class FitOutcome:
-    """A fitted model (best weights loaded) and its predictions on the validation images."""
+    """A fitted model (best weights loaded) and its predictions on the validation images.
+
+    best_epoch is None when no model was fitted (stopped before the first epoch ended)."""
 
     model: torch.nn.Module
     best_epoch: int | None
-    val_probabilities: np.ndarray | None  # (n_val, n_classes)
-    epochs_run: int
+    val_probabilities: np.ndarray | None  # (n_val, n_outputs)
     stopped: bool = False

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..summary import RunSummary
+
 
 @dataclass(frozen=True)
 class Event:
@@ -41,7 +43,6 @@ class StepEnd(Event):
     step: int
     steps: int
     epoch: int
-    loss: float | None
     lr: float | None
     images_per_s: float
     elapsed_s: float
@@ -74,11 +75,11 @@ class CheckpointSaved(Event):
 @dataclass(frozen=True)
 class TrainEnd(Event):
     status: str  # completed | stopped
-    val_accuracy: float | None
-    val_accuracy_ci: tuple[float, float] | None
-    val_macro_f1: float | None
-    train_seconds: float
-    best_epoch: int | None
+    summary: dict[str, Any]  # RunSummary.to_dict(): read it with `run_summary`
+
+    @property
+    def run_summary(self) -> RunSummary:
+        return RunSummary.from_dict(self.summary)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,14 @@ class TrainFailed(Event):
 EVENT_TYPES = {cls.__name__: cls for cls in (TrainStart, StepEnd, EpochEnd, CheckpointSaved, TrainEnd, TrainFailed)}
 
 
-def event_from_dict(data: dict[str, Any]) -> Event:
+def event_from_dict(data: dict[str, Any]) -> Event | None:
+    """The typed event of one metrics.jsonl line; None for a line of an unknown kind."""
     data = dict(data)
-    cls = EVENT_TYPES[data.pop("event")]
+    cls = EVENT_TYPES.get(data.pop("event", None))
+    if cls is None:
+        return None
+    if cls is TrainEnd and "summary" not in data:  # written before RunSummary existed
+        data["summary"] = {k: data[k] for k in ("val_accuracy", "val_accuracy_ci", "val_macro_f1", "train_seconds",
+                                                "best_epoch") if k in data}
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})

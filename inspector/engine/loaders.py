@@ -1,8 +1,6 @@
-"""Images in memory, batches for training, and frozen features with a cache."""
+"""Images in memory and batches for training (frozen features: engine/features.py)."""
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -13,8 +11,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import load_image, to_rgb_array
-from ..models import pooled_features
-from .device import autocast, to_device
 
 
 @dataclass
@@ -73,57 +69,3 @@ def make_loader(images: ImageSet, transform, *, batch_size: int, shuffle: bool, 
                       drop_last=shuffle and len(images) > batch_size, generator=generator,
                       num_workers=workers, pin_memory=device.type == "cuda",
                       persistent_workers=False)
-
-
-class FeatureCache:
-    """Frozen-backbone features per (image hash, model key, view); shared across folds and runs."""
-
-    def __init__(self, max_items: int = 200_000) -> None:
-        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self.max_items = max_items
-        self.hits = self.misses = 0
-
-    def get(self, key: tuple) -> np.ndarray | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-            self.hits += 1
-        return value
-
-    def put(self, key: tuple, value: np.ndarray) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-
-FEATURE_CACHE = FeatureCache()
-
-
-def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, model_key: str, view: str,
-                     device: torch.device, batch_size: int = 32,
-                     on_batch: Callable[[int, int, float], None] | None = None,
-                     cache: FeatureCache = FEATURE_CACHE) -> np.ndarray:
-    """Pooled pre-logit features of every image for one view (a view = a transform + seed).
-
-    Only images missing from the cache go through the backbone.
-    """
-    keys = [(h, model_key, view) for h in images.hashes]
-    missing = [i for i, key in enumerate(keys) if cache.get(key) is None]
-    cache.misses += len(missing)
-    start, batches = time.perf_counter(), max(1, -(-len(missing) // batch_size))
-    model.eval()
-    with torch.inference_mode(), autocast(device):
-        for b, first in enumerate(range(0, len(missing), batch_size)):
-            chunk = missing[first:first + batch_size]
-            batch = torch.stack([transform(images.images[i]) for i in chunk])
-            feats = pooled_features(model, to_device(batch, device))
-            for i, row in zip(chunk, feats.float().cpu().numpy()):
-                cache.put(keys[i], row)
-            if on_batch:
-                done = first + len(chunk)
-                on_batch(b + 1, batches, done / max(time.perf_counter() - start, 1e-9))
-    return np.stack([cache.get(key) for key in keys])

@@ -21,6 +21,7 @@ from .context import FitContext, FitOutcome, TrainingStopped
 from .device import autocast, memory_mb, needs_grad_scaler, to_device
 from .events import EpochEnd, StepEnd
 from .loaders import ImageSet, make_loader
+from .predict import predict_probabilities
 
 Regulariser = Callable[[nn.Module], torch.Tensor]
 
@@ -39,25 +40,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return factor
-
-
-def predict_probabilities(model: nn.Module, images: ImageSet, transform, device: torch.device,
-                          batch_size: int = 32, pad_batches: bool = False) -> np.ndarray:
-    """Class probabilities for every image, in order (inference_mode, eval mode).
-
-    pad_batches: fill the last batch up to batch_size, so a compiled model sees one shape only.
-    """
-    model.eval()
-    out = []
-    with torch.inference_mode(), autocast(device):
-        for first in range(0, len(images), batch_size):
-            batch = torch.stack([transform(im) for im in images.images[first:first + batch_size]])
-            n = len(batch)
-            if pad_batches and n < batch_size:
-                batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
-            logits = model(to_device(batch, device)).float()[:n]
-            out.append(torch.softmax(logits, dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def _train_epoch(model: nn.Module, loader, optimizer, schedule, scaler, regulariser: Regulariser | None,
@@ -84,7 +66,7 @@ def _train_epoch(model: nn.Module, loader, optimizer, schedule, scaler, regulari
         schedule.step()
         loss_sum += loss.detach() * len(y)
         seen += len(y)
-        ctx.emit(StepEnd(ctx.run_id, phase="train", step=step, steps=len(loader), epoch=epoch, loss=None,
+        ctx.emit(StepEnd(ctx.run_id, phase="train", step=step, steps=len(loader), epoch=epoch,
                          lr=optimizer.param_groups[-1]["lr"],
                          images_per_s=seen / max(time.perf_counter() - start, 1e-9), elapsed_s=ctx.elapsed,
                          fold=ctx.fold))
@@ -114,7 +96,7 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
 
     best_state, best_key, best_epoch, best_probs, stale = None, None, None, None, 0
     epoch_times: list[float] = []
-    epoch, stopped = 0, False
+    stopped = False
     try:
         for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
@@ -132,8 +114,7 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
             if best_key is None or key > best_key:
                 best_key, best_epoch, best_probs, stale = key, epoch, probs, 0
                 best_state = copy.deepcopy(model.state_dict())
-                if ctx.on_checkpoint:
-                    ctx.on_checkpoint(model, epoch, val_acc)
+                ctx.checkpoint(model, epoch, val_acc)
             else:
                 stale += 1
                 if val is not None and stale >= cfg.patience:
@@ -142,4 +123,4 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
         stopped = True  # keep the best weights so far; the trainer marks the run stopped
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitOutcome(model, best_epoch, best_probs, epoch, stopped)
+    return FitOutcome(model, best_epoch, best_probs, stopped)

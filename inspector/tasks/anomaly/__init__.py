@@ -1,1 +1,8 @@
-"""Anomaly detection from good parts only."""
+"""Anomaly detection from good parts only: the detector (detector.py), the threshold with a
+false-reject guarantee (calibration.py), anomaly maps (maps.py), and the task that plugs them into
+the trainer (task.py, model.py) and the predictor (predictor.py)."""
+from __future__ import annotations
+
+from .task import AnomalyTask, good_classes
+
+__all__ = ["AnomalyTask", "good_classes"]

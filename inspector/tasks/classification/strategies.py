@@ -1,8 +1,5 @@
-"""Transfer strategies: small registered units. Add one with @register_strategy.
-
-A strategy turns a pretrained timm classifier plus training images into a fitted model. The
-trainer around it handles data, validation, checkpoints and events; see engine/training.py.
-"""
+"""Transfer strategies of the classification task: small registered units. Add one with
+@register_strategy (see `Strategy` for the contract the trainer enforces)."""
 from __future__ import annotations
 
 import time
@@ -12,19 +9,37 @@ import numpy as np
 import timm.optim
 import torch
 
-from .augment import build_transform
-from .engine.context import FitContext, FitOutcome, TrainingStopped
-from .engine.events import EpochEnd, StepEnd
-from .engine.linear import LinearHead, fit_linear_head
-from .engine.loaders import ImageSet, extract_features
-from .engine.loop import fit_gradient
-from .evaluation import accuracy_and_f1, mean_log_loss
-from .models import architecture_recipe
-from .errors import InspectorError
+from ...augment import build_transform
+from ...engine.context import FitContext, FitOutcome, TrainingStopped
+from ...engine.events import EpochEnd, StepEnd
+from ...engine.features import extract_features
+from ...engine.loaders import ImageSet
+from ...engine.loop import fit_gradient
+from ...errors import InspectorError
+from ...evaluation import accuracy_and_f1, mean_log_loss
+from ...models import architecture_recipe
+from .linear import LinearHead, fit_linear_head
 
 
 class Strategy:
-    """Base class. Subclasses set name/summary/default_epochs and implement fit()."""
+    """A way to fit a pretrained model to the training images. The contract:
+
+    - Class attributes: `name` (registry key), `summary` (one line for a quality engineer),
+      `default_epochs`, optionally `default_lr` and `architecture` ("timm" or "multiscale",
+      see inspector/models.py). The constructor takes no arguments and stores no data.
+    - `fit(model, train, val, ctx)` trains `model` in place on `train` and returns a FitOutcome
+      whose model holds the weights to keep, `best_epoch` (None only if stopped before any
+      epoch ended) and, when `val` is given, one row of class probabilities per validation image.
+    - It reports progress through `ctx.emit` (StepEnd/EpochEnd, one EpochEnd per epoch) and calls
+      `ctx.check_stop()` at least once per batch; a stop is returned as `stopped=True`.
+    - It never writes files: the trainer saves the kept model after `fit` returns, handles the
+      folds (a fresh `ctx` per fold) and the final model. Engine loops may call `ctx.checkpoint`
+      when the kept weights improve, so a crash mid-training still leaves a model.
+    - Seeded: the same `ctx.config.seed` gives the same model.
+
+    A completed fit without a model is rejected by the trainer. tests/test_strategy_contract.py
+    runs these checks over every registered strategy, plugins included.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line a quality engineer understands
@@ -64,7 +79,7 @@ def create_strategy(name: str) -> Strategy:
 AUTO_SUMMARY = "Picks the strategy that suits your number of images and your hardware."
 
 
-def choose_strategy(images_per_class: int, n_classes: int, device_type: str) -> tuple[str, str]:
+def choose_strategy(images_per_class: int, device_type: str) -> tuple[str, str]:
     """The strategy `auto` runs, and why, in one sentence."""
     if images_per_class < 30 or (device_type == "cpu" and images_per_class < 100):
         return "linear_probe", (f"with {images_per_class} images in the smallest class"
@@ -105,37 +120,45 @@ class LinearProbe(Strategy):
 
         def on_batch(step: int, steps: int, rate: float) -> None:
             ctx.check_stop()
-            ctx.emit(StepEnd(ctx.run_id, phase="features", step=step, steps=steps, epoch=0, loss=None,
+            ctx.emit(StepEnd(ctx.run_id, phase="features", step=step, steps=steps, epoch=0,
                              lr=None, images_per_s=rate, elapsed_s=ctx.elapsed, fold=ctx.fold))
 
         # Features depend on the pooling head too (multiscale vs the backbone's own pooling).
         model_key = f"{ctx.model_key}|{architecture_recipe(model)}"
-        return extract_features(model, images, transform, model_key=model_key, view="none",
-                                device=ctx.device, batch_size=max(32, ctx.config.batch_size), on_batch=on_batch)
+        return extract_features(model, images, transform, model_key=model_key, device=ctx.device,
+                                batch_size=max(32, ctx.config.batch_size), on_batch=on_batch,
+                                cache=ctx.feature_cache)
 
-    def fit(self, model, train, val, ctx):
+    def fit_head(self, model, train, val, ctx) -> tuple[np.ndarray | None, dict] | None:
+        """Fit the closed-form head in place: (validation probabilities, figures), or None if stopped.
+        Emits feature-extraction progress only, so a composing strategy (lp_ft) reports its own epochs."""
         try:
             x_train = self.features(model, train, ctx)
             x_val = self.features(model, val, ctx) if val is not None and len(val) else None
         except TrainingStopped:
-            return FitOutcome(model, None, None, 0, stopped=True)
+            return None
         started = time.perf_counter()
-        head = fit_linear_head(x_train, train.labels, np.arange(len(train)), len(ctx.classes), seed=ctx.config.seed)
+        head = fit_linear_head(x_train, train.labels, len(ctx.classes), seed=ctx.config.seed)
         _set_head(model, head)
-        val_loss = val_acc = val_f1 = val_probs = None
+        figures = {"train_loss": mean_log_loss(_softmax(head.logits(x_train)), train.labels),
+                   "val_loss": None, "val_accuracy": None, "val_macro_f1": None,
+                   "images_per_s": len(x_train) / max(time.perf_counter() - started, 1e-9)}
+        val_probs = None
         if x_val is not None:
             val_probs = _softmax(head.logits(x_val))
-            val_loss = mean_log_loss(val_probs, val.labels)
-            val_acc, val_f1 = accuracy_and_f1(val.labels, val_probs.argmax(1), len(ctx.classes))
-        train_loss = mean_log_loss(_softmax(head.logits(x_train)), train.labels)
-        spent = time.perf_counter() - started
-        ctx.emit(EpochEnd(ctx.run_id, epoch=1, epochs=1, train_loss=train_loss, val_loss=val_loss,
-                          val_accuracy=val_acc, val_macro_f1=val_f1, lr=None,
-                          images_per_s=len(x_train) / max(spent, 1e-9), elapsed_s=ctx.elapsed, eta_s=0.0,
-                          device=ctx.device.type, device_memory_mb=None, fold=ctx.fold))
-        if ctx.on_checkpoint:
-            ctx.on_checkpoint(model, 1, val_acc)
-        return FitOutcome(model, 1, val_probs, 1)
+            figures["val_loss"] = mean_log_loss(val_probs, val.labels)
+            figures["val_accuracy"], figures["val_macro_f1"] = accuracy_and_f1(val.labels, val_probs.argmax(1),
+                                                                               len(ctx.classes))
+        return val_probs, figures
+
+    def fit(self, model, train, val, ctx):
+        fitted = self.fit_head(model, train, val, ctx)
+        if fitted is None:
+            return FitOutcome(model, None, None, stopped=True)
+        val_probs, figures = fitted
+        ctx.emit(EpochEnd(ctx.run_id, epoch=1, epochs=1, lr=None, elapsed_s=ctx.elapsed, eta_s=0.0,
+                          device=ctx.device.type, device_memory_mb=None, fold=ctx.fold, **figures))
+        return FitOutcome(model, 1, val_probs)
 
 
 @register_strategy
@@ -190,9 +213,10 @@ class LinearProbeThenFineTune(FineTune):
     default_lr = 1e-4
 
     def fit(self, model, train, val, ctx):
-        probe = LinearProbe().fit(model, train, val, ctx)
-        if probe.stopped:
-            return probe
+        # The probe's head is the starting point only: no epoch of its own, no checkpoint; the
+        # fine-tuning epochs that follow are the run's epochs 1..n.
+        if LinearProbe().fit_head(model, train, val, ctx) is None:
+            return FitOutcome(model, None, None, stopped=True)
         return fit_gradient(model, self.param_groups(model, ctx), train, val, ctx, epochs=self.epochs(ctx.config))
 
 

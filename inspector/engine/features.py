@@ -1,0 +1,110 @@
+"""Frozen-backbone features, computed once per image and kept in a bounded, locked cache.
+
+The cache is shared across folds and runs of one process (the app trains many models on the same
+images), so it is bounded in bytes, not rows, and locked: the job worker writes while a page reads.
+Pass your own `FeatureCache` to keep results apart; `default_feature_cache()` is the process's.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable, Hashable
+
+import numpy as np
+import torch
+
+from ..models import pooled_features
+from .device import autocast, to_device
+from .loaders import ImageSet
+
+DEFAULT_CACHE_BYTES = 256 * 2**20  # ~36,000 rows of lite0's 1,752 float32 features
+
+
+class FeatureCache:
+    """Feature rows per (image hash, model key), least recently used evicted first."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self._items.move_to_end(key)
+                self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value)
+        value.flags.writeable = False  # shared between callers: nobody may change a cached row
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if value.nbytes > self.max_bytes:
+                return
+            self._items[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes:
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+_DEFAULT_CACHE = FeatureCache()
+
+
+def default_feature_cache() -> FeatureCache:
+    """The cache this process shares between runs unless a caller passes its own."""
+    return _DEFAULT_CACHE
+
+
+def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, model_key: str,
+                     device: torch.device, batch_size: int = 32,
+                     on_batch: Callable[[int, int, float], None] | None = None,
+                     cache: FeatureCache | None = None) -> np.ndarray:
+    """Pooled pre-logit features of every image (rows in order); only images missing from the
+    cache go through the backbone. on_batch(batch, batches, images_per_s) follows progress."""
+    cache = default_feature_cache() if cache is None else cache
+    keys = [(h, model_key) for h in images.hashes]
+    rows: dict[int, np.ndarray] = {}
+    for i, key in enumerate(keys):
+        row = cache.get(key)
+        if row is not None:
+            rows[i] = row
+    missing = [i for i in range(len(keys)) if i not in rows]
+    start, batches = time.perf_counter(), max(1, -(-len(missing) // batch_size))
+    model.eval()
+    with torch.inference_mode(), autocast(device):
+        for b, first in enumerate(range(0, len(missing), batch_size)):
+            chunk = missing[first:first + batch_size]
+            batch = torch.stack([transform(images.images[i]) for i in chunk])
+            feats = pooled_features(model, to_device(batch, device)).float().cpu().numpy()
+            for i, row in zip(chunk, feats):
+                rows[i] = row
+                cache.put(keys[i], row)
+            if on_batch:
+                on_batch(b + 1, batches, (first + len(chunk)) / max(time.perf_counter() - start, 1e-9))
+    if not keys:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([rows[i] for i in range(len(keys))])

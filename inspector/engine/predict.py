@@ -1,0 +1,28 @@
+"""Batched class probabilities in eval mode: shared by validation and inference (no training code)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import autocast, to_device
+from .loaders import ImageSet
+
+
+def predict_probabilities(model: nn.Module, images: ImageSet, transform, device: torch.device,
+                          batch_size: int = 32, pad_batches: bool = False) -> np.ndarray:
+    """Class probabilities for every image, in order (inference_mode, eval mode).
+
+    pad_batches: fill the last batch up to batch_size, so a compiled model sees one shape only.
+    """
+    model.eval()
+    out = []
+    with torch.inference_mode(), autocast(device):
+        for first in range(0, len(images), batch_size):
+            batch = torch.stack([transform(im) for im in images.images[first:first + batch_size]])
+            n = len(batch)
+            if pad_batches and n < batch_size:
+                batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+            logits = model(to_device(batch, device)).float()[:n]
+            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))

@@ -1,0 +1,99 @@
+"""Fitting with a validation plan: the trainer's side of the strategy contract.
+
+A strategy only fits. Around its `fit` this module makes a fresh context per fold, saves the kept
+model (through a sink the caller provides; the engine writes no files itself), rejects a completed
+fit without a model, and fits the final model on every image when validation is cross-validated.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import InspectorError
+from .context import FitContext, FitOutcome
+from .loaders import ImageSet
+
+SaveModel = Callable[[torch.nn.Module, int, "float | None"], None]  # (model, epoch, val_accuracy)
+
+
+class Fittable(Protocol):
+    name: str
+
+    def fit(self, model: torch.nn.Module, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
+        ...
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What fitting with a plan produced: the kept model's status and the validation outputs."""
+
+    status: str  # completed | stopped
+    best_epoch: int | None  # None: no model (stopped before the first epoch ended)
+    evaluated: np.ndarray  # image indices with an out-of-sample output
+    outputs: np.ndarray  # one row per evaluated image (class probabilities, or a task's scores)
+
+
+def _checked(strategy: Fittable, outcome: FitOutcome) -> FitOutcome:
+    if outcome.best_epoch is None and not outcome.stopped:
+        raise InspectorError(f"Strategy '{strategy.name}' finished without a model; this is a bug in the "
+                             "strategy (its fit must return the fitted model and its best epoch).")
+    return outcome
+
+
+class _KeptModelSaver:
+    """Saves the kept model: on each improvement during the fit, and once after it unless the
+    best epoch was already saved (so every fitted model is on disk exactly once per epoch)."""
+
+    def __init__(self, save: SaveModel) -> None:
+        self.save, self.saved_epoch = save, None
+
+    def __call__(self, model: torch.nn.Module, epoch: int, val_accuracy: float | None) -> None:
+        self.save(model, epoch, val_accuracy)
+        self.saved_epoch = epoch
+
+    def after_fit(self, outcome: FitOutcome) -> None:
+        if outcome.best_epoch is not None and outcome.best_epoch != self.saved_epoch:
+            self(outcome.model, outcome.best_epoch, None)
+
+
+def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, plan, ctx: FitContext,
+                  save: SaveModel, *, cross_validate: bool = True) -> PlanResult:
+    """Hold-out: fit on the train part, evaluate on the rest. Cross-validation: fit the kept model on
+    every image first (so a stop still leaves a model), then estimate accuracy over the folds."""
+    saver = _KeptModelSaver(save)
+    kept_ctx = dataclasses.replace(ctx, fold="final", checkpoint_sink=saver)
+    none = np.zeros(0, dtype=int)
+    if plan.mode == "holdout":
+        train_idx, val_idx = plan.folds[0]
+        val = images.subset(val_idx) if len(val_idx) else None
+        outcome = _checked(strategy, strategy.fit(model, images.subset(train_idx), val, kept_ctx))
+        saver.after_fit(outcome)
+        status = "stopped" if outcome.stopped else "completed"
+        if outcome.best_epoch is None or outcome.val_probabilities is None:
+            return PlanResult(status, outcome.best_epoch, none, np.zeros((0, 0)))
+        return PlanResult(status, outcome.best_epoch, np.asarray(val_idx), outcome.val_probabilities)
+
+    initial = copy.deepcopy(model.state_dict()) if cross_validate else None  # each fold starts from here
+    outcome = _checked(strategy, strategy.fit(model, images, None, kept_ctx))
+    saver.after_fit(outcome)
+    if outcome.stopped or not cross_validate:
+        return PlanResult("stopped" if outcome.stopped else "completed", outcome.best_epoch, none, np.zeros((0, 0)))
+    evaluated, outputs = [], []
+    for k, (train_idx, val_idx) in enumerate(plan.folds, start=1):
+        fold_model = copy.deepcopy(model)
+        fold_model.load_state_dict(initial)
+        fold_ctx = ctx.for_fold(f"{k}/{len(plan.folds)}")
+        fold = _checked(strategy, strategy.fit(fold_model, images.subset(train_idx), images.subset(val_idx), fold_ctx))
+        if fold.val_probabilities is not None:
+            evaluated.extend(val_idx)
+            outputs.append(fold.val_probabilities)
+        if fold.stopped:  # the model is kept; the estimate covers the folds that ran
+            break
+    status = "stopped" if ctx.stop_event.is_set() else "completed"
+    return PlanResult(status, outcome.best_epoch, np.asarray(evaluated, dtype=int),
+                      np.concatenate(outputs) if outputs else np.zeros((0, 0)))

@@ -1,0 +1,54 @@
+"""The one summary of a finished run: built once by the trainer, stored in run.json, returned by
+`train()`, carried by the TrainEnd event and printed by the CLI. Everyone reads this type."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .evaluation import interval_warning
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Common figures of every task, plus the task's own metrics (flat in the stored JSON)."""
+
+    task: str = "classification"
+    n_images: int = 0
+    classes: list[str] = field(default_factory=list)
+    validation: str = ""
+    train_seconds: float = 0.0
+    best_epoch: int | None = None
+    params_m: float | None = None
+    inference_ms_per_image: float | None = None
+    # Classification: val_accuracy, val_accuracy_ci, val_macro_f1. Anomaly: n_good, threshold, target_frr,
+    # val_auroc, ... Stored flat beside the common fields.
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.metrics.get("val_accuracy")
+
+    @property
+    def val_accuracy_ci(self) -> list[float] | None:
+        return self.metrics.get("val_accuracy_ci")
+
+    @property
+    def val_macro_f1(self) -> float | None:
+        return self.metrics.get("val_macro_f1")
+
+    @property
+    def warning(self) -> str | None:
+        """A plain warning when the accuracy interval is too wide to trust."""
+        return interval_warning(self.val_accuracy_ci)
+
+    def to_dict(self) -> dict[str, Any]:
+        common = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metrics"}
+        return {**common, **self.metrics}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        """Reads old runs too: a summary without a task is a classification summary."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"metrics"}
+        common = {k: v for k, v in data.items() if k in names}
+        return cls(**common, metrics={k: v for k, v in data.items() if k not in names})

@@ -1,0 +1,77 @@
+"""The anomaly task's model and strategy: a PatchDetector wrapped so the generic trainer can fit,
+checkpoint and reload it like any other model."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...engine.context import FitContext, FitOutcome, TrainingStopped
+from ...engine.events import StepEnd
+from ...engine.loaders import ImageSet
+from .detector import PatchDetector
+
+CALIBRATION_KEY = "calibration_scores"
+CALIBRATION_FOLDS = 5
+
+
+class AnomalyModel(nn.Module):
+    """A fitted detector plus the out-of-sample scores of its good images (which set the threshold).
+
+    Its state dict is the detector's tensors (backbone weights, memory bank) and those scores, so the
+    run store writes it as safetensors like a classifier; `from_state` reads it back."""
+
+    def __init__(self, detector: PatchDetector, calibration_scores: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.detector = detector
+        self.backbone = detector.model  # a submodule: .to(device) and parameter counts work as usual
+        self.calibration_scores_ = calibration_scores
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # noqa: D102
+        tensors = self.detector.state_tensors()
+        if self.calibration_scores_ is not None:
+            tensors[CALIBRATION_KEY] = torch.as_tensor(np.asarray(self.calibration_scores_, dtype=np.float64))
+        return tensors
+
+    @classmethod
+    def from_state(cls, detector_state: dict[str, Any], tensors: dict[str, torch.Tensor],
+                   device: torch.device) -> AnomalyModel:
+        scores = tensors.get(CALIBRATION_KEY)
+        detector = PatchDetector.from_state(detector_state, {k: v for k, v in tensors.items() if k != CALIBRATION_KEY},
+                                            device=device)
+        return cls(detector, None if scores is None else scores.double().numpy())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - scoring goes through the detector
+        raise NotImplementedError("score images with model.detector.score()")
+
+
+class PatchMemory:
+    """The anomaly task's one strategy: a memory bank of good patches (PatchCore family).
+
+    Fits on the good images only, scores each of them out of sample (k-fold: a bank built without
+    it) for the threshold, and returns raw scores of the validation (defect) images."""
+
+    name = "patch_memory"
+    summary = "Remembers the patches of good parts; anything unlike them is an anomaly."
+
+    def epochs(self, config) -> int:
+        return 1  # one pass over the good images builds the memory bank
+
+    def fit(self, model: AnomalyModel, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
+        def progress(phase: str):
+            def on_batch(done: int, total: int) -> None:
+                ctx.check_stop()
+                ctx.emit(StepEnd(ctx.run_id, phase=phase, step=done, steps=total, epoch=0, lr=None,
+                                 images_per_s=done / max(ctx.elapsed, 1e-9), elapsed_s=ctx.elapsed, fold=ctx.fold))
+            return on_batch
+
+        try:
+            model.calibration_scores_ = model.detector.out_of_sample_scores(
+                train.images, folds=CALIBRATION_FOLDS, seed=ctx.config.seed, on_batch=progress("features"),
+                fit=True)
+            raw = model.detector.score(val.images, on_batch=progress("scoring"))[0] if val is not None else None
+        except TrainingStopped:
+            return FitOutcome(model, None, None, stopped=True)
+        return FitOutcome(model, 1, None if raw is None else raw[:, None])

@@ -1,0 +1,108 @@
+"""The anomaly task's predictor: a readable score (0.5 at the threshold), the raw distance, an OK/NG
+verdict and an anomaly map per image. The target false-reject rate can be changed without retraining:
+the good images' out-of-sample scores are stored with the model."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ...augment import Preprocessing, letterbox_box
+from ...errors import InspectorError
+from ..classification.predictor import ImageInput, as_rgb_array
+from .calibration import ScoreScale, calibrate, frr_guarantee_message
+from .maps import anomaly_map, normalise_map
+from .model import AnomalyModel
+
+
+@dataclass(frozen=True)
+class AnomalyPrediction:
+    score: float  # 0..1, exactly 0.5 at the threshold
+    raw_score: float  # the largest patch distance to the good parts' memory bank
+    verdict: str  # "OK" or "NG"
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "OK"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "raw_score": self.raw_score, "verdict": self.verdict}
+
+
+class AnomalyPredictor:
+    """A fitted anomaly model ready for inference. Thread-safe; share one per run."""
+
+    task = "anomaly"
+
+    def __init__(self, model: AnomalyModel, recipe: dict[str, Any], target_frr: float | None = None,
+                 run_dir: Path | None = None) -> None:
+        if model.calibration_scores_ is None or not len(model.calibration_scores_):
+            raise InspectorError("This anomaly model has no calibration scores, so no threshold can be set.")
+        self.model = model
+        self.recipe = recipe
+        self.classes = list(recipe.get("classes", []))
+        self.ok_classes = list(recipe.get("ok_classes", []))
+        self.preprocessing = Preprocessing.from_dict(recipe["preprocessing"])
+        self.target_frr = float(target_frr if target_frr is not None else recipe.get("target_frr", 0.05))
+        self.scale: ScoreScale = calibrate(model.calibration_scores_, self.target_frr)
+        self.run_dir = run_dir
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device,
+                    target_frr: float | None = None, **_: Any) -> AnomalyPredictor:
+        if not recipe.get("detector"):
+            raise InspectorError("This anomaly run has no fitted detector.")
+        return cls(AnomalyModel.from_state(recipe["detector"], state, device), recipe, target_frr)
+
+    @property
+    def threshold(self) -> float:
+        return self.scale.threshold
+
+    @property
+    def n_good(self) -> int:
+        return len(self.model.calibration_scores_)
+
+    @property
+    def frr_warning(self) -> str | None:
+        return frr_guarantee_message(self.n_good, self.target_frr)
+
+    def with_target_frr(self, target_frr: float) -> AnomalyPredictor:
+        """The same model with the threshold moved to another false-reject target (no retraining)."""
+        twin = AnomalyPredictor(self.model, self.recipe, target_frr, self.run_dir)
+        twin._lock = self._lock  # one model underneath: one lock
+        return twin
+
+    def score(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
+        """(raw scores (n,), patch-distance maps (n, H', W')) of the images."""
+        arrays = [as_rgb_array(im) for im in images]
+        with self._lock:
+            return self.model.detector.score(arrays)
+
+    def predict_batch(self, images: Sequence[ImageInput]) -> list[AnomalyPrediction]:
+        raw, _ = self.score(images)
+        return [self._prediction(r) for r in raw]
+
+    def predict(self, image: ImageInput) -> AnomalyPrediction:
+        return self.predict_batch([image])[0]
+
+    def _prediction(self, raw: float) -> AnomalyPrediction:
+        score = float(self.scale.readable(raw))
+        return AnomalyPrediction(score, float(raw), "NG" if raw > self.threshold else "OK")
+
+    def heatmap(self, image: ImageInput) -> np.ndarray:
+        """The anomaly map at the image's size in [0, 1], 0.5 at the threshold (for overlays)."""
+        array = as_rgb_array(image)
+        _, maps = self.score([array])
+        height, width = array.shape[:2]
+        box = None
+        if self.preprocessing.resize_mode == "letterbox":
+            size = self.preprocessing.image_size
+            left, top, right, bottom = letterbox_box(self.preprocessing, width, height)
+            box = (left / size, top / size, right / size, bottom / size)
+        return normalise_map(anomaly_map(maps[0], (height, width), sigma=max(2.0, min(height, width) / 64), box=box),
+                             self.scale)

@@ -1,0 +1,172 @@
+"""`train()`: data in, a stored run out, for any task. The glue between the run store, the task
+(inspector/tasks/) and the engine's fitting (engine/trainer.py); it knows no task or strategy."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import timm
+import torch
+
+from .augment import build_transform, resolve_preprocessing
+from .backbones import check_backbone_name
+from .config import TrainConfig
+from .data import LabeledDataset, discover_dataset
+from .engine.callbacks import Callback, dispatch
+from .engine.context import FitContext
+from .engine.device import describe_device, prepare_model, resolve_device
+from .engine.events import CheckpointSaved, Event, TrainEnd, TrainFailed, TrainStart
+from .engine.features import FeatureCache
+from .engine.loaders import ImageSet, load_image_set
+from .engine.predict import predict_probabilities
+from .engine.trainer import fit_with_plan
+from .errors import InspectorError
+from .runs import Run, RunStore
+from .summary import RunSummary
+from .tasks.base import create_task
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    backbone: str
+    strategy: str
+    strategy_reason: str
+    summary: RunSummary
+    evaluation: dict[str, Any] | None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.summary.task
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.summary.val_accuracy
+
+    @property
+    def validation(self) -> str:
+        return self.summary.validation
+
+    @property
+    def train_seconds(self) -> float:
+        return self.summary.train_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON result (`inspector train --json`): other tools read these keys."""
+        result = {"run_id": self.run_id, "run_dir": str(self.run_dir), "status": self.status, "task": self.task,
+                  "backbone": self.backbone, "strategy": self.strategy, "strategy_reason": self.strategy_reason,
+                  "validation": self.summary.validation, **self.summary.metrics,
+                  "train_seconds": round(self.summary.train_seconds, 2), "skipped": self.skipped}
+        if "val_accuracy" in self.summary.metrics:
+            result["val_accuracy_warning"] = self.summary.warning
+        return result
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _as_dataset(data: LabeledDataset | str | Path | Iterable) -> LabeledDataset:
+    return data if isinstance(data, LabeledDataset) else discover_dataset(data)
+
+
+def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | None = None, *,
+          runs_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
+          stop_event: threading.Event | None = None, feature_cache: FeatureCache | None = None) -> TrainResult:
+    """Train a model on `data` (folder, zip, (path, label) pairs or a LabeledDataset) and store it.
+
+    User mistakes raise InspectorError before a run folder is made. Failures during training are
+    recorded in the run (status "failed") and re-raised. A stop request keeps the best model.
+    """
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    task = create_task(config.task)
+    dataset = _as_dataset(data)
+    task.check_dataset(dataset, config)
+    check_backbone_name(config.backbone)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    strategy, reason = task.choose_strategy(config, dataset, device)
+    prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
+    model = task.build_model(config, dataset, strategy)
+    plan = task.validation_plan(dataset, config)
+
+    resolved = config.replace(strategy=strategy.name, image_size=prep.image_size, epochs=strategy.epochs(config))
+    run = RunStore(runs_dir).create({**resolved.to_dict(), "requested_strategy": config.strategy,
+                                     "strategy_reason": reason}, backbone=config.backbone,
+                                    strategy=strategy.name, name=config.name, task=task.name)
+    callbacks = list(callbacks)
+
+    def emit(event: Event) -> None:
+        run.append_event(event.to_dict())
+        dispatch(callbacks, event)
+
+    def save(kept: torch.nn.Module, epoch: int, val_accuracy: float | None) -> None:
+        # The recipe is taken from the fitted model: some tasks learn part of it (an anomaly bank's shape).
+        recipe = {"task": task.name, "backbone": config.backbone, **task.recipe(kept, resolved, dataset, prep),
+                  "preprocessing": prep.to_dict(), "strategy": strategy.name, "timm_version": timm.__version__,
+                  "torch_version": torch.__version__}
+        run.save_model(kept.state_dict(), recipe)
+        emit(CheckpointSaved(run.run_id, epoch=epoch, val_accuracy=val_accuracy))
+
+    skipped = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
+    try:
+        images = load_image_set(dataset, prep.image_size)
+        emit(TrainStart(run.run_id, backbone=config.backbone, strategy=strategy.name, strategy_reason=reason,
+                        device=describe_device(device).label, classes=list(dataset.classes),
+                        n_images=len(dataset), validation=plan.description, epochs=resolved.epochs))
+        ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
+                         stop_event or threading.Event(), feature_cache=feature_cache)
+        model = prepare_model(model, device)
+        fitted = fit_with_plan(strategy, model, images, plan, ctx, save, cross_validate=config.cross_validate)
+        evaluation = task.evaluate(dataset, fitted.evaluated, fitted.outputs, model, plan, resolved)
+        has_model = fitted.best_epoch is not None
+        inference_ms = _inference_ms(model, images, prep, device) if has_model and task.name == "classification" else None
+    except InspectorError as exc:
+        _fail(run, emit, str(exc), user_error=True)
+        raise
+    except torch.OutOfMemoryError as exc:
+        message = "Out of memory: use a smaller batch size, image size or backbone."
+        _fail(run, emit, message, user_error=True)
+        raise InspectorError(message) from exc
+    except Exception as exc:
+        _fail(run, emit, f"{type(exc).__name__}: {exc}", user_error=False)
+        raise
+
+    if evaluation.report:
+        run.save_evaluation(evaluation.report)
+    summary = RunSummary(task=task.name, n_images=len(dataset), classes=list(dataset.classes),
+                         validation=plan.description, train_seconds=round(time.perf_counter() - started, 2),
+                         best_epoch=fitted.best_epoch,
+                         params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                         inference_ms_per_image=inference_ms, metrics=evaluation.metrics)
+    run.update(status=fitted.status, summary=summary.to_dict())
+    emit(TrainEnd(run.run_id, status=fitted.status, summary=summary.to_dict()))
+    return TrainResult(run.run_id, run.path, fitted.status, config.backbone, strategy.name, reason, summary,
+                       evaluation.report, skipped)
+
+
+def _fail(run: Run, emit, message: str, *, user_error: bool) -> None:
+    try:
+        run.update(status="failed", error=message)
+        emit(TrainFailed(run.run_id, message=message, user_error=user_error))
+    except OSError:
+        pass  # the original error matters more than a failure to record it
+
+
+def _inference_ms(model: torch.nn.Module, images: ImageSet, prep, device: torch.device) -> float:
+    """Milliseconds per image for the kept model, batch 32 (shown on the Compare page)."""
+    sample = images.subset(range(min(32, len(images))))
+    start = time.perf_counter()
+    predict_probabilities(model, sample, build_transform(prep, "none"), device, batch_size=32)
+    return round(1000 * (time.perf_counter() - start) / max(1, len(sample)), 2)

@@ -1,0 +1,145 @@
+"""The strategy contract (see `Strategy`'s docstring), checked over every registered strategy in
+the style of scikit-learn's check_estimator, plus a plugin registered from outside the package."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from inspector import Predictor, RunStore, Strategy, TrainConfig, register_strategy, train
+from inspector.engine import EpochEnd, FitOutcome, StepEnd
+from inspector.errors import InspectorError
+from inspector.tasks.classification import STRATEGIES
+
+FAST = dict(image_size=96, seed=3, max_folds=2, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def unseen_parts() -> list[tuple[np.ndarray, str]]:
+    """Fresh draws of the tiny classes that no model trained on: 6 per class."""
+    from inspector.sample_data import render_image
+
+    rng = np.random.default_rng(2024)
+    return [(render_image(label, rng), label) for label in ("crack", "ok", "scratch") for _ in range(6)]
+
+
+def check_trains_reproducibly_and_beats_chance(strategy: str, data, unseen_parts, tmp_path) -> None:
+    config = TrainConfig(strategy=strategy, epochs=4, **FAST)
+    events: list = []
+    first = train(data, config, runs_dir=tmp_path / "a", callbacks=[events.append])
+    second = train(data, config, runs_dir=tmp_path / "b")
+    assert first.status == second.status == "completed"
+    assert (first.run_dir / "model.safetensors").is_file(), "the trainer saves every completed model"
+    final_epochs = [e.epoch for e in events if isinstance(e, EpochEnd) and e.fold == "final"]
+    assert final_epochs == sorted(set(final_epochs)) and final_epochs, f"one EpochEnd per epoch: {final_epochs}"
+    images = [image for image, _ in unseen_parts]
+    predictor = Predictor.from_run(first.run_dir)
+    p1, p2 = predictor.predict_proba(images), Predictor.from_run(second.run_dir).predict_proba(images)
+    assert p1.shape == (len(images), 3)
+    np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-4)
+    # Same seed, same model: up to float rounding of multi-threaded CPU kernels.
+    np.testing.assert_allclose(p1, p2, atol=2e-3)
+    assert first.val_accuracy == second.val_accuracy
+    truth = np.array([predictor.classes.index(label) for _, label in unseen_parts])
+    accuracy = float((p1.argmax(1) == truth).mean())
+    assert accuracy >= 0.5, f"{strategy}: {accuracy:.2f} on unseen parts, chance is 0.33"
+
+
+def check_stops_within_a_batch(strategy: str, data, tmp_path) -> None:
+    stop, after_stop = threading.Event(), []
+
+    def stop_at_first_batch(event) -> None:
+        if isinstance(event, StepEnd):
+            if stop.is_set():
+                after_stop.append(event)
+            stop.set()
+
+    result = train(data, TrainConfig(strategy=strategy, epochs=30, **FAST), runs_dir=tmp_path,
+                   callbacks=[stop_at_first_batch], stop_event=stop)
+    assert result.status == "stopped"
+    assert len(after_stop) <= 1, f"{strategy} ran {len(after_stop)} batches after the stop request"
+    assert RunStore(tmp_path).list_runs()[0].status == "stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_strategy_contract(strategy, tiny_data, unseen_parts, tmp_path):
+    check_trains_reproducibly_and_beats_chance(strategy, tiny_data, unseen_parts, tmp_path)
+    check_stops_within_a_batch(strategy, tiny_data, tmp_path / "stop")
+
+
+class NearestMean(Strategy):
+    """A plugin written outside the package: the linear layer scores each class by closeness to its
+    mean pooled feature vector (nearest centroid)."""
+
+    name = "test_nearest_mean"
+    summary = "Nearest class mean on frozen features (a test plugin)."
+    default_epochs = 1
+    architecture = "multiscale"
+
+    def fit(self, model, train, val, ctx):
+        from inspector.augment import build_transform
+
+        transform = build_transform(ctx.preprocessing, "none")
+        rows = []
+        model.eval()
+        with torch.no_grad():
+            for step, image in enumerate(train.images, start=1):
+                ctx.check_stop()
+                rows.append(model.pooled_features(transform(image).unsqueeze(0))[0])
+                ctx.emit(StepEnd(ctx.run_id, phase="features", step=step, steps=len(train), epoch=0, lr=None,
+                                 images_per_s=1.0, elapsed_s=ctx.elapsed, fold=ctx.fold))
+        features = torch.stack(rows)
+        means = torch.stack([features[torch.as_tensor(train.labels == k)].mean(0) for k in range(len(ctx.classes))])
+        head = model.get_classifier()
+        with torch.no_grad():  # -|x - m|^2 / 2 = x.m - |m|^2 / 2 + (a term shared by all classes)
+            head.weight.copy_(means * 10)
+            head.bias.copy_(-(means ** 2).sum(1) * 5)
+        probs = None
+        if val is not None:
+            with torch.no_grad():
+                probs = torch.softmax(model(torch.stack([transform(i) for i in val.images])), 1).numpy()
+        ctx.emit(EpochEnd(ctx.run_id, epoch=1, epochs=1, train_loss=0.0, val_loss=None, val_accuracy=None,
+                          val_macro_f1=None, lr=None, images_per_s=1.0, elapsed_s=ctx.elapsed, eta_s=0.0,
+                          device="cpu", device_memory_mb=None, fold=ctx.fold))
+        return FitOutcome(model, 1, probs)
+
+
+class ForgetsItsModel(NearestMean):
+    name = "test_forgets_its_model"
+
+    def fit(self, model, train, val, ctx):
+        return FitOutcome(model, None, None)  # "completed" without a model: the trainer must refuse
+
+
+@pytest.fixture
+def plugins():
+    for cls in (NearestMean, ForgetsItsModel):
+        register_strategy(cls)
+    yield
+    for cls in (NearestMean, ForgetsItsModel):
+        STRATEGIES.pop(cls.name, None)
+
+
+@pytest.mark.slow
+def test_a_plugin_strategy_from_outside_the_package_meets_the_contract(plugins, tiny_data, unseen_parts, tmp_path):
+    check_trains_reproducibly_and_beats_chance("test_nearest_mean", tiny_data, unseen_parts, tmp_path)
+    check_stops_within_a_batch("test_nearest_mean", tiny_data, tmp_path / "stop")
+
+
+def test_a_strategy_that_returns_no_model_fails_the_run(plugins, tiny_data, tmp_path):
+    with pytest.raises(InspectorError, match="finished without a model"):
+        train(tiny_data, TrainConfig(strategy="test_forgets_its_model", **FAST), runs_dir=tmp_path)
+    info = RunStore(tmp_path).list_runs()[0]
+    assert info.status == "failed" and not info.has_model
+
+
+def test_lp_ft_reports_each_epoch_once_and_keeps_its_checkpoint(tiny_data, tmp_path):
+    events: list = []
+    result = train(tiny_data, TrainConfig(strategy="lp_ft", epochs=2, cross_validate=False, **FAST),
+                   runs_dir=tmp_path, callbacks=[events.append])
+    epochs = [e.epoch for e in events if isinstance(e, EpochEnd)]
+    assert epochs == [1, 2]
+    assert result.status == "completed" and (result.run_dir / "model.safetensors").is_file()
