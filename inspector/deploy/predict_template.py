@@ -206,7 +206,8 @@ class Bundle:
 
             self.backend = "openvino"
             compiled = ov.Core().compile_model(str(self.folder / OPENVINO_FILE), "CPU",
-                                               {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+                                               {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                "INFERENCE_PRECISION_HINT": "f32"})
             self.run = lambda batch: compiled(batch)[0]
         else:
             import onnxruntime as ort
