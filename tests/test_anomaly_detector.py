@@ -94,6 +94,7 @@ def test_state_round_trip_gives_identical_scores(fitted, images):
     np.testing.assert_array_equal(amap, bmap)
 
 
+@pytest.mark.slow  # two detectors and 8 views per image: ~14 s on 2 idle-ish cores, more when loaded
 def test_symmetric_bank_covers_turned_parts():
     rng = np.random.default_rng(3)
     train = [texture(rng) for _ in range(2)]
