@@ -60,6 +60,14 @@ if st.button("Load the sample data", type="primary", icon=":material/download:",
         flash(f"Added {added} sample images. Next: check them on the Data page, then train a model."
               if added else "The sample data is already in the workspace.")
         st.rerun()
+if st.button("Load good parts only (anomaly detection)", icon=":material/verified:", key="load_good_parts",
+             help="40 photos of good parts: train with 'I only have good parts' on the Train page; the model "
+                  "then flags anything unusual without ever seeing a defect."):
+    with user_errors("Loading the sample data"), st.spinner("Copying the sample images..."):
+        added = ws.load_sample_data(part="good_parts")
+        flash(f"Added {added} photos of good parts (class 'ok'). Next: on the Train page choose "
+              "'I only have good parts'." if added else "The good parts are already in the workspace.")
+        st.rerun()
 
 c1, c2, c3, c4 = st.columns(4)
 c1.page_link("pages/1_Data.py", label="1. Data: upload and label", icon=":material/photo_library:")

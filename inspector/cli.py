@@ -36,7 +36,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .engine import ConsoleProgress
     from .training import train
 
-    config = TrainConfig(backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
+    config = TrainConfig(task=args.task, ok_classes=_class_list(args.ok_classes), target_frr=args.target_frr,
+                         backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
                          resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv,
@@ -55,15 +56,50 @@ def cmd_train(args: argparse.Namespace) -> None:
         _emit_json(summary)
 
 
+def _class_list(text: str | None) -> tuple[str, ...] | None:
+    names = tuple(name.strip() for name in text.split(",") if name.strip()) if text else ()
+    return names or None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .data import discover_dataset
+    from .inference import load_predictor
+
+    predictor = load_predictor(args.run_dir, device=args.device)
+    dataset = discover_dataset(args.data, extract_dir=args.scratch)
+    if getattr(predictor, "task", "classification") == "anomaly":
+        report = _evaluate_anomaly(predictor, dataset, args)
+    else:
+        report = _evaluate_classifier(predictor, dataset, args)
+    report["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
+    if args.json:
+        _emit_json(report)
+
+
+def _evaluate_anomaly(predictor, dataset, args) -> dict:
+    from .tasks.anomaly.predictor import evaluate_detection
+
+    # A test class named like one of the run's good classes is good, unless --ok-classes says otherwise.
+    ok_classes = _class_list(args.ok_classes) or [c for c in dataset.classes if c in predictor.ok_classes]
+    if not ok_classes:
+        raise InspectorError(f"None of the test classes ({', '.join(dataset.classes)}) is one of the run's good "
+                             f"classes ({', '.join(predictor.ok_classes)}): name the good ones with --ok-classes.")
+    report = evaluate_detection(predictor, dataset.paths, [s.label for s in dataset.samples], ok_classes)
+    if not args.json:
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"AUROC {fmt(report['auroc'])}, false-reject rate {fmt(report['false_reject_rate'])} "
+              f"(target {report['target_frr']:.3f}), detection rate {fmt(report['detection_rate'])}; "
+              f"{report['n_good']} good, {report['n_defect']} defect images")
+        for name, rate in report["detection_rate_per_class"].items():
+            print(f"  {name}: {rate:.0%} detected")
+    return report
+
+
+def _evaluate_classifier(predictor, dataset, args) -> dict:
     import numpy as np
 
-    from .data import discover_dataset
     from .evaluation import evaluate_predictions
-    from .inference import Predictor
 
-    predictor = Predictor.from_run(args.run_dir, device=args.device)
-    dataset = discover_dataset(args.data, extract_dir=args.scratch)
     unknown = sorted(set(dataset.classes) - set(predictor.classes))
     if unknown:
         raise InspectorError(f"The data has classes the model was not trained on: {', '.join(unknown)}. "
@@ -71,16 +107,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     y_true = [predictor.classes.index(s.label) for s in dataset.samples]
     y_pred = predictor.predict_proba(dataset.paths).argmax(1) if len(dataset) else np.zeros(0, int)
     report = evaluate_predictions(y_true, y_pred, predictor.classes, method=f"evaluation on {args.data}")
-    report["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
-    if args.json:
-        _emit_json(report)
-    else:
+    if not args.json:
         low, high = report["accuracy_ci"]
         print(f"accuracy {report['accuracy']:.3f} (95% CI {low:.2f}-{high:.2f}), macro-F1 {report['macro_f1']:.3f}, "
               f"{report['n_images']} images")
         rows = [[c, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
                 for c, v in report["per_class"].items()]
         print(_table(rows, ["class", "precision", "recall", "f1", "images"]))
+    return report
 
 
 def _collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -100,14 +134,11 @@ def _collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[dict[str, s
     return paths, skipped
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
+def _read_images(inputs: Sequence[str]) -> tuple[list[Path], list, list[dict[str, str]]]:
     from .data import load_image, to_rgb_array
     from .errors import ImageLoadError
-    from .inference import Predictor, verdict
-    from .reports import save_csv
 
-    predictor = Predictor.from_run(args.run_dir, device=args.device, compile=args.compile)
-    paths, skipped = _collect_images(args.images)
+    paths, skipped = _collect_images(inputs)
     images, kept = [], []
     for path in paths:
         try:
@@ -117,29 +148,67 @@ def cmd_predict(args: argparse.Namespace) -> None:
             skipped.append({"path": str(path), "reason": str(exc)})
     if not kept:
         raise InspectorError("No readable image to predict. " + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped))
-    ok_classes = args.ok_classes.split(",") if args.ok_classes else []
-    unknown = [c for c in ok_classes if c not in predictor.classes]
-    if unknown:
-        raise InspectorError(f"--ok-classes names unknown classes: {', '.join(unknown)}. "
-                             f"The model knows: {', '.join(predictor.classes)}.")
-    results = []
-    for path, pred in zip(kept, predictor.predict_batch(images)):
-        row = {"path": str(path), **pred.to_dict()}
-        if ok_classes:
-            v = verdict(pred, ok_classes, args.threshold)
-            row.update(verdict=v.label, defect_probability=v.defect_probability)
-        results.append(row)
+    return kept, images, skipped
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .inference import Predictor, load_predictor
+    from .reports import save_csv
+
+    predictor = load_predictor(args.run_dir, device=args.device, compile=args.compile)
+    kept, images, skipped = _read_images(args.images)
+    if getattr(predictor, "task", "classification") == "anomaly":
+        if args.target_frr is not None:
+            predictor = predictor.with_target_frr(args.target_frr)
+        classifier = Predictor.from_run(args.classifier, device=args.device) if args.classifier else None
+        results = _predict_anomaly(predictor, classifier, kept, images)
+        extra = {"task": "anomaly", "threshold": predictor.threshold, "target_frr": predictor.target_frr}
+    else:
+        if args.classifier or args.target_frr is not None:
+            raise InspectorError("--classifier and --target-frr go with an anomaly run; this run is a classifier.")
+        results = _predict_classes(predictor, kept, images, args)
+        extra = {"task": "classification", "classes": predictor.classes}
     for item in skipped:
         print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     if args.csv:
         save_csv(args.csv, results)
     if args.json:
-        _emit_json({"run_dir": str(predictor.run_dir), "classes": predictor.classes, "predictions": results,
-                    "skipped": skipped})
+        _emit_json({"run_dir": str(predictor.run_dir), **extra, "predictions": results, "skipped": skipped})
     else:
         for row in results:
-            extra = f"  {row['verdict']}" if "verdict" in row else ""
-            print(f"{row['path']}\t{row['label']}\t{row['confidence']:.3f}{extra}")
+            if "score" in row:
+                from .gate import describe
+
+                print(f"{row['path']}\t{describe(row)}")
+            else:
+                extra_text = f"  {row['verdict']}" if "verdict" in row else ""
+                print(f"{row['path']}\t{row['label']}\t{row['confidence']:.3f}{extra_text}")
+
+
+def _predict_anomaly(predictor, classifier, paths: list[Path], images: list) -> list[dict]:
+    from .gate import gate_row
+
+    types = classifier.predict_batch(images) if classifier is not None else [None] * len(images)
+    return [{"path": str(path), **gate_row(found.to_dict(), kind)}
+            for path, found, kind in zip(paths, predictor.predict_batch(images), types)]
+
+
+def _predict_classes(predictor, paths: list[Path], images: list, args) -> list[dict]:
+    from .inference import verdict
+
+    ok_classes = list(_class_list(args.ok_classes) or ())
+    unknown = [c for c in ok_classes if c not in predictor.classes]
+    if unknown:
+        raise InspectorError(f"--ok-classes names unknown classes: {', '.join(unknown)}. "
+                             f"The model knows: {', '.join(predictor.classes)}.")
+    results = []
+    for path, pred in zip(paths, predictor.predict_batch(images)):
+        row = {"path": str(path), **pred.to_dict()}
+        if ok_classes:
+            v = verdict(pred, ok_classes, args.threshold)
+            row.update(verdict=v.label, defect_probability=v.defect_probability)
+        results.append(row)
+    return results
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -190,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a folder of class sub-folders or a .zip")
     p.add_argument("data", help="folder with one sub-folder per class, or a .zip of such folders")
+    p.add_argument("--task", default="classification", choices=["classification", "anomaly"],
+                   help="classification: learn each defect class; anomaly: learn good parts only and flag "
+                        "anything unusual (default: %(default)s)")
+    p.add_argument("--ok-classes", default=None,
+                   help="anomaly: comma-separated classes of good parts (default: the class named good, ok, "
+                        "normal, nominal, free or pass, or the only class)")
+    p.add_argument("--target-frr", type=float, default=0.05,
+                   help="anomaly: reject at most this share of good parts (default: %(default)s)")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)")
     p.add_argument("--strategy", default="auto", help="auto, linear_probe, fine_tune, ... (default: auto)")
     p.add_argument("--epochs", type=int, default=None,
@@ -220,15 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure a trained run on labeled data")
     p.add_argument("run_dir", help="a run folder (see 'inspector runs')")
     p.add_argument("data", help="folder with one sub-folder per class, or a .zip")
+    p.add_argument("--ok-classes", default=None,
+                   help="anomaly runs: comma-separated test classes that are good parts (default: those named "
+                        "like the run's good classes); every other class is a defect")
     p.add_argument("--device", **device)
     p.add_argument("--json", **as_json)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify new images with a trained run")
+    p = sub.add_parser("predict", help="classify new images, or score them with an anomaly run")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--ok-classes", default=None, help="comma-separated classes that count as OK: adds an OK/NG verdict")
     p.add_argument("--threshold", type=float, default=0.5, help="NG when P(defect) >= this (default: 0.5)")
+    p.add_argument("--classifier", default=None, metavar="RUN",
+                   help="anomaly runs: a classification run that names the defect type of each NG part")
+    p.add_argument("--target-frr", type=float, default=None,
+                   help="anomaly runs: move the threshold to this false-reject rate (no retraining)")
     p.add_argument("--csv", default=None, help="also write the results to this CSV file")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model first: ~1 min once, then faster (for hundreds of images)")

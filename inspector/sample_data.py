@@ -22,7 +22,7 @@ SAMPLE_CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "crack", "stain")
 IMAGE_SIZE = (320, 240)  # width, height: a line-camera crop
 JPEG_QUALITY = 90
 _SUPERSAMPLE = 4  # strokes are drawn this much larger, then averaged down (anti-aliasing)
-_SPLITS = {"train": 0, "new_parts": 1}
+_SPLITS = {"train": 0, "new_parts": 1, "good_parts": 2}
 
 Painter = Callable[[np.ndarray, np.random.Generator], None]
 """Paints one feature in place on an (H, W, 3) float surface, values around 0..1."""
@@ -51,12 +51,14 @@ register_benign = _registers_into(BENIGN)
 # --------------------------------------------------------------------------- public API
 
 def generate_sample_data(out_dir: str | Path, *, seed: int = 0, images_per_class: int = 24,
-                         new_parts: int = 10) -> Path:
+                         new_parts: int = 10, good_parts: int = 40) -> Path:
     """Write the sample dataset and return `out_dir`.
 
-    Layout: `out_dir/train/<class>/<class>_NN.jpg` (`images_per_class` per class) and
+    Layout: `out_dir/train/<class>/<class>_NN.jpg` (`images_per_class` per class),
     `out_dir/new_parts/<class>_NN.jpg` (`new_parts` images in all, classes taken in turn),
-    fresh draws for trying a trained model; the class is in the name to check predictions.
+    fresh draws for trying a trained model; the class is in the name to check predictions; and
+    `out_dir/good_parts/ok/ok_NN.jpg` (`good_parts` more good parts), to try anomaly detection
+    from good parts only.
     """
     out = Path(out_dir)
     for class_index, name in enumerate(SAMPLE_CLASSES):
@@ -64,6 +66,10 @@ def generate_sample_data(out_dir: str | Path, *, seed: int = 0, images_per_class
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(images_per_class):
             _save(render_image(name, _rng(seed, "train", class_index, i)), folder / f"{name}_{i:02d}.jpg")
+    if good_parts > 0:
+        (out / "good_parts" / "ok").mkdir(parents=True, exist_ok=True)
+    for i in range(good_parts):
+        _save(render_image("ok", _rng(seed, "good_parts", 0, i)), out / "good_parts" / "ok" / f"ok_{i:02d}.jpg")
     if new_parts > 0:
         (out / "new_parts").mkdir(parents=True, exist_ok=True)
     for k in range(new_parts):

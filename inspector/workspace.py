@@ -249,12 +249,18 @@ class Workspace:
                 skipped.extend(bad)
         return counts, skipped
 
-    def load_sample_data(self, source: str | os.PathLike | None = None) -> int:
+    def load_sample_data(self, source: str | os.PathLike | None = None, part: str = "train") -> int:
         """Copy the bundled sample images into the workspace; files already there are left alone.
 
-        Returns how many images were added.
+        part: "train" (labelled good and defect parts) or "good_parts" (good parts only, for
+        anomaly detection). Returns how many images were added.
         """
-        train_dir = sample_data_dir(source, cache_dir=self.root / ".sample_data") / "train"
+        if part not in ("train", "good_parts"):
+            raise InspectorError(f"Unknown sample set {part!r}: use train or good_parts.")
+        train_dir = sample_data_dir(source, cache_dir=self.root / ".sample_data") / part
+        if not train_dir.is_dir():
+            raise InspectorError(f"This installation's sample data has no '{part}' set; regenerate it with "
+                                 "'inspector sample-data'.")
         added = 0
         for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir() and not is_ignored_name(p.name)):
             target = self._class_dir(class_dir.name, must_exist=False)

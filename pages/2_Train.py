@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from inspector import (AUGMENT_PRESETS, Job, TrainConfig, choose_strategy, describe_device,
-                       list_backbones, list_strategies)
+from inspector import (AUGMENT_PRESETS, InspectorError, Job, Run, TrainConfig, choose_strategy, create_task,
+                       describe_device, list_backbones, list_strategies, list_tasks)
+from inspector.tasks.anomaly import good_classes, min_guaranteed_frr
 from inspector.engine import TrainEnd
 from inspector.backbones import hub_reachable
 from inspector.config import RESIZE_MODES
@@ -38,13 +39,43 @@ with user_errors("Reading the dataset"):
 if dataset is None:
     st.info("There are no images to train on yet. Add images on the **Data** page, "
             "or load the sample data on the **Home** page.")
-elif not report.ok:
-    st.error("The dataset needs fixing before training: " + " ".join(f.message for f in report.errors))
 else:
     st.caption(f"Dataset: {len(dataset)} images in {len(dataset.classes)} classes "
                f"({', '.join(f'{k} {v}' for k, v in dataset.counts().items())}).")
 
 progress_area = st.container()
+
+# -- task ---------------------------------------------------------------------------------------
+TASK_LABELS = {"classification": "I have labelled defects", "anomaly": "I only have good parts"}
+task = st.radio("What do you have?", list(TASK_LABELS), format_func=TASK_LABELS.get, key="task", horizontal=True,
+                captions=[list_tasks()[name] for name in TASK_LABELS])
+ok_classes: tuple[str, ...] | None = None
+target_frr = 0.05
+if task == "anomaly" and dataset is not None:
+    st.header("Good parts")
+    try:
+        guessed = good_classes(dataset.classes)
+    except InspectorError:
+        guessed = []
+    ok_classes = tuple(st.multiselect("Classes of good parts", dataset.classes, default=guessed, key="ok_classes",
+                                      help="Only these images are learnt from; images of the other classes only "
+                                           "measure how many defects are caught.")) or None
+    n_good = sum(dataset.counts()[c] for c in ok_classes or ())
+    target_frr = st.slider("Reject at most this share of good parts", 0.01, 0.20, 0.05, 0.01, key="target_frr",
+                           format="%.2f", help="The threshold is set from your good images so that, on new good "
+                                               "parts, at most this share is rejected (split-conformal guarantee).")
+    best = min_guaranteed_frr(n_good)
+    st.caption(f"{n_good} good images: the lowest false-reject rate they can guarantee is {best:.1%}.")
+    if best > target_frr:
+        st.warning(f"Too few good images for {target_frr:.0%}: add at least "
+                   f"{max(0, int(round(1 / target_frr)) - 1 - n_good)} more, or accept {best:.1%}.")
+task_problem = None
+if dataset is not None:
+    try:
+        create_task(task).check_dataset(dataset, TrainConfig(task=task, ok_classes=ok_classes))
+    except InspectorError as exc:
+        task_problem = str(exc)
+        st.error(f"The dataset needs fixing before training: {task_problem}")
 
 # -- backbone -----------------------------------------------------------------------------------
 st.header("1. Backbone")
@@ -74,14 +105,16 @@ if not chosen["available_offline"]:
                    f"cannot be reached from this computer. Pick one that works offline: {offline}.")
 
 # -- strategy -----------------------------------------------------------------------------------
-st.header("2. Strategy")
-strategies = list_strategies()
-if dataset is not None:
-    smallest = min(dataset.counts().values())
-    auto_pick, why = choose_strategy(smallest, device_type())
-    st.caption(f"Recommended for your data: **auto**, which would run **{auto_pick}**: {why}.")
-strategy = st.radio("Strategy", list(strategies), key="strategy", captions=list(strategies.values()),
-                    horizontal=False)
+strategy = "auto"
+if task == "classification":
+    st.header("2. Strategy")
+    strategies = list_strategies()
+    if dataset is not None:
+        smallest = min(dataset.counts().values())
+        auto_pick, why = choose_strategy(smallest, device_type())
+        st.caption(f"Recommended for your data: **auto**, which would run **{auto_pick}**: {why}.")
+    strategy = st.radio("Strategy", list(strategies), key="strategy", captions=list(strategies.values()),
+                        horizontal=False)
 
 # -- advanced -----------------------------------------------------------------------------------
 with st.expander("Advanced settings"):
@@ -105,10 +138,11 @@ with st.expander("Advanced settings"):
              "steadier with few images, slower to predict. Untick it when orientation itself is a defect "
              "(e.g. a part mounted upside down).")
 
-can_train = dataset is not None and report is not None and report.ok and startable
+can_train = dataset is not None and task_problem is None and startable
 if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not can_train, key="train"):
     with user_errors("Starting the training"):
-        config = TrainConfig(backbone=backbone, strategy=strategy, epochs=int(epochs) or None,
+        config = TrainConfig(task=task, ok_classes=ok_classes, target_frr=float(target_frr),
+                             backbone=backbone, strategy=strategy, epochs=int(epochs) or None,
                              image_size=int(image_size) or None, augment=augment, resize_mode=resize,
                              batch_size=int(batch_size), lr=float(lr) or None, seed=int(seed),
                              any_orientation=any_orientation, name=run_name.strip() or None)
@@ -119,7 +153,8 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not
 
 # -- live view -----------------------------------------------------------------------------------
 def job_title(job: Job) -> str:
-    return job.config.name or f"{job.config.backbone} / {job.config.strategy}"
+    kind = job.config.strategy if job.config.task == "classification" else job.config.task
+    return job.config.name or f"{job.config.backbone} / {kind}"
 
 
 def show_running(job: Job) -> None:
@@ -168,6 +203,11 @@ def show_finished(job: Job) -> None:
         + " Try it on the **Inspect** page or compare it on **Compare**.")
     if summary.warning:
         st.warning(summary.warning.capitalize(), icon=":material/warning:")
+    if summary.metrics.get("frr_warning"):
+        st.warning(summary.metrics["frr_warning"], icon=":material/warning:")
+    evaluation = Run(job.run_dir).evaluation() if job.run_dir else None
+    if summary.task == "anomaly" and evaluation:
+        st.plotly_chart(charts.anomaly_histogram(evaluation, f"{title}: scores"), key=f"hist_{job.job_id}")
     with st.expander("Curves", expanded=False):
         show_chart(job.job_id, events)
 

@@ -30,11 +30,16 @@ speeds: dict[str, float] = st.session_state.setdefault("inference_ms", {})
 def table_row(info) -> dict:
     s = info.summary
     ci = s.get("val_accuracy_ci")
-    return {"name": info.name, "backbone": info.backbone, "strategy": info.strategy, "status": info.status,
+    anomaly = info.task == "anomaly"
+    return {"name": info.name, "task": info.task, "backbone": info.backbone,
+            "strategy": info.strategy, "status": info.status,
             "val accuracy": s.get("val_accuracy"),
             "95% CI": f"{ci[0]:.0%} - {ci[1]:.0%}" if ci else None,
-            "macro-F1": s.get("val_macro_f1"), "train time (s)": s.get("train_seconds"),
-            "parameters (M)": s.get("params_m"),
+            "macro-F1": s.get("val_macro_f1"),
+            "AUROC": s.get("val_auroc") if anomaly else None,
+            "false rejects (target)": s.get("target_frr") if anomaly else None,
+            "defects caught": s.get("val_detection_rate") if anomaly else None,
+            "train time (s)": s.get("train_seconds"), "parameters (M)": s.get("params_m"),
             "inference, batch of 32 (ms/image)": s.get("inference_ms_per_image"),
             "inference, one image at a time (ms)": speeds.get(info.run_id),
             "started": dt.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M"), "run id": info.run_id}
@@ -49,6 +54,9 @@ if any(interval_warning(i.summary.get("val_accuracy_ci")) for i in infos):
 st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
     "val accuracy": st.column_config.ProgressColumn("val accuracy", format="percent", min_value=0, max_value=1),
     "macro-F1": st.column_config.NumberColumn(format="%.3f"),
+    "AUROC": st.column_config.NumberColumn(format="%.3f", help="Anomaly runs: good (out of sample) vs defect images."),
+    "false rejects (target)": st.column_config.NumberColumn(format="%.2f"),
+    "defects caught": st.column_config.NumberColumn(format="%.2f", help="Share of the defect images past the threshold."),
     "inference, batch of 32 (ms/image)": st.column_config.NumberColumn(
         format="%.1f", help="Measured right after training, 32 images per batch."),
     "inference, one image at a time (ms)": st.column_config.NumberColumn(
@@ -57,7 +65,7 @@ st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
 dataset = None
 with user_errors("Reading the dataset"):
     dataset, _ = checked_dataset(ws)
-with_model = [i for i in infos if i.has_model]
+with_model = [i for i in infos if i.has_model and i.task == "classification"]
 if with_model and dataset is not None and st.button("Measure inference time", key="measure",
                                                     help="Runs each model on 8 of your images, one at a time."):
     sample = dataset.paths[:: max(1, len(dataset) // 8)][:8]
@@ -131,7 +139,14 @@ def overlaid_curves() -> None:
 if chosen:
     overlaid_curves()
     evaluations = {i.name: Run(i.path).evaluation() for i in chosen}
-    ready = {name: ev for name, ev in evaluations.items() if ev}
+    ready = {name: ev for name, ev in evaluations.items() if ev and "confusion_matrix" in ev}
+    detectors = {name: ev for name, ev in evaluations.items() if ev and "good_scores" in ev}
+    if detectors:
+        cols = st.columns(2)
+        for k, (name, ev) in enumerate(detectors.items()):
+            with cols[k % 2]:
+                st.plotly_chart(charts.anomaly_histogram(ev, name), key=f"hist_{k}")
+                st.caption(ev.get("method", ""))
     if ready:
         cols = st.columns(3)
         for k, (name, ev) in enumerate(ready.items()):

@@ -82,3 +82,27 @@ def probabilities(probs: dict[str, float], ok_classes: set[str]) -> go.Figure:
     fig.update_layout(height=40 + 26 * len(names), margin=dict(l=10, r=10, t=10, b=10),
                       xaxis=dict(range=[0, 1], tickformat=".0%"))
     return fig
+
+
+def score_histogram(good_scores: list[float], defect_scores: dict[str, list[float]], threshold: float = 0.5,
+                    title: str = "Anomaly scores") -> go.Figure:
+    """Good images' out-of-sample scores and any defect images' scores, with the threshold line."""
+    fig = go.Figure()
+    bins = dict(start=0.0, end=1.0, size=0.025)
+    fig.add_trace(go.Histogram(x=good_scores, name="good (out of sample)", xbins=bins, marker_color="#2e7d32",
+                               opacity=0.7))
+    for i, (name, scores) in enumerate(defect_scores.items()):
+        fig.add_trace(go.Histogram(x=scores, name=name, xbins=bins, opacity=0.6,
+                                   marker_color=PALETTE[(i + 1) % len(PALETTE)]))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="black", annotation_text="threshold")
+    fig.update_layout(barmode="overlay", height=320, margin=dict(l=10, r=10, t=40, b=10), title=title,
+                      xaxis=dict(range=[0, 1], title="anomaly score (0.5 = threshold)"), yaxis_title="images")
+    return fig
+
+
+def anomaly_histogram(evaluation: dict, title: str = "Anomaly scores") -> go.Figure:
+    """The histogram of an anomaly run's stored evaluation (evaluation.json)."""
+    defects: dict[str, list[float]] = {}
+    for row in evaluation.get("defects", []):
+        defects.setdefault(row["label"], []).append(row["score"])
+    return score_histogram(evaluation.get("good_scores", []), defects, 0.5, title)

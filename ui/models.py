@@ -42,3 +42,24 @@ def _overlay(run_dir: str, mtime: float, sha: str, _data: bytes) -> np.ndarray:
 def heatmap_overlay(run: RunInfo, data: bytes) -> np.ndarray:
     """The image with the model's Grad-CAM heatmap (for its predicted class) blended over it."""
     return _overlay(*_key(run), digest(data), data)
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def _anomaly(run_dir: str, mtime: float, target_frr: float, sha: str, _data: bytes) -> dict:
+    return predictor(run_dir).with_target_frr(target_frr).predict(_data).to_dict()
+
+
+def anomaly_score(run: RunInfo, data: bytes, target_frr: float) -> dict:
+    """score (0.5 = threshold), raw_score and verdict of an anomaly run at a false-reject target."""
+    return _anomaly(*_key(run), target_frr, digest(data), data)
+
+
+@st.cache_data(show_spinner=False, max_entries=300)
+def _anomaly_overlay(run_dir: str, mtime: float, target_frr: float, sha: str, _data: bytes) -> np.ndarray:
+    image = to_rgb_array(load_image(_data))
+    return overlay_heatmap(image, predictor(run_dir).with_target_frr(target_frr).heatmap(image))
+
+
+def anomaly_overlay(run: RunInfo, data: bytes, target_frr: float) -> np.ndarray:
+    """The image with its anomaly map blended over it (red where it passes the threshold)."""
+    return _anomaly_overlay(*_key(run), target_frr, digest(data), data)

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from inspector import InspectorError, JobManager, Predictor, RunInfo, RunStore
+from inspector import InspectorError, JobManager, RunInfo, RunStore, load_predictor
 from inspector.jobs import WorkRunner
 from inspector.workspace import Workspace
 
@@ -52,12 +52,12 @@ def job_manager_work() -> WorkRunner:
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=6)
-def _predictor(run_dir: str, weights_mtime: float) -> Predictor:
-    return Predictor.from_run(run_dir)
+def _predictor(run_dir: str, weights_mtime: float):
+    return load_predictor(run_dir)
 
 
-def predictor(run: RunInfo | str | Path) -> Predictor:
-    """A loaded, shared (read-only) Predictor; reloaded when the run's weights file changes."""
+def predictor(run: RunInfo | str | Path):
+    """The run's loaded, shared (read-only) predictor, of its task; reloaded when its weights change."""
     path = Path(run.path if isinstance(run, RunInfo) else run)
     weights = path / "model.safetensors"
     mtime = weights.stat().st_mtime if weights.is_file() else 0.0
@@ -69,8 +69,12 @@ def runs(ws: Workspace) -> list[RunInfo]:
 
 
 def run_label(info: RunInfo) -> str:
-    acc = info.summary.get("val_accuracy")
-    score = f", {acc:.0%}" if isinstance(acc, (int, float)) else ""
+    if info.task == "anomaly":
+        auroc = info.summary.get("val_auroc")
+        score = f", anomaly, AUROC {auroc:.2f}" if isinstance(auroc, (int, float)) else ", anomaly"
+    else:
+        acc = info.summary.get("val_accuracy")
+        score = f", {acc:.0%}" if isinstance(acc, (int, float)) else ""
     return f"{info.name} ({info.status}{score})"
 
 

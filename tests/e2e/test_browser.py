@@ -29,6 +29,7 @@ ARTIFACTS = Path(os.environ.get("INSPECTOR_SCREENSHOTS") or Path(tempfile.gettem
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 PER_CLASS = 6
+GOOD_PARTS = 12
 
 DROP_FILES_JS = """([selector, files]) => {
     const target = document.querySelectorAll(selector)[0];
@@ -81,6 +82,9 @@ def images(tmp_path_factory) -> Path:
         for path in sorted((source / "train" / label).iterdir())[:PER_CLASS]:
             shutil.copy(path, out / "train" / label)
     shutil.copytree(source / "new_parts", out / "new_parts")
+    (out / "good_parts" / "ok").mkdir(parents=True)
+    for path in sorted((source / "good_parts" / "ok").iterdir())[:GOOD_PARTS]:
+        shutil.copy(path, out / "good_parts" / "ok")
     return out
 
 
@@ -255,3 +259,43 @@ def test_data_train_inspect_in_a_browser(page, app_url, images):
     page.get_by_text("Results").first.scroll_into_view_if_needed()
     shot(page, "5_inspect")
     print(f"\nscreenshots: {ARTIFACTS}")
+
+
+def test_anomaly_model_from_good_parts_only_in_a_browser(page, app_url):
+    # Home: one click loads good parts only
+    page.goto(app_url)
+    page.get_by_role("button", name="Load good parts only (anomaly detection)").click()
+    page.get_by_text(f"Added {GOOD_PARTS} photos of good parts").first.wait_for()
+    idle(page)
+
+    # Train: "I only have good parts", the guarantee shown, then train
+    page.goto(f"{app_url}/Train")
+    page.get_by_text("What do you have?").first.wait_for()
+    idle(page)
+    page.locator('[data-testid="stRadio"] label').filter(has_text="I only have good parts").first.click()
+    idle(page)
+    page.get_by_text(f"{GOOD_PARTS} good images: the lowest false-reject rate").first.wait_for()
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Advanced settings").click()
+    field = page.locator('[data-testid="stNumberInput"]').filter(has_text="Image size").locator("input")
+    field.fill("96")
+    field.press("Enter")
+    idle(page)
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Training queued").first.wait_for()
+    page.get_by_text("completed in").first.wait_for(timeout=400_000)
+    idle(page)
+    page.get_by_text("threshold set from").first.wait_for()
+    shot(page, "6_anomaly_train")
+
+    # Inspect: scores, verdicts and anomaly maps of the sample new parts
+    page.goto(f"{app_url}/Inspect")
+    page.get_by_text("Reject at most this share of good parts").first.wait_for()
+    idle(page)
+    page.get_by_role("button", name="Use the sample new parts").click()
+    score = page.get_by_text(re.compile(r"anomaly score \d\.\d\d")).first
+    score.wait_for(timeout=120_000)
+    idle(page, 120_000)
+    assert page.get_by_text("anomaly map").count() >= 1
+    summary = page.get_by_text(re.compile(r"\d+ images: \d+ NG, \d+ OK")).first
+    summary.wait_for()
+    shot(page, "7_anomaly_inspect")

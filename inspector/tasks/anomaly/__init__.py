@@ -3,6 +3,7 @@ false-reject guarantee (calibration.py), anomaly maps (maps.py), and the task th
 the trainer (task.py, model.py) and the predictor (predictor.py)."""
 from __future__ import annotations
 
+from .calibration import min_guaranteed_frr
 from .task import AnomalyTask, good_classes
 
-__all__ = ["AnomalyTask", "good_classes"]
+__all__ = ["AnomalyTask", "good_classes", "min_guaranteed_frr"]

@@ -106,3 +106,23 @@ class AnomalyPredictor:
             box = (left / size, top / size, right / size, bottom / size)
         return normalise_map(anomaly_map(maps[0], (height, width), sigma=max(2.0, min(height, width) / 64), box=box),
                              self.scale)
+
+
+def evaluate_detection(predictor: AnomalyPredictor, paths: Sequence[Path], labels: Sequence[str],
+                       ok_classes: Sequence[str]) -> dict[str, Any]:
+    """AUROC, false-reject and detection rates at the run's threshold on labelled test images.
+
+    Images of an OK class are good; every other class is a defect."""
+    from ...evaluation import auroc
+
+    raw = predictor.score(list(paths))[0] if len(paths) else np.zeros(0)
+    good = np.array([label in set(ok_classes) for label in labels], dtype=bool)
+    flagged = raw > predictor.threshold
+    per_class = {c: float(flagged[[lab == c for lab in labels]].mean())
+                 for c in dict.fromkeys(labels) if c not in set(ok_classes)}
+    return {"task": "anomaly", "auroc": auroc(raw[good], raw[~good]),
+            "false_reject_rate": float(flagged[good].mean()) if good.any() else None,
+            "detection_rate": float(flagged[~good].mean()) if (~good).any() else None,
+            "n_good": int(good.sum()), "n_defect": int((~good).sum()),
+            "detection_rate_per_class": per_class, "threshold": predictor.threshold,
+            "target_frr": predictor.target_frr, "ok_classes": list(ok_classes)}
