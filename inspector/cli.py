@@ -229,6 +229,13 @@ def cmd_runs(args: argparse.Namespace) -> None:
 def cmd_backbones(args: argparse.Namespace) -> None:
     from .backbones import list_backbones
 
+    if args.rank:  # rank the offline backbones on the user's images before training (LogME)
+        from .commands import rank
+
+        args.data, args.backbones, args.image_sizes, args.symmetric = args.rank, None, None, False
+        rank.run(args)
+        return
+
     entries = [b for b in list_backbones() if b.available_offline or not args.offline]
     if args.json:
         _emit_json({"backbones": [b.to_dict() for b in entries]})
@@ -327,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list the curated backbones and where their weights come from")
     p.add_argument("--offline", action="store_true", help="only those that work without internet")
+    p.add_argument("--rank", default=None, metavar="DATA",
+                   help="rank the offline backbones on these images (a folder of class sub-folders or a .zip) "
+                        "by a transferability estimate (LogME), in seconds, before any training")
+    p.add_argument("--device", **device)
     p.add_argument("--json", **as_json)
     p.set_defaults(func=cmd_backbones)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -96,3 +97,66 @@ def auroc(negative_scores: Sequence[float], positive_scores: Sequence[float]) ->
         return None
     above = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(above / (pos.size * neg.size))
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class ClassificationEvaluation:
+    """A classification run's evaluation.json, typed (what the pages and the CLI read)."""
+
+    method: str
+    n_images: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    macro_f1: float
+    classes: list[str]
+    per_class: dict[str, ClassScores]
+    confusion_matrix: list[list[int]]
+    predictions: list[dict[str, str]] = field(default_factory=list)  # path, label, predicted
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    path: str
+    label: str
+    score: float
+    raw_score: float
+
+
+@dataclass(frozen=True)
+class DetectionEvaluation:
+    """An anomaly run's evaluation.json, typed: good images' out-of-sample scores, defect scores."""
+
+    method: str
+    n_good: int
+    n_defect: int
+    threshold: float
+    target_frr: float
+    val_auroc: float | None
+    val_detection_rate: float | None
+    detection_rate_per_class: dict[str, float]
+    good_scores: list[float]
+    defects: list[ScoredImage]
+
+
+def read_evaluation(data: dict[str, Any] | None) -> ClassificationEvaluation | DetectionEvaluation | None:
+    """The typed view of a stored evaluation report (None stays None)."""
+    if not data:
+        return None
+    if "good_scores" in data:
+        return DetectionEvaluation(
+            data.get("method", ""), data["n_good"], data["n_defect"], data["threshold"], data["target_frr"],
+            data.get("val_auroc"), data.get("val_detection_rate"), dict(data.get("detection_rate_per_class", {})),
+            list(data["good_scores"]), [ScoredImage(d["path"], d["label"], d["score"], d["raw_score"])
+                                        for d in data.get("defects", [])])
+    return ClassificationEvaluation(
+        data.get("method", ""), data["n_images"], data["accuracy"], tuple(data["accuracy_ci"]), data["macro_f1"],
+        list(data["classes"]), {name: ClassScores(**scores) for name, scores in data["per_class"].items()},
+        data["confusion_matrix"], list(data.get("predictions", [])))

@@ -34,6 +34,7 @@ from ._io import (
     storage_errors,
 )
 from .errors import InspectorError
+from .evaluation import ClassificationEvaluation, DetectionEvaluation, read_evaluation
 from .summary import RunSummary
 
 RUN_FILE, CONFIG_FILE, METRICS_FILE = "run.json", "config.json", "metrics.jsonl"
@@ -165,9 +166,17 @@ class Run:
             raise InspectorError(f"The model in {self.path} cannot be loaded: {exc}") from exc
 
     def evaluation(self) -> dict[str, Any] | None:
+        """The stored report as JSON (see `evaluation_report` for the typed view)."""
         try:
             return read_json(self.file(EVALUATION_FILE))
         except (FileNotFoundError, ValueError):
+            return None
+
+    def evaluation_report(self) -> ClassificationEvaluation | DetectionEvaluation | None:
+        """The stored report, typed; None when there is none or it cannot be read."""
+        try:
+            return read_evaluation(self.evaluation())
+        except (KeyError, TypeError, ValueError):
             return None
 
     # -- writing -------------------------------------------------------------------------

@@ -4,11 +4,15 @@ from __future__ import annotations
 import streamlit as st
 
 from inspector import AUGMENT_PRESETS, InspectorError, build_preview, list_backbones, resolve_preprocessing
-from inspector.data import IMAGE_EXTENSIONS
+from inspector.commands.advise import default_feature_cache
+from inspector.data import IMAGE_EXTENSIONS, discover_dataset
+from inspector.evidence.features import frozen_features
+from inspector.evidence.learning_curve import advise_from_features
+from ui.evidence import render_advice
 from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
 from ui.data import checked_dataset, rgb, thumbnail_of
-from ui.state import flash, page_setup, show_flashes, user_errors, workspace
+from ui.state import flash, job_manager_work, page_setup, show_flashes, user_errors, workspace
 
 NEW_CLASS = "+ New class..."
 PAGE_SIZE = 24
@@ -193,3 +197,34 @@ def augmentation_preview() -> None:
 
 if counts and any(counts.values()):
     augmentation_preview()
+
+
+# -- data sufficiency ---------------------------------------------------------------------------
+@st.fragment(run_every=1.0)
+def advice_panel() -> None:
+    work = job_manager_work().get("advice")
+    if work is None:
+        return
+    if not work.finished:
+        st.progress(work.fraction, text="Measuring your learning curve in the background...")
+    elif work.status == "failed":
+        st.error(f"The advice failed: {work.error}")
+    else:
+        render_advice(work.result)
+
+
+if counts and sum(1 for v in counts.values() if v) >= 2:
+    st.header("Do I need more photos?")
+    st.caption("Cross-validates the fast frozen-feature model on 25/50/75/100% of your images per class, fits a "
+               "saturating curve and extrapolates it, with its uncertainty.")
+    if st.button("Estimate what more photos would bring", key="advise"):
+        data_dir = ws.data_dir
+
+        def measure(report, stop):
+            dataset = discover_dataset(data_dir)
+            feats = frozen_features(dataset, cache_dir=default_feature_cache(),
+                                    on_batch=lambda step, steps, rate: report(0.8 * step / max(steps, 1)))
+            return advise_from_features(feats.features, feats.labels, feats.classes).to_dict()
+
+        job_manager_work().start("advice", measure)
+    advice_panel()

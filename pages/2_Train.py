@@ -7,11 +7,15 @@ from inspector import (AUGMENT_PRESETS, InspectorError, Job, Run, TrainConfig, c
                        describe_device, list_backbones, list_strategies, list_tasks)
 from inspector.tasks.anomaly import good_classes, min_guaranteed_frr
 from inspector.engine import TrainEnd
-from inspector.backbones import hub_reachable
+from inspector.evaluation import DetectionEvaluation
+from inspector.backbones import hub_reachable, offline_backbones
+from inspector.commands.advise import default_feature_cache
+from inspector.evidence.transferability import rank_backbones
+from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
 from ui import charts, live
 from ui.data import checked_dataset
-from ui.state import flash, job_manager, page_setup, runs, show_flashes, user_errors, workspace
+from ui.state import flash, job_manager, job_manager_work, page_setup, runs, show_flashes, user_errors, workspace
 
 page_setup("Train", ":material/model_training:")
 ws = workspace()
@@ -103,6 +107,38 @@ if not chosen["available_offline"]:
         offline = ", ".join(r["name"] for r in rows if r["available_offline"])
         st.warning(f"{backbone} needs its pretrained weights from the internet (Hugging Face hub), and the hub "
                    f"cannot be reached from this computer. Pick one that works offline: {offline}.")
+
+@st.fragment(run_every=1.0)
+def ranking_panel() -> None:
+    work = job_manager_work().get("ranking")
+    if work is None:
+        return
+    if not work.finished:
+        st.progress(work.fraction, text="Ranking the offline backbones on your images...")
+    elif work.status == "failed":
+        st.error(f"The ranking failed: {work.error}")
+    else:
+        render_ranking(work.result)
+
+
+if dataset is not None and task == "classification" and task_problem is None:
+    with st.expander("Which backbone should I try first?"):
+        st.caption("Ranks the offline backbones on your images by LogME (You et al., 2021), a transferability "
+                   "estimate computed from frozen features in seconds, before any training.")
+        if st.button("Rank the backbones on my images", key="rank_backbones"):
+            data_dir = ws.data_dir
+
+            def rank(report, stop):
+                candidates = offline_backbones()
+                done = []
+
+                def one_done(row):
+                    done.append(row)
+                    report(len(done) / max(len(candidates), 1))
+                return rank_backbones(data_dir, candidates, cache_dir=default_feature_cache(), on_candidate=one_done)
+
+            job_manager_work().start("ranking", rank)
+        ranking_panel()
 
 # -- strategy -----------------------------------------------------------------------------------
 strategy = "auto"
@@ -205,8 +241,8 @@ def show_finished(job: Job) -> None:
         st.warning(summary.warning.capitalize(), icon=":material/warning:")
     if summary.metrics.get("frr_warning"):
         st.warning(summary.metrics["frr_warning"], icon=":material/warning:")
-    evaluation = Run(job.run_dir).evaluation() if job.run_dir else None
-    if summary.task == "anomaly" and evaluation:
+    evaluation = Run(job.run_dir).evaluation_report() if job.run_dir else None
+    if isinstance(evaluation, DetectionEvaluation):
         st.plotly_chart(charts.anomaly_histogram(evaluation, f"{title}: scores"), key=f"hist_{job.job_id}")
     with st.expander("Curves", expanded=False):
         show_chart(job.job_id, events)

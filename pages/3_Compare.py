@@ -7,10 +7,13 @@ from pathlib import Path
 import streamlit as st
 
 from inspector import Run, RunStore
+from inspector.commands.compare import compare_runs
 from inspector.comparison import paired_predictions, time_per_image
-from inspector.evaluation import WIDE_INTERVAL, interval_warning
+from inspector.evaluation import WIDE_INTERVAL, ClassificationEvaluation, DetectionEvaluation, interval_warning
 from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
+from ui.deploy import render_export
+from ui.evidence import render_comparison
 from ui.state import (flash, job_manager, job_manager_work, page_setup, run_label, runs, show_flashes, user_errors,
                       workspace)
 
@@ -138,28 +141,47 @@ def overlaid_curves() -> None:
 
 if chosen:
     overlaid_curves()
-    evaluations = {i.name: Run(i.path).evaluation() for i in chosen}
-    ready = {name: ev for name, ev in evaluations.items() if ev and "confusion_matrix" in ev}
-    detectors = {name: ev for name, ev in evaluations.items() if ev and "good_scores" in ev}
+    evaluations = {i.name: Run(i.path).evaluation_report() for i in chosen}
+    ready = {name: ev for name, ev in evaluations.items() if isinstance(ev, ClassificationEvaluation)}
+    detectors = {name: ev for name, ev in evaluations.items() if isinstance(ev, DetectionEvaluation)}
     if detectors:
         cols = st.columns(2)
         for k, (name, ev) in enumerate(detectors.items()):
             with cols[k % 2]:
                 st.plotly_chart(charts.anomaly_histogram(ev, name), key=f"hist_{k}")
-                st.caption(ev.get("method", ""))
+                st.caption(ev.method)
     if ready:
         cols = st.columns(3)
         for k, (name, ev) in enumerate(ready.items()):
             with cols[k % len(cols)]:
-                st.plotly_chart(charts.confusion(ev["confusion_matrix"], ev["classes"], name), key=f"cm_{k}")
-                st.caption(ev.get("method", ""))
-        st.plotly_chart(charts.per_class_f1({n: {c: v["f1"] for c, v in ev["per_class"].items()}
+                st.plotly_chart(charts.confusion(ev.confusion_matrix, ev.classes, name), key=f"cm_{k}")
+                st.caption(ev.method)
+        st.plotly_chart(charts.per_class_f1({n: {c: v.f1 for c, v in ev.per_class.items()}
                                              for n, ev in ready.items()}), key="f1_bars")
     missing = [n for n, ev in evaluations.items() if not ev]
     if missing:
         st.caption(f"No evaluation yet for: {', '.join(missing)} (still training, stopped early or failed).")
 
+# -- export ---------------------------------------------------------------------------------------
+exportable = [i for i in infos if i.has_model and i.task == "classification"]
+if exportable:
+    with st.expander("Export a model for the line (ONNX bundle, checked against this app)"):
+        target = st.selectbox("Model to export", [i.run_id for i in exportable], key="export_run",
+                              format_func=lambda r: run_label(by_id[r]))
+        render_export(by_id[target].path, by_id[target].summary.get("classes"))
+
 # -- paired comparison ---------------------------------------------------------------------------
+scored = [i for i in infos if i.task == "classification" and i.summary.get("val_accuracy") is not None]
+if len(scored) >= 2:
+    st.header("Is model A really better than B?")
+    a, b = st.columns(2)
+    ids = [i.run_id for i in scored]
+    sig_a = a.selectbox("Model A", ids, key="sig_a", format_func=lambda r: run_label(by_id[r]))
+    sig_b = b.selectbox("Model B", ids, index=1, key="sig_b", format_func=lambda r: run_label(by_id[r]))
+    if sig_a != sig_b:
+        with user_errors("Comparing the two models"):
+            render_comparison(compare_runs(by_id[sig_a].path, by_id[sig_b].path, runs_dir=ws.runs_dir))
+
 st.header("Where two models disagree")
 if len(with_model) < 2 or dataset is None:
     st.info("Train at least two models to compare their predictions image by image.")

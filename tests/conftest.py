@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 def _workspace_in_tmp(tmp_path, monkeypatch):
     """The CLI and the app default to ~/DefectInspector: tests write only under tmp_path."""
     monkeypatch.setenv("INSPECTOR_WORKSPACE", str(tmp_path / "default-workspace"))
+    monkeypatch.setenv("INSPECTOR_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="session")

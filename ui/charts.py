@@ -100,9 +100,9 @@ def score_histogram(good_scores: list[float], defect_scores: dict[str, list[floa
     return fig
 
 
-def anomaly_histogram(evaluation: dict, title: str = "Anomaly scores") -> go.Figure:
-    """The histogram of an anomaly run's stored evaluation (evaluation.json)."""
+def anomaly_histogram(evaluation, title: str = "Anomaly scores") -> go.Figure:
+    """The histogram of an anomaly run's DetectionEvaluation."""
     defects: dict[str, list[float]] = {}
-    for row in evaluation.get("defects", []):
-        defects.setdefault(row["label"], []).append(row["score"])
-    return score_histogram(evaluation.get("good_scores", []), defects, 0.5, title)
+    for image in evaluation.defects:
+        defects.setdefault(image.label, []).append(image.score)
+    return score_histogram(evaluation.good_scores, defects, 0.5, title)
