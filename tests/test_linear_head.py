@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspector.tasks.classification.linear import ABSENT_CLASS_LOGIT, _fit_lda, _scaled, choose_temperature, fit_linear_head, log_loss
+from inspector.tasks.classification.linear import ABSENT_CLASS_LOGIT, fit_lda, _scaled, choose_temperature, fit_linear_head, log_loss
 
 
 def _blobs(n_per_class: int, n_classes: int, dim: int, separation: float, seed: int, draw: int = 0):
@@ -27,7 +27,7 @@ def test_head_classifies_unseen_samples_with_better_probabilities_than_raw_lda()
     head = fit_linear_head(x, y, 4, seed=0)
     accuracy = (head.logits(x_test).argmax(1) == y_test).mean()
     assert 0.5 < accuracy < 1.0  # overlapping classes: well above chance (0.25), not perfect
-    raw_weight, raw_bias = _fit_lda(x, y, 4)
+    raw_weight, raw_bias = fit_lda(x, y, 4)
     raw_logits = x_test @ raw_weight.T + raw_bias
     assert (raw_logits.argmax(1) == head.logits(x_test).argmax(1)).all()  # a temperature never flips a vote
     # Raw LDA is near-certain and often wrong; the fitted temperature gives a lower log-loss.
@@ -45,14 +45,14 @@ def test_fast_solver_gives_scikit_learns_shrinkage_lda(n_images, n_features, n_c
     offsets = rng.gamma(1.0, size=n_features)  # uneven feature scales, like pooled activations
     features = rng.normal(size=(n_images, n_features)) + 0.5 * labels[:, None] + offsets
     unseen = rng.normal(size=(25, n_features)) + offsets
-    weight, bias = _fit_lda(features, labels, n_classes)
+    weight, bias = fit_lda(features, labels, n_classes)
     reference = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(features, labels)
     np.testing.assert_allclose(_softmax(unseen @ weight.T + bias), reference.predict_proba(unseen), atol=1e-8)
 
 
 def test_a_class_without_training_rows_is_never_predicted():
     x, y = _blobs(6, 3, 40, separation=5.0, seed=3)
-    weight, bias = _fit_lda(x[y < 2], y[y < 2], n_classes=3)
+    weight, bias = fit_lda(x[y < 2], y[y < 2], n_classes=3)
     assert np.isnan(bias[2]) and not weight[2].any()
     head = fit_linear_head(x[y < 2], y[y < 2], 3, seed=0)
     assert head.bias[2] == pytest.approx(ABSENT_CLASS_LOGIT)
@@ -64,7 +64,7 @@ def test_one_or_two_images_per_class_still_give_a_finite_head():
     # within-class variance is zero, which once made the solve singular (LinAlgError).
     rng = np.random.default_rng(6)
     features = rng.random((3, 300)) + np.array([[0.0], [1.0], [1.0]])
-    weight, bias = _fit_lda(features, np.array([0, 1, 1]), 2)
+    weight, bias = fit_lda(features, np.array([0, 1, 1]), 2)
     assert np.isfinite(weight).all() and np.isfinite(bias).all()
     assert ((features @ weight.T + bias).argmax(1) == [0, 1, 1]).all()
     head = fit_linear_head(np.repeat(features, 2, axis=0), np.array([0, 0, 1, 1, 1, 1]), 2, seed=0)
@@ -77,7 +77,7 @@ def test_temperature_follows_the_final_models_scale_with_five_images_per_class(s
     # temperature that suits them is rescaled to the final model, which improves its log-loss.
     x, y = _blobs(5, 6, 600, separation=8.0, seed=seed)
     x_test, y_test = _blobs(200, 6, 600, separation=8.0, seed=seed, draw=1)
-    weight, bias = _fit_lda(x, y, 6)
+    weight, bias = fit_lda(x, y, 6)
     fold_temperature = choose_temperature(x, y, 6, seed=0)
     rescaled = choose_temperature(x, y, 6, seed=0, final_weight=weight)
     assert rescaled < fold_temperature

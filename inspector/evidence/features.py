@@ -23,10 +23,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InspectorError
+from ..tasks.classification.linear import fit_lda
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 DEFAULT_SIZES_FILE = "default_sizes.json"  # backbone -> its default input size, beside the cache
-VARIANCE_FLOOR = 1e-3  # as in tasks/classification/linear.py
 _MODELS: dict[tuple, object] = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -187,59 +187,11 @@ def _remember_size(cache: Path, backbone: str, size: int) -> None:
         pass
 
 
-def ledoit_wolf_shrinkage_gram(x: np.ndarray) -> float:
-    """scikit-learn's ledoit_wolf_shrinkage(x, assume_centered=True), from the n x n Gram matrix.
-
-    scikit-learn forms d x d blocks (O(n d^2): 0.2-0.4 s per class at d = 1752 on a busy CPU);
-    the same two sums come from X X' and the row sums of X**2 in O(n^2 d), about 1000x faster here.
-    """
-    n, d = x.shape
-    squared = x ** 2
-    trace = squared.sum(0) / n
-    mu = trace.sum() / d
-    delta_ = float(((x @ x.T) ** 2).sum()) / n ** 2  # sum of squared entries of X'X, / n^2
-    beta_ = float((squared.sum(1) ** 2).sum())  # sum of all entries of (X**2)'(X**2)
-    beta = (beta_ / n - delta_) / (d * n)
-    delta = (delta_ - 2.0 * mu * trace.sum() + d * mu ** 2) / d
-    beta = min(beta, delta)
-    return 0.0 if beta == 0 else float(beta / delta)
-
-
 def lda_fit(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The linear probe's shrinkage LDA (tasks/classification/linear.py `_fit_lda`), weights and biases.
-
-    The same model and the same Woodbury solve, with the Ledoit-Wolf shrinkage computed from the Gram
-    matrix (see ledoit_wolf_shrinkage_gram): 0.01 s instead of about 2 s per fit for 48 images x 1752
-    features, which makes a cross-validated learning curve (over 100 fits) an answer in seconds.
-    tests/test_evidence.py checks that it predicts what `_fit_lda` predicts. A class without
-    training rows gets a NaN bias (never predicted).
-    """
-    x = np.asarray(features, dtype=np.float64)
-    labels = np.asarray(labels)
-    present, counts = np.unique(labels, return_counts=True)
-    priors = counts / counts.sum()
-    means, low_rank, diagonal = [], [], np.zeros(x.shape[1])
-    for c, n_c, prior in zip(present, counts, priors):
-        rows = x[labels == c]
-        centred = rows - rows.mean(0)
-        variance = centred.var(0)
-        scale = np.where(variance > 0, np.sqrt(variance), 1.0)
-        shrinkage = ledoit_wolf_shrinkage_gram(centred / scale) if n_c > 1 else 1.0
-        shrinkage = float(shrinkage) if np.isfinite(shrinkage) else 1.0
-        means.append(rows.mean(0))
-        low_rank.append(np.sqrt(prior * (1 - shrinkage) / n_c) * centred)
-        diagonal += prior * shrinkage * variance
-    means, z = np.stack(means), np.concatenate(low_rank)
-    overall = float(x.var(0).mean())
-    diagonal = np.maximum(diagonal, VARIANCE_FLOOR * (overall if overall > 0 else 1.0))
-    d_inv_means = means / diagonal
-    inner = np.eye(len(z)) + (z / diagonal) @ z.T
-    coef = d_inv_means - np.linalg.solve(inner, z @ d_inv_means.T).T @ (z / diagonal)
-    intercept = -0.5 * np.einsum("kd,kd->k", means, coef) + np.log(priors)
-    weight = np.zeros((n_classes, x.shape[1]))
-    bias = np.full(n_classes, np.nan)
-    weight[present], bias[present] = coef, intercept
-    return weight, bias
+    """The linear probe's shrinkage LDA (tasks/classification/linear.py), weights and biases: with the
+    Ledoit-Wolf shrinkage from the Gram matrix it takes about 0.01 s per fit, so a cross-validated
+    learning curve (over 100 fits) is an answer in seconds. A class without rows gets a NaN bias."""
+    return fit_lda(np.asarray(features, dtype=np.float64), np.asarray(labels), n_classes)
 
 
 def lda_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int) -> np.ndarray:

@@ -343,7 +343,7 @@ def _class_advice(curve: LearningCurve, c: int, at: int, recall: np.ndarray, boo
     interval = _quantiles(preds, level)
     gain_low, gain_high = _quantiles(gains, level)
     if extra == 0:
-        status, extra_text = "plateaued" if gain_high < PLATEAU_GAIN else "uncertain", ""
+        status = "plateaued" if gain_high < PLATEAU_GAIN else "uncertain"
     elif now >= 0.98 or gain_high < PLATEAU_GAIN:
         status, extra = "plateaued", 0
     elif gain_low >= LIKELY_GAIN:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.model_selection import StratifiedKFold
 
 VARIANCE_FLOOR = 1e-3
@@ -32,7 +31,25 @@ class LinearHead:
         return features @ self.weight.T + self.bias
 
 
-def _fit_lda(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def ledoit_wolf_shrinkage_gram(x: np.ndarray) -> float:
+    """scikit-learn's ledoit_wolf_shrinkage(x, assume_centered=True), from the n x n Gram matrix.
+
+    scikit-learn forms d x d blocks (O(n d^2): 0.2-0.4 s per class at d = 1752 on a busy CPU);
+    the same two sums come from X X' and the row sums of X**2 in O(n^2 d), about 1000x faster here.
+    """
+    n, d = x.shape
+    squared = x ** 2
+    trace = squared.sum(0) / n
+    mu = trace.sum() / d
+    delta_ = float(((x @ x.T) ** 2).sum()) / n ** 2  # sum of squared entries of X'X, / n^2
+    beta_ = float((squared.sum(1) ** 2).sum())  # sum of all entries of (X**2)'(X**2)
+    beta = (beta_ / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * trace.sum() + d * mu ** 2) / d
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else float(beta / delta)
+
+
+def fit_lda(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Weights and biases of shrinkage LDA, one row per class (NaN bias: no training rows).
 
     The same model as scikit-learn's LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"):
@@ -50,7 +67,7 @@ def _fit_lda(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[
         centred = rows - rows.mean(0)
         variance = centred.var(0)
         scale = np.where(variance > 0, np.sqrt(variance), 1.0)
-        shrinkage = ledoit_wolf_shrinkage(centred / scale, assume_centered=True) if n_c > 1 else 1.0
+        shrinkage = ledoit_wolf_shrinkage_gram(centred / scale) if n_c > 1 else 1.0
         shrinkage = float(shrinkage) if np.isfinite(shrinkage) else 1.0
         means.append(rows.mean(0))
         low_rank.append(np.sqrt(prior * (1 - shrinkage) / n_c) * centred)
@@ -98,7 +115,7 @@ def choose_temperature(features: np.ndarray, labels: np.ndarray, n_classes: int,
     if folds < 2:
         return 1.0
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    fitted = [(val_idx, _fit_lda(features[train_idx], labels[train_idx], n_classes))
+    fitted = [(val_idx, fit_lda(features[train_idx], labels[train_idx], n_classes))
               for train_idx, val_idx in splitter.split(features, labels)]
 
     def out_of_fold_loss(log_temperature: float) -> float:
@@ -120,7 +137,7 @@ def fit_linear_head(features: np.ndarray, labels: np.ndarray, n_classes: int, *,
                     seed: int) -> LinearHead:
     """Shrinkage LDA on all rows, with the temperature chosen by stratified cross-validation."""
     features = np.asarray(features, dtype=np.float64)
-    weight, bias = _fit_lda(features, labels, n_classes)
+    weight, bias = fit_lda(features, labels, n_classes)
     temperature = choose_temperature(features, labels, n_classes, seed, final_weight=weight)
     weight, bias = _scaled(weight, bias, temperature)
     return LinearHead(weight, bias, temperature)
