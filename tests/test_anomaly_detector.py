@@ -39,7 +39,7 @@ def images():
 
 @pytest.fixture(scope="module")
 def fitted(images):
-    return PatchDetector(DetectorConfig(image_size=SIZE, max_bank=300, batch_size=8)).fit(images["train"])
+    return PatchDetector(DetectorConfig(image_size=SIZE, max_bank=300, coreset_ratio=1.0, batch_size=8)).fit(images["train"])
 
 
 # -- detector --------------------------------------------------------------------------------
@@ -99,8 +99,8 @@ def test_symmetric_bank_covers_turned_parts():
     rng = np.random.default_rng(3)
     train = [texture(rng) for _ in range(2)]
     turned = [np.ascontiguousarray(np.rot90(texture(rng))) for _ in range(2)]  # stripes now run across
-    plain = PatchDetector(DetectorConfig(image_size=SIZE, max_bank=100_000)).fit(train)
-    sym = PatchDetector(DetectorConfig(image_size=SIZE, max_bank=100_000, symmetric=True)).fit(train)
+    plain = PatchDetector(DetectorConfig(image_size=SIZE, max_bank=100_000, coreset_ratio=1.0)).fit(train)
+    sym = PatchDetector(DetectorConfig(image_size=SIZE, max_bank=100_000, coreset_ratio=1.0, symmetric=True)).fit(train)
     assert sym.memory_bank_.shape[0] == 8 * plain.memory_bank_.shape[0]
     assert sym.score(turned)[0].max() < plain.score(turned)[0].min()
 
