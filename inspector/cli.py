@@ -37,6 +37,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .training import train
 
     config = TrainConfig(task=args.task, ok_classes=_class_list(args.ok_classes), target_frr=args.target_frr,
+                         symmetric_bank=args.symmetric_bank,
                          backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "normal, nominal, free or pass, or the only class)")
     p.add_argument("--target-frr", type=float, default=0.05,
                    help="anomaly: reject at most this share of good parts (default: %(default)s)")
+    p.add_argument("--symmetric-bank", action="store_true",
+                   help="anomaly: also remember the 8 flips and quarter turns of every good image (parts that "
+                        "lie any way round; 8x the fitting work)")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)")
     p.add_argument("--strategy", default="auto", help="auto, linear_probe, fine_tune, ... (default: auto)")
     p.add_argument("--epochs", type=int, default=None,

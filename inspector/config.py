@@ -49,6 +49,9 @@ class TrainConfig:
     # false-reject rate the threshold promises on new good parts.
     ok_classes: tuple[str, ...] | None = None
     target_frr: float = 0.05
+    # Anomaly task: add the 8 flips and quarter turns of every good image to the memory bank (parts that
+    # lie any way round; 8x the fitting work, not measured on real data yet, so off by default).
+    symmetric_bank: bool = False
 
     def __post_init__(self) -> None:
         problems = []

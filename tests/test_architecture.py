@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("inspector.backbones", "inspector.models", "inspector.augment", "inspector.heatmap")),
     ("engine", ("inspector.engine",)),
     ("tasks", ("inspector.tasks",)),
-    ("runs and inference", ("inspector.runs", "inspector.inference", "inspector.training", "inspector.reports",
+    ("runs and inference", ("inspector.runs", "inspector.inference", "inspector.training", "inspector.reports", "inspector.gate",
                             "inspector.comparison", "inspector.evidence", "inspector.deploy")),
     ("jobs", ("inspector.jobs", "inspector.workspace")),
     ("front ends", ("inspector.cli", "inspector.commands", "inspector.__main__")),

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ...augment import Preprocessing, letterbox_box
+from ...augment import letterbox_box
 from ...errors import InspectorError
 from ..classification.predictor import ImageInput, as_rgb_array
 from .calibration import ScoreScale, calibrate, frr_guarantee_message
@@ -46,7 +46,7 @@ class AnomalyPredictor:
         self.recipe = recipe
         self.classes = list(recipe.get("classes", []))
         self.ok_classes = list(recipe.get("ok_classes", []))
-        self.preprocessing = Preprocessing.from_dict(recipe["preprocessing"])
+        self.preprocessing = model.detector.preprocessing  # the detector's own input size and resize
         self.target_frr = float(target_frr if target_frr is not None else recipe.get("target_frr", 0.05))
         self.scale: ScoreScale = calibrate(model.calibration_scores_, self.target_frr)
         self.run_dir = run_dir
