@@ -12,7 +12,7 @@ from ui.evidence import render_advice
 from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
 from ui.data import checked_dataset, rgb, thumbnail_of
-from ui.state import flash, job_manager_work, page_setup, show_flashes, user_errors, workspace
+from ui.state import flash, job_manager_work, page_setup, show_flashes, show_work, user_errors, workspace
 
 NEW_CLASS = "+ New class..."
 PAGE_SIZE = 24
@@ -202,15 +202,7 @@ if counts and any(counts.values()):
 # -- data sufficiency ---------------------------------------------------------------------------
 @st.fragment(run_every=1.0)
 def advice_panel() -> None:
-    work = job_manager_work().get("advice")
-    if work is None:
-        return
-    if not work.finished:
-        st.progress(work.fraction, text="Measuring your learning curve in the background...")
-    elif work.status == "failed":
-        st.error(f"The advice failed: {work.error}")
-    else:
-        render_advice(work.result)
+    show_work("advice", "Measuring your learning curve in the background...", render_advice, "The advice failed")
 
 
 if counts and sum(1 for v in counts.values() if v) >= 2:

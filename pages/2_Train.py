@@ -15,7 +15,8 @@ from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
 from ui import charts, live
 from ui.data import checked_dataset
-from ui.state import flash, job_manager, job_manager_work, page_setup, runs, show_flashes, user_errors, workspace
+from ui.state import (flash, job_manager, job_manager_work, page_setup, runs, show_flashes, show_work, user_errors,
+                      workspace)
 
 page_setup("Train", ":material/model_training:")
 ws = workspace()
@@ -110,15 +111,7 @@ if not chosen["available_offline"]:
 
 @st.fragment(run_every=1.0)
 def ranking_panel() -> None:
-    work = job_manager_work().get("ranking")
-    if work is None:
-        return
-    if not work.finished:
-        st.progress(work.fraction, text="Ranking the offline backbones on your images...")
-    elif work.status == "failed":
-        st.error(f"The ranking failed: {work.error}")
-    else:
-        render_ranking(work.result)
+    show_work("ranking", "Ranking the offline backbones on your images...", render_ranking, "The ranking failed")
 
 
 if dataset is not None and task == "classification" and task_problem is None:

@@ -14,8 +14,8 @@ from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
 from ui.deploy import render_export
 from ui.evidence import render_comparison
-from ui.state import (flash, job_manager, job_manager_work, page_setup, run_label, runs, show_flashes, user_errors,
-                      workspace)
+from ui.state import (flash, job_manager, job_manager_work, page_setup, run_label, runs, show_flashes, show_work,
+                      user_errors, workspace)
 
 page_setup("Compare", ":material/compare:")
 ws = workspace()
@@ -199,18 +199,7 @@ if st.button("Compare predictions", key="pair_go", disabled=run_a == run_b):
         by_id[run_a].path, by_id[run_b].path, samples, on_progress=report, stop_event=stop))
 
 
-@st.fragment(run_every=1.0)
-def disagreement_gallery() -> None:
-    work = job_manager_work().get(work_key)
-    if work is None:
-        return
-    if not work.finished:
-        st.progress(work.fraction, text="Running both models on the images (in the background)...")
-        return
-    if work.status == "failed":
-        st.error(f"Comparing failed: {work.error}")
-        return
-    rows = work.result
+def show_disagreements(rows: list[dict]) -> None:
     differ = [r for r in rows if r["a"] != r["b"]]
     m1, m2, m3 = st.columns(3)
     m1.metric("Images", len(rows))
@@ -227,6 +216,12 @@ def disagreement_gallery() -> None:
             mark = lambda label: "✅" if label == r["true"] else "❌"  # noqa: E731
             st.caption(f"**{Path(r['path']).name}** (labeled {r['true']})  \n"
                        f"A: {r['a']} {r['pa']:.0%} {mark(r['a'])}  \nB: {r['b']} {r['pb']:.0%} {mark(r['b'])}")
+
+
+@st.fragment(run_every=1.0)
+def disagreement_gallery() -> None:
+    show_work(work_key, "Running both models on the images (in the background)...", show_disagreements,
+              "Comparing failed")
 
 
 disagreement_gallery()

@@ -33,7 +33,7 @@ def anomaly_run(parts, tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     shutil.copytree(parts / "train", data, dirs_exist_ok=True)
     for path in sorted((parts / "good_parts" / "ok").iterdir())[:20]:
-        shutil.copy(path, data / "ok")
+        shutil.copy(path, data / "ok" / f"extra_{path.name}")  # train/ok uses the same names
     return train(data, TrainConfig(**FAST), runs_dir=tmp_path_factory.mktemp("runs"))
 
 

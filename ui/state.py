@@ -99,3 +99,16 @@ def flash(message: str, kind: str = "success") -> None:
 def show_flashes() -> None:
     for kind, message in st.session_state.pop("_flash", []):
         getattr(st, kind)(message)
+
+
+def show_work(key: str, running_text: str, show_result, failed_text: str = "It failed") -> None:
+    """Draw a background Work's state: progress while it runs, its error, or its result."""
+    work = job_manager_work().get(key)
+    if work is None:
+        return
+    if not work.finished:
+        st.progress(work.fraction, text=running_text)
+    elif work.status == "failed":
+        st.error(f"{failed_text}: {work.error}")
+    else:
+        show_result(work.result)
