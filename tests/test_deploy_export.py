@@ -169,8 +169,7 @@ def test_export_cli_json_and_refuses_a_foreign_folder(tiny_run, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_openvino_bundle_where_openvino_is_installed(tiny_run, tmp_path):
-    pytest.importorskip("openvino")
+def test_openvino_bundle(tiny_run, tmp_path):
     from inspector.deploy.bundle import export_bundle
 
     result = export_bundle(tiny_run.run_dir, tmp_path / "ov", "openvino", max_diff=1e-3)

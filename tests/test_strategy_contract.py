@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from inspector import Predictor, RunStore, Strategy, TrainConfig, register_strategy, train
-from inspector.engine import EpochEnd, FitOutcome, StepEnd
+from inspector.engine import EpochEnd, FeatureCache, FitOutcome, StepEnd
 from inspector.errors import InspectorError
 from inspector.tasks.classification import STRATEGIES
 
@@ -56,8 +56,9 @@ def check_stops_within_a_batch(strategy: str, data, tmp_path) -> None:
                 after_stop.append(event)
             stop.set()
 
+    # A fresh feature cache: with the images' features already cached there would be no batch to stop in.
     result = train(data, TrainConfig(strategy=strategy, epochs=30, **FAST), runs_dir=tmp_path,
-                   callbacks=[stop_at_first_batch], stop_event=stop)
+                   callbacks=[stop_at_first_batch], stop_event=stop, feature_cache=FeatureCache())
     assert result.status == "stopped"
     assert len(after_stop) <= 1, f"{strategy} ran {len(after_stop)} batches after the stop request"
     assert RunStore(tmp_path).list_runs()[0].status == "stopped"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import InspectorError
-from .context import FitContext, FitOutcome
+from .context import FitContext, FitOutcome, TrainingStopped
 from .loaders import ImageSet
 
 SaveModel = Callable[[torch.nn.Module, int, "float | None"], None]  # (model, epoch, val_accuracy)
@@ -38,13 +38,6 @@ class PlanResult:
     outputs: np.ndarray  # one row per evaluated image (class probabilities, or a task's scores)
 
 
-def _checked(strategy: Fittable, outcome: FitOutcome) -> FitOutcome:
-    if outcome.best_epoch is None and not outcome.stopped:
-        raise InspectorError(f"Strategy '{strategy.name}' finished without a model; this is a bug in the "
-                             "strategy (its fit must return the fitted model and its best epoch).")
-    return outcome
-
-
 class _KeptModelSaver:
     """Saves the kept model: on each improvement during the fit, and once after it unless the
     best epoch was already saved (so every fitted model is on disk exactly once per epoch)."""
@@ -61,6 +54,20 @@ class _KeptModelSaver:
             self(outcome.model, outcome.best_epoch, None)
 
 
+def _fit(strategy: Fittable, model: torch.nn.Module, train: ImageSet, val: ImageSet | None, ctx: FitContext,
+         saver: _KeptModelSaver | None = None) -> FitOutcome:
+    """strategy.fit, with the contract enforced: a stop may surface as TrainingStopped (then the last
+    checkpoint, if any, is the kept model), and a completed fit must return a model."""
+    try:
+        outcome = strategy.fit(model, train, val, ctx)
+    except TrainingStopped:
+        return FitOutcome(model, saver.saved_epoch if saver else None, None, stopped=True)
+    if outcome.best_epoch is None and not outcome.stopped:
+        raise InspectorError(f"Strategy '{strategy.name}' finished without a model; this is a bug in the "
+                             "strategy (its fit must return the fitted model and its best epoch).")
+    return outcome
+
+
 def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, plan, ctx: FitContext,
                   save: SaveModel, *, cross_validate: bool = True) -> PlanResult:
     """Hold-out: fit on the train part, evaluate on the rest. Cross-validation: fit the kept model on
@@ -71,7 +78,7 @@ def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, 
     if plan.mode == "holdout":
         train_idx, val_idx = plan.folds[0]
         val = images.subset(val_idx) if len(val_idx) else None
-        outcome = _checked(strategy, strategy.fit(model, images.subset(train_idx), val, kept_ctx))
+        outcome = _fit(strategy, model, images.subset(train_idx), val, kept_ctx, saver)
         saver.after_fit(outcome)
         status = "stopped" if outcome.stopped else "completed"
         if outcome.best_epoch is None or outcome.val_probabilities is None:
@@ -79,7 +86,7 @@ def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, 
         return PlanResult(status, outcome.best_epoch, np.asarray(val_idx), outcome.val_probabilities)
 
     initial = copy.deepcopy(model.state_dict()) if cross_validate else None  # each fold starts from here
-    outcome = _checked(strategy, strategy.fit(model, images, None, kept_ctx))
+    outcome = _fit(strategy, model, images, None, kept_ctx, saver)
     saver.after_fit(outcome)
     if outcome.stopped or not cross_validate:
         return PlanResult("stopped" if outcome.stopped else "completed", outcome.best_epoch, none, np.zeros((0, 0)))
@@ -88,7 +95,7 @@ def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, 
         fold_model = copy.deepcopy(model)
         fold_model.load_state_dict(initial)
         fold_ctx = ctx.for_fold(f"{k}/{len(plan.folds)}")
-        fold = _checked(strategy, strategy.fit(fold_model, images.subset(train_idx), images.subset(val_idx), fold_ctx))
+        fold = _fit(strategy, fold_model, images.subset(train_idx), images.subset(val_idx), fold_ctx)
         if fold.val_probabilities is not None:
             evaluated.extend(val_idx)
             outputs.append(fold.val_probabilities)

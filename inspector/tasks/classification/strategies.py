@@ -31,7 +31,8 @@ class Strategy:
       whose model holds the weights to keep, `best_epoch` (None only if stopped before any
       epoch ended) and, when `val` is given, one row of class probabilities per validation image.
     - It reports progress through `ctx.emit` (StepEnd/EpochEnd, one EpochEnd per epoch) and calls
-      `ctx.check_stop()` at least once per batch; a stop is returned as `stopped=True`.
+      `ctx.check_stop()` at least once per batch. The TrainingStopped it raises may simply propagate
+      (the trainer then keeps the last checkpoint), or the strategy returns `stopped=True` itself.
     - It never writes files: the trainer saves the kept model after `fit` returns, handles the
       folds (a fresh `ctx` per fold) and the final model. Engine loops may call `ctx.checkpoint`
       when the kept weights improve, so a crash mid-training still leaves a model.
