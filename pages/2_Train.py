@@ -45,7 +45,8 @@ if dataset is None:
     st.info("There are no images to train on yet. Add images on the **Data** page, "
             "or load the sample data on the **Home** page.")
 else:
-    st.caption(f"Dataset: {len(dataset)} images in {len(dataset.classes)} classes "
+    st.caption(f"Dataset: {len(dataset)} images in {len(dataset.classes)} "
+               f"{'class' if len(dataset.classes) == 1 else 'classes'} "
                f"({', '.join(f'{k} {v}' for k, v in dataset.counts().items())}).")
 
 progress_area = st.container()
