@@ -168,3 +168,37 @@ def test_train_compare_and_inspect(env):
     assert inspect.get("download_button")
     inspect.slider(key="threshold").set_value(0.95).run()
     no_exceptions(inspect)
+
+
+def wait_for_work(at: AppTest, key: str, limit_s: float = 300) -> None:
+    from ui.state import job_manager_work
+
+    deadline = time.monotonic() + limit_s
+    while not job_manager_work().get(key).finished:
+        assert time.monotonic() < deadline, f"background work {key} did not finish in time"
+        time.sleep(1)
+    at.run()
+    no_exceptions(at)
+    assert job_manager_work().get(key).status == "completed", job_manager_work().get(key).error
+
+
+def test_evidence_on_the_pages(env):
+    """Compare says whether A is really better than B; Data estimates what more photos would bring."""
+    from inspector import TrainConfig, train
+
+    env.load_sample_data()
+    for seed in (1, 2):  # two runs of one configuration: the test should find no real difference
+        train(env.data_dir, TrainConfig(strategy="linear_probe", image_size=64, seed=seed, max_folds=3,
+                                        any_orientation=False, name=f"probe {seed}"), runs_dir=env.runs_dir)
+    compare = page("pages/3_Compare.py").run()
+    no_exceptions(compare)
+    verdicts = [s.value for s in [*compare.success, *compare.info]
+                if "no significant difference" in s.value.lower() or "better than" in s.value]
+    assert len(verdicts) == 1, [s.value for s in [*compare.success, *compare.info]]
+
+    data = page("pages/1_Data.py").run()
+    charts_before = len(data.get("plotly_chart"))
+    data.button(key="advise").click().run()
+    no_exceptions(data)
+    wait_for_work(data, "advice")
+    assert len(data.get("plotly_chart")) == charts_before + 1, "the learning-curve plot is drawn"

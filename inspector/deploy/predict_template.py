@@ -298,7 +298,9 @@ def main(argv=None) -> int:
     for item in result["skipped"]:
         print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     if not result["predictions"]:
-        print("error: no readable image to predict.", file=sys.stderr)
+        reasons = "; ".join(f"{item['path']}: {item['reason']}" for item in result["skipped"][:3])
+        print(f"error: no readable image to predict ({reasons or 'no image given'}; paths are relative to "
+              f"{os.getcwd()}).", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
