@@ -202,3 +202,19 @@ def test_evidence_on_the_pages(env):
     no_exceptions(data)
     wait_for_work(data, "advice")
     assert len(data.get("plotly_chart")) == charts_before + 1, "the learning-curve plot is drawn"
+
+
+def test_backbone_ranking_on_the_train_page(env):
+    from inspector.backbones import offline_backbones
+
+    env.load_sample_data()
+    train = page("pages/2_Train.py").run()
+    train.button(key="rank_backbones").click().run()
+    no_exceptions(train)
+    wait_for_work(train, "ranking")
+    from ui.state import job_manager_work
+
+    rows = job_manager_work().get("ranking").result
+    assert [r["rank"] for r in rows] == list(range(1, len(offline_backbones()) + 1))
+    assert {r["backbone"] for r in rows} == set(offline_backbones())
+    assert any("LogME" in c.value for c in train.caption)
