@@ -29,6 +29,9 @@ sys.path.insert(0, str(REPO))
 from inspector.data import discover_dataset, stratified_holdout  # noqa: E402
 from inspector.evidence.features import frozen_features, lda_predict  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from few_shot import balanced_test  # noqa: E402 - the few-shot benchmark's own test draw
+
 SHARED = REPO.parent / "shared" / "datasets"
 MAGNETIC_TILE = SHARED / "magnetic-tile"
 SAMPLE_DATA = REPO / "sample_data" / "train"
@@ -37,16 +40,6 @@ BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_
 
 def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
-
-
-def balanced_test(labels: np.ndarray, candidates: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """The few-shot benchmark's test set (same draw as benchmarks/few_shot.py)."""
-    rng = np.random.default_rng(seed + 1000)
-    chosen = []
-    for c in np.unique(labels):
-        pool = candidates[labels[candidates] == c]
-        chosen.extend(rng.choice(pool, min(per_class, len(pool)), replace=False))
-    return np.array(sorted(chosen))
 
 
 def magnetic_splits(labels: np.ndarray, seeds: int, shots: int = 20, test_per_class: int = 50):

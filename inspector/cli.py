@@ -68,7 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     predictor = load_predictor(args.run_dir, device=args.device)
     dataset = discover_dataset(args.data, extract_dir=args.scratch)
-    if getattr(predictor, "task", "classification") == "anomaly":
+    if predictor.task == "anomaly":
         report = _evaluate_anomaly(predictor, dataset, args)
     else:
         report = _evaluate_classifier(predictor, dataset, args)
@@ -158,7 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = load_predictor(args.run_dir, device=args.device, compile=args.compile)
     kept, images, skipped = _read_images(args.images)
-    if getattr(predictor, "task", "classification") == "anomaly":
+    if predictor.task == "anomaly":
         if args.target_frr is not None:
             predictor = predictor.with_target_frr(args.target_frr)
         classifier = Predictor.from_run(args.classifier, device=args.device) if args.classifier else None

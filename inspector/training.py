@@ -13,7 +13,7 @@ import numpy as np
 import timm
 import torch
 
-from .augment import build_transform, resolve_preprocessing
+from .augment import resolve_preprocessing
 from .backbones import check_backbone_name
 from .config import TrainConfig
 from .data import LabeledDataset, discover_dataset
@@ -22,8 +22,7 @@ from .engine.context import FitContext
 from .engine.device import describe_device, prepare_model, resolve_device
 from .engine.events import CheckpointSaved, Event, TrainEnd, TrainFailed, TrainStart
 from .engine.features import FeatureCache
-from .engine.loaders import ImageSet, load_image_set
-from .engine.predict import predict_probabilities
+from .engine.loaders import load_image_set
 from .engine.trainer import fit_with_plan
 from .errors import InspectorError
 from .runs import Run, RunStore
@@ -131,7 +130,7 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
         fitted = fit_with_plan(strategy, model, images, plan, ctx, save, cross_validate=config.cross_validate)
         evaluation = task.evaluate(dataset, fitted.evaluated, fitted.outputs, model, plan, resolved)
         has_model = fitted.best_epoch is not None
-        inference_ms = _inference_ms(model, images, prep, device) if has_model and task.name == "classification" else None
+        inference_ms = task.inference_ms(model, images, prep, device) if has_model else None
     except InspectorError as exc:
         _fail(run, emit, str(exc), user_error=True)
         raise
@@ -162,11 +161,3 @@ def _fail(run: Run, emit, message: str, *, user_error: bool) -> None:
         emit(TrainFailed(run.run_id, message=message, user_error=user_error))
     except OSError:
         pass  # the original error matters more than a failure to record it
-
-
-def _inference_ms(model: torch.nn.Module, images: ImageSet, prep, device: torch.device) -> float:
-    """Milliseconds per image for the kept model, batch 32 (shown on the Compare page)."""
-    sample = images.subset(range(min(32, len(images))))
-    start = time.perf_counter()
-    predict_probabilities(model, sample, build_transform(prep, "none"), device, batch_size=32)
-    return round(1000 * (time.perf_counter() - start) / max(1, len(sample)), 2)

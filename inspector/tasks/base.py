@@ -58,6 +58,11 @@ class Task:
         """Metrics from the validation outputs (rows of `outputs` belong to `evaluated` indices)."""
         raise NotImplementedError
 
+    def inference_ms(self, model: torch.nn.Module, images, preprocessing: Preprocessing,
+                     device: torch.device) -> float | None:
+        """Milliseconds per image for the kept model at batch 32 (the Compare page); None: not measured."""
+        return None
+
     def load_predictor(self, recipe: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device,
                        **options: Any):
         """A ready predictor from a stored recipe and weights (no pickle, no training code)."""

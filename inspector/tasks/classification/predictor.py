@@ -68,6 +68,8 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
 class ClassificationPredictor:
     """A trained classifier ready for inference. Thread-safe; share one per run."""
 
+    task = "classification"
+
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
                  device: torch.device, run_dir: Path | None = None, compile: bool = False) -> None:
         self.model = prepare_model(model.eval(), device)

@@ -58,6 +58,17 @@ class ClassificationTask(Task):
         return Evaluation({"val_accuracy": report["accuracy"], "val_accuracy_ci": report["accuracy_ci"],
                            "val_macro_f1": report["macro_f1"]}, report)
 
+    def inference_ms(self, model, images, preprocessing, device) -> float:
+        import time
+
+        from ...augment import build_transform
+        from ...engine.predict import predict_probabilities
+
+        sample = images.subset(range(min(32, len(images))))
+        start = time.perf_counter()
+        predict_probabilities(model, sample, build_transform(preprocessing, "none"), device, batch_size=32)
+        return round(1000 * (time.perf_counter() - start) / max(1, len(sample)), 2)
+
     def load_predictor(self, recipe, state, device, **options):
         from .predictor import ClassificationPredictor
 
