@@ -38,8 +38,10 @@ def _list_while(alive, runs: Path) -> tuple[int, set[str]]:
 @pytest.mark.slow
 def test_two_cli_trainings_at_once_into_one_runs_folder(tmp_path):
     data, runs = small_dataset(tmp_path / "data"), tmp_path / "runs"
-    procs = [subprocess.Popen([*CLI, "train", str(data), "--strategy", "linear_probe", "--image-size", "64",
-                               "--max-folds", "2", "--seed", str(seed), "--runs-dir", str(runs), "--json"],
+    # Fine-tuning for 30 epochs writes for about 10 s, far longer than the two start-ups can drift apart
+    # (a 64 px linear probe wrote for under a second, and on a loaded CI machine the two missed each other).
+    procs = [subprocess.Popen([*CLI, "train", str(data), "--strategy", "fine_tune", "--epochs", "30",
+                               "--image-size", "64", "--no-cv", "--seed", str(seed), "--runs-dir", str(runs), "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
              for seed in (1, 2)]
     listings, statuses = _list_while(lambda: any(p.poll() is None for p in procs), runs)
