@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import time
 
 import pytest
 
 from inspector.errors import InspectorError
 from inspector.inference import Predictor
+from inspector import runs as runs_module
 from inspector.runs import RunStore, clean_name
 
 
@@ -30,6 +33,23 @@ def test_a_running_run_whose_process_died_shows_as_interrupted(tmp_path):
     record["owner"]["pid"] = 999_999_999  # no such process
     (run.path / "run.json").write_text(json.dumps(record))
     assert RunStore(tmp_path).list_runs()[0].status == "interrupted"
+
+
+def test_a_run_owned_by_another_host_is_judged_by_its_heartbeat(tmp_path):
+    """A Ray worker or torchrun node on another machine writes to the shared folder: its process id
+    means nothing here, so the run is alive while it keeps writing and interrupted once it is silent."""
+    run = RunStore(tmp_path).create({}, backbone="b", strategy="s")
+    record = run.record()
+    record["owner"].update(host="another-machine", pid=1)  # pid 1 exists here; it must not count
+    (run.path / "run.json").write_text(json.dumps(record))
+    run.append_event({"event": "StepEnd", "step": 1})
+    assert run.info().status == "running"
+    silent_since = time.time() - runs_module.HEARTBEAT_TIMEOUT_S - 5
+    for name in ("run.json", "metrics.jsonl"):
+        os.utime(run.path / name, (silent_since, silent_since))
+    assert run.info().status == "interrupted"
+    run.append_event({"event": "StepEnd", "step": 2})  # it speaks again: alive again
+    assert run.info().status == "running"
 
 
 def test_a_half_written_metrics_line_is_ignored(tmp_path):
