@@ -14,13 +14,15 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--out", default=None, type=Path, help="bundle folder (default: RUN/export-FORMAT); "
                    "an older bundle there is replaced")
     p.add_argument("--ok-classes", default=None,
-                   help="comma-separated classes that count as OK: predict.py then adds an OK/NG verdict")
+                   help="classifiers: comma-separated classes that count as OK: predict.py then adds an OK/NG verdict "
+                        "(anomaly runs keep their own good classes and threshold)")
     p.add_argument("--threshold", type=float, default=0.5, help="NG when P(defect) >= this (default: 0.5)")
     p.add_argument("--parity-images", nargs="*", default=[], metavar="IMAGE_OR_FOLDER",
                    help="more images for the parity check (the run's own images and generated probes are "
                         "always used)")
-    p.add_argument("--max-diff", type=float, default=1e-4,
-                   help="largest probability difference the parity check accepts (default: %(default)g)")
+    p.add_argument("--max-diff", type=float, default=None,
+                   help="largest difference the parity check accepts: probability for classifiers, relative "
+                        "raw score for anomaly runs (default: 1e-4)")
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

@@ -1,9 +1,11 @@
 """`inspector export`: a self-contained bundle folder for the line, written atomically.
 
     <out>/
-      model.onnx            uint8 resized RGB (batch, size, size, 3) -> probabilities (batch, classes)
+      model.onnx            uint8 resized RGB (batch, size, size, 3) -> probabilities (batch, classes);
+                            anomaly runs: -> raw_score (batch,), patch_distances (batch, H', W')
       preprocessing.json    size, resize mode, interpolation, mean/std, channel order, padding colour
-      labels.json           task, classes, OK classes and threshold
+      labels.json           task, classes, OK classes and threshold (anomaly: the score scale, the target
+                            false-reject rate and the good parts' calibration scores)
       predict.py            python predict.py IMAGE... [--json]  (onnxruntime, numpy, pillow only)
       requirements.txt      README.md
       sample/               one image and expected.json, its expected output
@@ -30,12 +32,18 @@ import numpy as np
 from .._io import storage_errors
 from ..errors import InspectorError
 from .onnx_export import create_exporter, load_run_predictor, task_of_run
-from .parity import MAX_PROBABILITY_DIFF, ParityReport, check_parity, probe_images, require_parity, run_images
+from .parity import ParityReport, check_parity, probe_images, require_parity, run_images
 
 FORMATS = ("onnx", "openvino")
 TEMPLATE = Path(__file__).with_name("predict_template.py")
-LOADER = Path(__file__).resolve().parents[1] / "data" / "images.py"
-LOADER_MARKER = "# >>> IMAGE LOADER (inlined at export) <<<"
+_PACKAGE = Path(__file__).resolve().parents[1]
+# (marker in the template, inspector module copied there, its one inspector import -> a stand-in)
+INLINED = [("# >>> IMAGE LOADER (inlined at export) <<<", _PACKAGE / "data" / "images.py",
+            "from inspector.errors import ImageLoadError",
+            'class ImageLoadError(Exception):\n    """An image could not be read; the message says why."""'),
+           ("# >>> SCORE CALIBRATION (inlined at export) <<<", _PACKAGE / "tasks" / "anomaly" / "calibration.py",
+            "from ...errors import InspectorError",
+            'class InspectorError(Exception):\n    """A plain error for the user (a bad setting)."""')]
 REQUIREMENTS = {"onnx": "onnxruntime>=1.16\nnumpy>=1.24\npillow>=10.0\n",
                 "openvino": "openvino>=2024.0\nnumpy>=1.24\npillow>=10.0\n"}
 SPEED_BATCH = 32
@@ -61,33 +69,45 @@ def default_out_dir(run_dir: str | os.PathLike, fmt: str = "onnx") -> Path:
 
 
 def render_predict_script() -> str:
-    """predict_template.py with inspector's image loader inlined (one file, no inspector import)."""
-    loader = LOADER.read_text(encoding="utf-8")
-    loader = loader.replace("from __future__ import annotations\n", "")
-    loader = loader.replace("from inspector.errors import ImageLoadError",
-                            'class ImageLoadError(Exception):\n    """An image could not be read; the message '
-                            'says why."""')
+    """predict_template.py with inspector's image loader and the anomaly score calibration inlined
+    (one file, no inspector import)."""
     source = TEMPLATE.read_text(encoding="utf-8")
-    if LOADER_MARKER not in source or "class ImageLoadError" not in loader:
-        raise RuntimeError("predict_template.py or data/images.py changed shape: update bundle.render_predict_script")
-    header = "# ---- image loading: a copy of inspector/data/images.py ----\n"
-    return source.replace(LOADER_MARKER, header + loader.strip() + "\n# ---- end of the copy ----\n")
+    for marker, module, their_import, stand_in in INLINED:
+        code = module.read_text(encoding="utf-8").replace("from __future__ import annotations\n", "")
+        if marker not in source or their_import not in code:
+            raise RuntimeError(f"predict_template.py or {module.name} changed shape: update bundle.INLINED")
+        code = code.replace(their_import, stand_in)
+        name = module.relative_to(_PACKAGE.parent).as_posix()
+        source = source.replace(marker, f"# ---- a copy of {name} ----\n{code.strip()}\n# ---- end of the copy ----\n")
+    return source
 
 
-def _readme(run_id: str, classes: list[str], prep: dict[str, Any], views: int, parity: ParityReport) -> str:
+def _readme(run_id: str, labels: dict[str, Any], prep: dict[str, Any], views: int, parity: ParityReport) -> str:
+    if labels["task"] == "anomaly":
+        usage = "python predict.py /path/to/images --target-frr 0.01  # another false-reject target, no re-export"
+        what = (f"- Anomaly detection: learned from good parts ({', '.join(labels['ok_classes'])}) only. `score` is "
+                f"0..1, exactly 0.5 at the threshold; `verdict` is NG above it. The threshold keeps the false-reject "
+                f"rate at {labels['target_frr']:.1%} (target set at training; `--target-frr` moves it).")
+        rest = "the patch features and their distances to the good parts' memory bank"
+        api = "b.score([rgb_uint8_array])  # raw scores, patch distance maps"
+    else:
+        usage = "python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict"
+        what = f"- Classes: {', '.join(labels['classes'])}."
+        rest = f"{views} symmetric view(s) averaged inside the model"
+        api = "b.predict_proba([rgb_uint8_array])"
     return f"""# Defect Inspector model: {run_id}
 
 ```
 pip install -r requirements.txt
 python predict.py sample/{{image}} --json        # last line: {{"predictions": [...]}}
-python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict
+{usage}
 ```
 
-- Classes: {', '.join(classes)}.
+{what}
 - Input: any image file Pillow reads (16-bit TIFFs are scaled by the bit depth they use); it is
   resized to {prep['image_size']} x {prep['image_size']} ({prep['resize_mode']}) in predict.py, exactly as in
-  the training app, then the model file does the rest ({views} symmetric view(s) averaged inside the model).
-- Use from Python: `import predict; b = predict.Bundle(); b.predict_proba([rgb_uint8_array])`.
+  the training app, then the model file does the rest ({rest}).
+- Use from Python: `import predict; b = predict.Bundle(); {api}`.
 - Checked at export: {parity.summary()}. See parity.json; `sample/expected.json` is the
   expected output for the sample image.
 - Needs Python 3.10+, onnxruntime, numpy and pillow (requirements.txt); no PyTorch.
@@ -127,10 +147,13 @@ def _parity_images(run_dir: Path, extra: Sequence[str | os.PathLike]) -> tuple[l
 
 def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, fmt: str = "onnx", *,
                   ok_classes: Sequence[str] = (), threshold: float = 0.5,
-                  parity_images: Sequence[str | os.PathLike] = (), max_diff: float = MAX_PROBABILITY_DIFF,
+                  parity_images: Sequence[str | os.PathLike] = (), max_diff: float | None = None,
                   predictor: Any = None,
                   progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run to a checked, self-contained bundle folder (see the module docstring).
+
+    Anomaly runs keep the OK classes and threshold they were trained with (`ok_classes` must be empty).
+    `max_diff`: the parity limit, by default the task's (parity.COMPARISONS).
 
     Raises:
         InspectorError: unknown format or OK class, a model ONNX cannot express, a failed parity
@@ -149,6 +172,9 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
     task = task_of_run(run_dir)
     create_exporter(task)  # an unknown task fails here, before anything is loaded
     predictor = predictor or load_run_predictor(run_dir)
+    if task == "anomaly" and ok_classes:
+        raise InspectorError("An anomaly run keeps the good classes it was trained with "
+                             f"({', '.join(predictor.ok_classes)}); leave out the OK classes.")
     unknown = [c for c in ok_classes if c not in predictor.classes]
     if unknown:
         raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
@@ -170,7 +196,7 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
 
 
 def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_classes: list[str],
-           threshold: float, parity_images: Sequence[str | os.PathLike], max_diff: float,
+           threshold: float, parity_images: Sequence[str | os.PathLike], max_diff: float | None,
            say: Callable[[str], None]) -> ExportResult:
     say(f"converting the {task} model to ONNX")
     graph = create_exporter(task)(predictor, folder / "model.onnx")
@@ -180,6 +206,8 @@ def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_
                      "resize": "OpenCV cv2.resize semantics (area to shrink when antialias, else interpolation)"}
     labels = {"task": task, "classes": predictor.classes, "ok_classes": ok_classes, "threshold": threshold,
               "output": graph.output_names[0]}
+    if task == "anomaly":
+        labels.update(_anomaly_labels(predictor), outputs=graph.output_names)
     _write_json(folder / "preprocessing.json", preprocessing)
     _write_json(folder / "labels.json", labels)
     (folder / "predict.py").write_text(render_predict_script(), encoding="utf-8")
@@ -194,7 +222,7 @@ def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_
 
     images, sources = _parity_images(run_dir, parity_images)
     say(f"checking parity with the PyTorch model on {len(images)} images")
-    parity = replace(check_parity(folder, predictor, images, max_diff), sources=sources)
+    parity = replace(check_parity(folder, predictor, images, max_diff, task), sources=sources)
     _write_json(folder / "parity.json", parity.to_dict())
     require_parity(parity)
 
@@ -207,11 +235,20 @@ def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_
 
     say("measuring speed")
     first, rate = _measure_speed(folder, prep.image_size)
-    (folder / "README.md").write_text(_readme(Path(run_dir).name, predictor.classes, preprocessing,
+    (folder / "README.md").write_text(_readme(Path(run_dir).name, labels, preprocessing,
                                               graph.details.get("views", 1), parity)
                                       .replace("{image}", sample.name), encoding="utf-8")
     _write_json(folder / "bundle.json", _manifest(run_dir, fmt, graph, first, rate))
     return ExportResult(folder, fmt, parity, graph.seconds, rate, first)
+
+
+def _anomaly_labels(predictor: Any) -> dict[str, Any]:
+    """What predict.py needs for an anomaly run's score and verdict: the threshold and scale at the
+    trained false-reject target, and the good parts' out-of-sample raw scores to move it."""
+    return {"ok_classes": list(predictor.ok_classes), "threshold": predictor.threshold,
+            "score_scale": predictor.scale.to_dict(), "target_frr": predictor.target_frr,
+            "calibration_scores": [float(v) for v in predictor.model.calibration_scores_],
+            "score": "0.5 * (1 + tanh((raw_score - threshold) / (2 * scale))); verdict NG when raw_score > threshold"}
 
 
 def _predict_sample(folder: Path, sample: Path) -> dict[str, Any]:

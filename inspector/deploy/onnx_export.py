@@ -6,8 +6,9 @@ batch axis (one backbone pass instead of eight), GeM pooling, power normalisatio
 the softmax. Resizing stays outside (predict.py does it in numpy the way OpenCV does), because the
 ONNX Resize operator cannot reproduce OpenCV's area averaging, and parity is checked on it.
 
-An exporter for another task registers itself with `register_exporter("anomaly")`; it receives the
-Predictor and writes the ONNX file, returning what the bundle needs to know about the graph.
+Each task registers its exporter with `register_exporter(task)`; it receives the Predictor and writes
+the ONNX file, returning what the bundle needs to know about the graph. Anomaly runs export the
+detector (`ExportableDetector`): the same uint8 input, raw image scores and patch distance maps out.
 """
 from __future__ import annotations
 
@@ -136,14 +137,17 @@ class ExportableClassifier(nn.Module):
         return model.head(features)
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> float:
-    """torch.onnx.export (TorchScript exporter, dynamic batch); returns the seconds it took."""
+def export_onnx(module: nn.Module, example: torch.Tensor, path: Path,
+                output_names: list[str] | None = None) -> float:
+    """torch.onnx.export (TorchScript exporter, dynamic batch on the input and every output);
+    returns the seconds it took."""
+    outputs = output_names or [OUTPUT_NAME]
     start = time.perf_counter()
     module = module.eval().to(memory_format=torch.contiguous_format)
     try:
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME], output_names=outputs,
+                              dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
                               opset_version=OPSET, do_constant_folding=True, dynamo=False)
     except Exception as exc:  # noqa: BLE001 - an operator ONNX lacks, a tracer failure...
         raise InspectorError(f"This model cannot be converted to ONNX ({type(exc).__name__}: {exc}).") from exc
@@ -163,3 +167,57 @@ def export_classifier(predictor: Any, path: Path) -> ExportedGraph:
     views = 8 if getattr(model, "symmetric", False) else 1
     return ExportedGraph(path, INPUT_NAME, [OUTPUT_NAME], seconds,
                          {"views": views, "architecture": type(model).__name__, "opset": OPSET})
+
+
+SCORE_OUTPUT, MAP_OUTPUT = "raw_score", "patch_distances"
+
+
+class ExportableDetector(nn.Module):
+    """An anomaly run's PatchDetector as one graph: uint8 NHWC in, (raw image score (batch,), patch
+    distance map (batch, H', W')) out.
+
+    The patch features are the detector's own `_features` (stages, neighbourhood average, upsampling,
+    concatenation), called on a twin of the detector whose backbone is this module's float32 copy;
+    the nearest-bank distance is one matmul against the memory bank held as a constant:
+    sqrt(max(0, min_b(|b|^2 - 2 q.b) + |q|^2)), as `nearest_distance` computes it, without its chunks.
+    """
+
+    def __init__(self, detector: Any) -> None:
+        import copy
+
+        super().__init__()
+        prep = detector.preprocessing
+        self.normalise = _Normalise(tuple(prep.mean), tuple(prep.std))
+        self.backbone = copy.deepcopy(detector.model).float().cpu().eval()
+        self.detector = copy.copy(detector)  # a twin: same settings, this module's backbone
+        self.detector.model = self.backbone
+        bank = detector.memory_bank_.detach().float().cpu()
+        self.register_buffer("bank_t", bank.T.contiguous())
+        self.register_buffer("bank_sq", (bank * bank).sum(1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.detector._features(self.normalise(image))  # (B, H', W', C)
+        b, h, w, c = feats.shape
+        q = feats.reshape(b, h * w, c)
+        nearest = (self.bank_sq - 2.0 * torch.matmul(q, self.bank_t)).min(-1).values + (q * q).sum(-1)
+        distances = nearest.clamp_min(0).sqrt().reshape(b, h, w)
+        return distances.flatten(1).max(1).values, distances
+
+
+@register_exporter("anomaly")
+def export_detector(predictor: Any, path: Path) -> ExportedGraph:
+    """An anomaly run: raw image scores (batch,) and patch distance maps (batch, H', W') from the
+    resized uint8 image. The readable score and the verdict are computed from them in predict.py."""
+    detector = predictor.model.detector
+    if detector.config.intensity != "as_is":
+        raise InspectorError(f"Anomaly models with intensity '{detector.config.intensity}' cannot be exported "
+                             "yet: only 'as_is' is reproduced in predict.py.")
+    prep = predictor.preprocessing
+    graph = ExportableDetector(detector)
+    example = torch.randint(0, 256, (2, prep.image_size, prep.image_size, 3), dtype=torch.uint8)
+    seconds = export_onnx(graph, example, path, [SCORE_OUTPUT, MAP_OUTPUT])
+    bank = tuple(detector.memory_bank_.shape)
+    return ExportedGraph(path, INPUT_NAME, [SCORE_OUTPUT, MAP_OUTPUT], seconds,
+                         {"views": 1, "architecture": "PatchDetector", "backbone": detector.config.backbone,
+                          "layers": list(detector.config.layers), "bank_size": bank[0], "feature_dim": bank[1],
+                          "opset": OPSET})

@@ -5,7 +5,9 @@ parity images (the run's own images where they still exist, any images the user 
 of generated probes of awkward sizes and formats: odd aspect ratios that shrink one side and
 enlarge the other, a 16-bit grey TIFF, transparency). Each image is decoded by predict.py's
 loader and by inspector's, and predicted by both; the export fails unless every label matches
-and the largest probability difference is at most `MAX_PROBABILITY_DIFF`.
+and the largest probability difference is at most `MAX_PROBABILITY_DIFF` (anomaly runs: every
+OK/NG verdict matches and each raw score differs by at most `MAX_RELATIVE_SCORE_DIFF` of itself).
+Each task's comparison is a `Comparison` in `COMPARISONS`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -25,31 +27,79 @@ from PIL import Image
 from ..errors import ImageLoadError, InspectorError
 
 MAX_PROBABILITY_DIFF = 1e-4
+MAX_RELATIVE_SCORE_DIFF = 1e-4
 MAX_RUN_IMAGES = 24
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How one task's bundle is compared with its PyTorch predictor."""
+
+    decision: str  # what must agree on every image: "labels", "verdicts"
+    values: str  # what is compared in numbers: "probabilities", "raw scores"
+    difference: str  # the key of the largest difference in parity.json
+    described: str  # the difference in words
+    tolerance: float  # its default limit
+    torch_outputs: Callable[[Any, list], Any]  # (predictor, RGB arrays) -> outputs
+    bundle_outputs: Callable[[Any, list], Any]  # (predict.py's Bundle, RGB arrays) -> outputs
+    # (bundle outputs, predictor outputs, bundle, predictor) -> (decisions agree (n,), difference (n,))
+    compare: Callable[[Any, Any, Any, Any], tuple[np.ndarray, np.ndarray]]
+
+
+def _compare_probabilities(got: np.ndarray, expected: np.ndarray, bundle: Any, predictor: Any):
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    return got.argmax(1) == expected.argmax(1), diff.max(axis=1)
+
+
+def _compare_raw_scores(got: np.ndarray, expected: np.ndarray, bundle: Any, predictor: Any):
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    agree = (got > bundle.scale.threshold) == (expected > predictor.threshold)
+    return agree, np.abs(got - expected) / np.maximum(np.abs(expected), 1e-12)
+
+
+COMPARISONS: dict[str, Comparison] = {
+    "classification": Comparison("labels", "probabilities", "max_abs_probability_diff", "|probability difference|",
+                                 MAX_PROBABILITY_DIFF, lambda p, images: p.predict_proba(images),
+                                 lambda b, images: b.predict_proba(images), _compare_probabilities),
+    "anomaly": Comparison("verdicts", "raw scores", "max_rel_raw_score_diff", "relative raw-score difference",
+                          MAX_RELATIVE_SCORE_DIFF, lambda p, images: p.score(images)[0],
+                          lambda b, images: b.score(images)[0], _compare_raw_scores),
+}
 
 
 @dataclass(frozen=True)
 class ParityReport:
     n_images: int
-    labels_agree: int
-    max_abs_probability_diff: float
-    mean_abs_probability_diff: float
+    agree: int  # images whose label (anomaly: verdict) is the same
+    max_diff: float  # the largest difference: |probability| (anomaly: relative raw score)
+    mean_diff: float
     tolerance: float
     worst_image: str
     onnxruntime_images_per_second: float
     sources: dict[str, int] = field(default_factory=dict)
+    task: str = "classification"
 
     @property
     def passed(self) -> bool:
-        return self.labels_agree == self.n_images and self.max_abs_probability_diff <= self.tolerance
+        return self.agree == self.n_images and self.max_diff <= self.tolerance
+
+    @property
+    def comparison(self) -> Comparison:
+        return COMPARISONS[self.task]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        """parity.json: the task's own names (labels_agree / max_abs_probability_diff for classifiers,
+        verdicts_agree / max_rel_raw_score_diff for anomaly models)."""
+        c = self.comparison
+        data = asdict(self)
+        data.update({f"{c.decision}_agree": data.pop("agree"), c.difference: data.pop("max_diff"),
+                     c.difference.replace("max_", "mean_", 1): data.pop("mean_diff"), "passed": self.passed})
+        return data
 
     def summary(self) -> str:
-        return (f"parity on {self.n_images} images: {self.labels_agree}/{self.n_images} labels agree, "
-                f"max |probability difference| {self.max_abs_probability_diff:.2e} "
-                f"(limit {self.tolerance:.0e})")
+        c = self.comparison
+        return (f"parity on {self.n_images} images: {self.agree}/{self.n_images} {c.decision} agree, "
+                f"max {c.described} {self.max_diff:.2e} (limit {self.tolerance:.0e})")
 
 
 def load_bundle_module(folder: Path) -> ModuleType:
@@ -98,7 +148,8 @@ def run_images(run_dir: Path, limit: int = MAX_RUN_IMAGES) -> list[Path]:
     from ..runs import EVALUATION_FILE
 
     try:
-        rows = read_json(Path(run_dir) / EVALUATION_FILE).get("predictions") or []
+        evaluation = read_json(Path(run_dir) / EVALUATION_FILE)
+        rows = evaluation.get("predictions") or evaluation.get("defects") or []  # anomaly runs: the defects
     except Exception:  # noqa: BLE001 - no evaluation, or an older layout: probes only
         return []
     paths = [Path(r["path"]) for r in rows if isinstance(r, dict) and r.get("path")]
@@ -108,8 +159,9 @@ def run_images(run_dir: Path, limit: int = MAX_RUN_IMAGES) -> list[Path]:
 
 
 def check_parity(bundle_dir: Path, predictor: Any, images: Sequence[tuple[str, bytes]],
-                 tolerance: float = MAX_PROBABILITY_DIFF) -> ParityReport:
-    """Run the bundle's predict.py and the PyTorch Predictor on the same files and compare."""
+                 tolerance: float | None = None, task: str = "classification") -> ParityReport:
+    """Run the bundle's predict.py and the PyTorch Predictor on the same files and compare them as
+    `COMPARISONS[task]` says (tolerance: its default unless given)."""
     from ..data import load_image, to_rgb_array
 
     module = load_bundle_module(bundle_dir)
@@ -124,26 +176,28 @@ def check_parity(bundle_dir: Path, predictor: Any, images: Sequence[tuple[str, b
         names.append(name)
     if not names:
         raise InspectorError("No readable image to check the export with.")
-    expected = predictor.predict_proba(ours)
-    bundle.predict_proba(theirs[:1])  # first call: session warm-up, not timed
+    c = COMPARISONS[task]
+    expected = c.torch_outputs(predictor, ours)
+    c.bundle_outputs(bundle, theirs[:1])  # first call: session warm-up, not timed
     start = time.perf_counter()
-    got = bundle.predict_proba(theirs)
+    got = c.bundle_outputs(bundle, theirs)
     rate = len(theirs) / max(time.perf_counter() - start, 1e-9)
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    per_image = diff.max(axis=1)
-    return ParityReport(len(names), int((got.argmax(1) == expected.argmax(1)).sum()), float(diff.max()),
-                        float(diff.mean()), tolerance, names[int(per_image.argmax())], round(rate, 2))
+    agree, per_image = c.compare(got, expected, bundle, predictor)
+    return ParityReport(len(names), int(np.sum(agree)), float(per_image.max()), float(per_image.mean()),
+                        c.tolerance if tolerance is None else tolerance, names[int(per_image.argmax())],
+                        round(rate, 2), task=task)
 
 
 def require_parity(report: ParityReport) -> None:
     if report.passed:
         return
-    if report.labels_agree < report.n_images:
-        problem = f"the exported model gives a different label on {report.n_images - report.labels_agree} of " \
-                  f"{report.n_images} test images"
+    c = report.comparison
+    if report.agree < report.n_images:
+        problem = f"the exported model gives a different {c.decision[:-1]} on {report.n_images - report.agree} " \
+                  f"of {report.n_images} test images"
     else:
-        problem = f"the exported model's probabilities differ by up to {report.max_abs_probability_diff:.1e} " \
-                  f"(allowed {report.tolerance:.0e}), worst on {report.worst_image}"
+        problem = f"the exported model's {c.values} differ by up to {report.max_diff:.1e} " \
+                  f"({c.described}, allowed {report.tolerance:.0e}), worst on {report.worst_image}"
     raise InspectorError(f"The export was not saved: {problem}. The bundle would not predict like the app "
                          "(float32 arithmetic differs between PyTorch and ONNX Runtime; on undecided images of "
                          "models with very large scores this can pass the limit: --max-diff raises it).")

@@ -1,22 +1,30 @@
 #!/usr/bin/env python3
 """Predict with an exported Defect Inspector bundle. Needs only onnxruntime (or openvino), numpy, pillow.
 
-    python predict.py IMAGE_OR_FOLDER... [--json] [--ok-classes ok,good] [--threshold 0.5]
+    python predict.py IMAGE_OR_FOLDER... [--json] [--ok-classes ok,good] [--threshold 0.5]   (classifier)
+    python predict.py IMAGE_OR_FOLDER... [--json] [--target-frr 0.05]                          (anomaly)
 
 With --json the last stdout line is one JSON object shaped like `inspector predict RUN --json`:
-{"predictions": [{"path", "label", "confidence", "probabilities", ["verdict", "defect_probability"]}],
- "classes": [...], "skipped": [...]}.
+classifier: {"predictions": [{"path", "label", "confidence", "probabilities", ["verdict", "defect_probability"]}],
+             "classes": [...], "skipped": [...]};
+anomaly:    {"predictions": [{"path", "score", "raw_score", "verdict"}], "task": "anomaly", "threshold",
+             "target_frr", "skipped": [...]}; score is 0..1 and exactly 0.5 at the threshold.
 
 How an image becomes the model input (this is what makes the bundle agree with the training app):
 1. decoding: the app's own loader (EXIF orientation, transparency onto white, 16-bit scaled by the
    bit depth it really uses), copied into this file below;
 2. resizing to the model's square input with the resize mode in preprocessing.json, reproducing
    OpenCV's `cv2.resize` (area averaging to shrink, bicubic to enlarge) in numpy;
-3. everything else (normalisation, the 8 symmetric views, pooling, the head, softmax) is inside
-   model.onnx, whose input is the resized uint8 RGB image, shape (batch, size, size, 3).
+3. everything else (normalisation, the 8 symmetric views, pooling, the head, softmax; for anomaly
+   models the patch features and their distances to the good parts' memory bank) is inside
+   model.onnx, whose input is the resized uint8 RGB image, shape (batch, size, size, 3). An anomaly
+   model's readable score and verdict come from its raw score and the calibration in labels.json
+   (the good parts' out-of-sample scores), so --target-frr moves the threshold without re-export.
 """
 # This file is inspector/deploy/predict_template.py; `inspector export` copies it into a bundle as
-# predict.py and inlines inspector/data/images.py where the IMAGE LOADER marker is.
+# predict.py and inlines inspector/data/images.py and inspector/tasks/anomaly/calibration.py at the markers.
+from __future__ import annotations
+
 import argparse
 import json
 import math
@@ -35,6 +43,11 @@ PREPROCESSING_FILE, LABELS_FILE = "preprocessing.json", "labels.json"
 
 if "load_image" not in globals():  # running from the source tree, not from a bundle
     from inspector.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_image, to_rgb_array  # noqa: F401
+
+# >>> SCORE CALIBRATION (inlined at export) <<<
+
+if "calibrate" not in globals():  # running from the source tree, not from a bundle
+    from inspector.tasks.anomaly.calibration import InspectorError, calibrate  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,13 +206,19 @@ def fit_to_input(image: np.ndarray, prep: dict) -> np.ndarray:
 # The model
 # ---------------------------------------------------------------------------------------------
 class Bundle:
-    """An exported model folder: model.onnx (or OpenVINO's model.xml) + preprocessing.json + labels.json."""
+    """An exported model folder: model.onnx (or OpenVINO's model.xml) + preprocessing.json + labels.json.
 
-    def __init__(self, folder=HERE, threads: int | None = None) -> None:
+    `run(batch)` gives the model's first output; `run_all(batch)` all of them."""
+
+    def __init__(self, folder=HERE, threads: int | None = None, target_frr: float | None = None) -> None:
         self.folder = Path(folder)
         self.preprocessing = json.loads((self.folder / PREPROCESSING_FILE).read_text(encoding="utf-8"))
         self.labels = json.loads((self.folder / LABELS_FILE).read_text(encoding="utf-8"))
         self.classes = list(self.labels["classes"])
+        self.task = self.labels.get("task", "classification")
+        if self.task == "anomaly":  # the threshold for the false-reject target, from the good parts' scores
+            self.target_frr = float(self.labels["target_frr"] if target_frr is None else target_frr)
+            self.scale = calibrate(np.asarray(self.labels["calibration_scores"], dtype=np.float64), self.target_frr)
         threads = threads or int(os.environ.get("INSPECTOR_THREADS", 0)) or (os.cpu_count() or 1)
         if (self.folder / OPENVINO_FILE).is_file():
             import openvino as ov
@@ -208,7 +227,12 @@ class Bundle:
             compiled = ov.Core().compile_model(str(self.folder / OPENVINO_FILE), "CPU",
                                                {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                                                 "INFERENCE_PRECISION_HINT": "f32"})
-            self.run = lambda batch: compiled(batch)[0]
+
+            def run_all(batch):
+                result = compiled(batch)
+                return [result[i] for i in range(len(compiled.outputs))]
+
+            self.run_all = run_all
         else:
             import onnxruntime as ort
 
@@ -220,7 +244,8 @@ class Bundle:
             options.inter_op_num_threads = 1
             session = ort.InferenceSession(str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
-            self.run = lambda batch: session.run(None, {name: batch})[0]
+            self.run_all = lambda batch: session.run(None, {name: batch})
+        self.run = lambda batch: self.run_all(batch)[0]
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return fit_to_input(image, self.preprocessing)
@@ -232,6 +257,23 @@ class Bundle:
             batch = np.stack([self.prepare(im) for im in images[first:first + batch_size]])
             out.append(np.asarray(self.run(batch), dtype=np.float32))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def score(self, images, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Anomaly models: raw scores (n,) and patch-distance maps (n, H', W') of RGB uint8 arrays."""
+        raw, maps = [], []
+        for first in range(0, len(images), batch_size):
+            batch = np.stack([self.prepare(im) for im in images[first:first + batch_size]])
+            scores, distances = self.run_all(batch)[:2]
+            raw.append(np.asarray(scores, dtype=np.float32))
+            maps.append(np.asarray(distances, dtype=np.float32))
+        if not raw:
+            return np.zeros(0, dtype=np.float32), np.zeros((0, 0, 0), dtype=np.float32)
+        return np.concatenate(raw), np.concatenate(maps)
+
+    def anomaly_rows(self, raw: np.ndarray) -> list[dict]:
+        """One {"score", "raw_score", "verdict"} per raw score, as `inspector predict --json` on an anomaly run."""
+        return [{"score": float(self.scale.readable(r)), "raw_score": float(r),
+                 "verdict": "NG" if r > self.scale.threshold else "OK"} for r in raw]  # as AnomalyPredictor
 
     def rows(self, probabilities: np.ndarray, ok_classes=None, threshold: float | None = None) -> list[dict]:
         """One result dict per image, in the shape `inspector predict --json` uses."""
@@ -273,21 +315,40 @@ def predict_paths(bundle: Bundle, inputs, ok_classes=None, threshold=None, batch
             kept.append(path)
         except ImageLoadError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
-    rows = bundle.rows(bundle.predict_proba(images, batch_size), ok_classes, threshold)
-    return {"bundle": str(bundle.folder), "classes": bundle.classes,
+    if bundle.task == "anomaly":
+        rows = bundle.anomaly_rows(bundle.score(images, batch_size)[0])
+        extra = {"task": "anomaly", "threshold": bundle.scale.threshold, "target_frr": bundle.target_frr}
+    else:
+        rows = bundle.rows(bundle.predict_proba(images, batch_size), ok_classes, threshold)
+        extra = {"classes": bundle.classes}
+    return {"bundle": str(bundle.folder), **extra,
             "predictions": [{"path": str(p), **r} for p, r in zip(kept, rows)], "skipped": skipped}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Classify images with this exported model.")
+    parser = argparse.ArgumentParser(description="Classify images, or score them for anomalies, with this "
+                                     "exported model.")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     parser.add_argument("--ok-classes", default=None,
                         help="comma-separated classes that count as OK (default: those in labels.json)")
     parser.add_argument("--threshold", type=float, default=None, help="NG when P(defect) >= this")
+    parser.add_argument("--target-frr", type=float, default=None,
+                        help="anomaly models: reject at most this share of good parts (default: as trained)")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
-    bundle = Bundle()
+    try:
+        bundle = Bundle(target_frr=args.target_frr)
+    except InspectorError as exc:  # a target false-reject rate outside (0, 1)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if bundle.task == "anomaly" and (args.ok_classes or args.threshold is not None):
+        print("error: --ok-classes and --threshold go with a classifier; this anomaly model sets its threshold "
+              "with --target-frr.", file=sys.stderr)
+        return 2
+    if bundle.task != "anomaly" and args.target_frr is not None:
+        print("error: --target-frr goes with an anomaly model; this model is a classifier.", file=sys.stderr)
+        return 2
     ok_classes = args.ok_classes.split(",") if args.ok_classes else None
     unknown = [c for c in ok_classes or [] if c not in bundle.classes]
     if unknown:
@@ -306,6 +367,9 @@ def main(argv=None) -> int:
         print(json.dumps(result, ensure_ascii=False))
     else:
         for row in result["predictions"]:
+            if "raw_score" in row:
+                print(f"{row['path']}\t{row['verdict']}, anomaly {row['score']:.2f}")
+                continue
             extra = f"  {row['verdict']}" if "verdict" in row else ""
             print(f"{row['path']}\t{row['label']}\t{row['confidence']:.3f}{extra}")
     return 0
