@@ -175,4 +175,4 @@ def test_openvino_bundle(tiny_run, tmp_path):
     result = export_bundle(tiny_run.run_dir, tmp_path / "ov", "openvino", max_diff=1e-3)
     assert (result.path / "model.xml").is_file() and not (result.path / "model.onnx").exists()
     assert "openvino" in (result.path / "requirements.txt").read_text()
-    assert result.parity.labels_agree == result.parity.n_images
+    assert result.parity.agree == result.parity.n_images

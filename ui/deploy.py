@@ -68,8 +68,14 @@ def _show_bundle(folder: Path) -> None:
     parity = json.loads((folder / "parity.json").read_text(encoding="utf-8"))
     manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
     cols = st.columns(4)
-    cols[0].metric("Labels agree", f"{parity['labels_agree']}/{parity['n_images']}")
-    cols[1].metric("Max probability difference", f"{parity['max_abs_probability_diff']:.1e}",
+    if parity.get("task") == "anomaly":
+        agree, diff = ("Verdicts agree", parity["verdicts_agree"]), ("Max relative score difference",
+                                                                     parity["max_rel_raw_score_diff"])
+    else:
+        agree, diff = ("Labels agree", parity["labels_agree"]), ("Max probability difference",
+                                                                 parity["max_abs_probability_diff"])
+    cols[0].metric(agree[0], f"{agree[1]}/{parity['n_images']}")
+    cols[1].metric(diff[0], f"{diff[1]:.1e}",
                    help=f"Allowed: {parity['tolerance']:.0e}. Worst image: {parity['worst_image']}")
     cols[2].metric("Speed (images/s)", f"{manifest['images_per_second']:.1f}", help=manifest["speed_settings"])
     cols[3].metric("Export time", f"{manifest['export_seconds']:.0f} s")

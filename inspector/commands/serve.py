@@ -14,8 +14,11 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None,
                    help="require this key in the X-API-Key header (default: $INSPECTOR_API_KEY, else no key)")
-    p.add_argument("--ok-classes", default=None, help="comma-separated classes that count as OK: adds a verdict")
-    p.add_argument("--threshold", type=float, default=0.5, help="NG when P(defect) >= this (default: 0.5)")
+    p.add_argument("--ok-classes", default=None,
+                   help="classifiers: comma-separated classes that count as OK: adds a verdict")
+    p.add_argument("--threshold", type=float, default=0.5, help="classifiers: NG when P(defect) >= this (default: 0.5)")
+    p.add_argument("--target-frr", type=float, default=None,
+                   help="anomaly runs: move the threshold to this false-reject rate (default: as trained)")
     p.add_argument("--max-files", type=int, default=32, help="images per request at most (default: %(default)s)")
     p.add_argument("--max-mb", type=float, default=20.0, help="size of one image file at most, MB (default: %(default)s)")
     p.add_argument("--device", **common["device"])
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
 
     config = ServiceConfig(api_key=args.api_key or os.environ.get("INSPECTOR_API_KEY") or None,
                            ok_classes=tuple(c for c in (args.ok_classes or "").split(",") if c),
-                           threshold=args.threshold, max_files=args.max_files,
+                           threshold=args.threshold, target_frr=args.target_frr, max_files=args.max_files,
                            max_file_bytes=int(args.max_mb * 1024 * 1024))
     app = create_app(args.run_dir, config, device=args.device)
     key = "an API key (X-API-Key)" if config.api_key else "no API key"

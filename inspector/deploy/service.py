@@ -1,8 +1,11 @@
-"""A small REST service for the line's software: FastAPI over one shared, thread-safe Predictor.
+"""A small REST service for the line's software: FastAPI over one shared, thread-safe predictor of
+any task (`inspector.inference.load_predictor`).
 
-    POST /predict   multipart, field `files` (one or several images) -> one result per image
+    POST /predict   multipart, field `files` (one or several images) -> one result per image:
+                    classifiers: label, confidence, probabilities, score (+ verdict with OK classes);
+                    anomaly runs: score (0..1, 0.5 at the threshold), raw_score, verdict
     GET  /health    {"status": "ok"}
-    GET  /model     what is loaded: run, classes, preprocessing, OK classes, limits
+    GET  /model     what is loaded: run, task, classes, preprocessing, OK classes, threshold, limits
     GET  /docs      OpenAPI documentation (machine-readable at /openapi.json)
 
 Errors are plain JSON `{"detail": "..."}` with a 4xx status: 400 unreadable image, 401 missing or
@@ -25,8 +28,9 @@ class ServiceConfig:
     """Settings of one service; validated once in `create_app`."""
 
     api_key: str | None = None
-    ok_classes: tuple[str, ...] = ()
-    threshold: float = 0.5
+    ok_classes: tuple[str, ...] = ()  # classifiers only: anomaly runs keep their own good classes
+    threshold: float = 0.5  # classifiers: NG when P(defect) >= this
+    target_frr: float | None = None  # anomaly runs: move the threshold to this false-reject rate
     max_files: int = 32
     max_file_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000  # per image, checked from the header before decoding
@@ -36,11 +40,14 @@ class ServiceConfig:
 
 
 def _result(prediction: Any, config: ServiceConfig) -> dict[str, Any]:
-    """label, confidence, probabilities and score; with OK classes also verdict + defect_probability.
-    score is P(defect) when OK classes are set, else the predicted class's probability."""
+    """Classifiers: label, confidence, probabilities and score; with OK classes also verdict +
+    defect_probability (score is P(defect) then, else the predicted class's probability).
+    Anomaly runs: score, raw_score and verdict, as `inspector predict --json`."""
     from ..inference import verdict
 
     row = prediction.to_dict()
+    if "raw_score" in row:  # an anomaly prediction is complete as it is
+        return row
     if config.ok_classes:
         v = verdict(prediction, config.ok_classes, config.threshold)
         row.update(verdict=v.label, defect_probability=v.defect_probability, score=v.defect_probability)
@@ -50,15 +57,23 @@ def _result(prediction: Any, config: ServiceConfig) -> dict[str, Any]:
 
 
 def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: str = "cpu", predictor: Any = None):
-    """The FastAPI app for a run folder (or an already loaded Predictor, shared read-only)."""
+    """The FastAPI app for a run folder of any task (or an already loaded predictor, shared read-only)."""
     from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
     from fastapi.responses import JSONResponse
     from fastapi.security import APIKeyHeader
 
     from ..data import load_image, to_rgb_array
-    from ..inference import Predictor
+    from ..inference import load_predictor
 
-    predictor = predictor or Predictor.from_run(run_dir, device=device)
+    predictor = predictor or load_predictor(run_dir, device=device)
+    anomaly = predictor.task == "anomaly"
+    if anomaly and config.ok_classes:
+        raise InspectorError("An anomaly run keeps the good classes it was trained with "
+                             f"({', '.join(predictor.ok_classes)}); leave out the OK classes.")
+    if config.target_frr is not None:
+        if not anomaly:
+            raise InspectorError("A target false-reject rate goes with an anomaly run; this run is a classifier.")
+        predictor = predictor.with_target_frr(config.target_frr)
     unknown = [c for c in config.ok_classes if c not in predictor.classes]
     if unknown:
         raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
@@ -90,11 +105,15 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
 
     @app.get("/model", summary="What is loaded", dependencies=[Depends(check_key)])
     def model_info() -> dict[str, Any]:
-        return {"run_id": run_id, "classes": predictor.classes, "task": "classification",
+        info = {"run_id": run_id, "classes": predictor.classes, "task": predictor.task,
                 "preprocessing": predictor.preprocessing.to_dict(), "ok_classes": list(config.ok_classes),
                 "threshold": config.threshold, "limits": config.limits(), "device": str(predictor.device)}
+        if anomaly:
+            info.update(ok_classes=list(predictor.ok_classes), threshold=predictor.threshold,
+                        target_frr=predictor.target_frr)
+        return info
 
-    @app.post("/predict", summary="Classify one or several images (multipart field `files`)",
+    @app.post("/predict", summary="Classify or score one or several images (multipart field `files`)",
               dependencies=[Depends(check_key)])
     def predict(files: list[UploadFile] = File(..., description="image files (PNG, JPEG, BMP, TIFF, WebP, GIF)")
                 ) -> dict[str, Any]:

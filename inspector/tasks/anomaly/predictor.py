@@ -64,6 +64,10 @@ class AnomalyPredictor:
         return self.scale.threshold
 
     @property
+    def device(self) -> torch.device:
+        return self.model.detector.device
+
+    @property
     def n_good(self) -> int:
         return len(self.model.calibration_scores_)
 

@@ -1,0 +1,119 @@
+"""Anomaly runs on the line: the exported bundle (parity recorded, predict.py without torch, the
+same JSON as `inspector predict`) and the REST service."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_anomaly_task import anomaly_run, parts  # noqa: F401 - the anomaly task's own trained run
+from test_deploy_export import NO_TORCH, _json_tail
+
+from inspector.cli import main
+from inspector.errors import InspectorError
+
+
+@pytest.fixture(scope="module")
+def anomaly_bundle(anomaly_run, parts, tmp_path_factory):  # noqa: F811
+    from inspector.deploy.bundle import export_bundle
+
+    new_goods = sorted((parts / "good_parts" / "ok").iterdir())[20:]  # good parts the bank never saw
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    return export_bundle(anomaly_run.run_dir, out, parity_images=new_goods)
+
+
+def test_a_failed_anomaly_parity_check_is_a_plain_error():
+    from inspector.deploy.parity import ParityReport, require_parity
+
+    with pytest.raises(InspectorError, match="different verdict on 2 of 10"):
+        require_parity(ParityReport(10, 8, 0.0, 0.0, 1e-4, "a.png", 1.0, task="anomaly"))
+    with pytest.raises(InspectorError, match="raw scores differ by up to 3.0e-03 .relative"):
+        require_parity(ParityReport(10, 10, 3e-3, 1e-3, 1e-4, "a.png", 1.0, task="anomaly"))
+
+
+@pytest.mark.slow
+def test_anomaly_bundle_records_parity_and_the_calibration(anomaly_bundle, anomaly_run):
+    from inspector.inference import load_predictor
+
+    folder = anomaly_bundle.path
+    for name in ["model.onnx", "preprocessing.json", "labels.json", "predict.py", "requirements.txt", "README.md",
+                 "parity.json", "bundle.json", "sample/expected.json"]:
+        assert (folder / name).is_file(), name
+    parity = json.loads((folder / "parity.json").read_text())
+    assert parity["task"] == "anomaly" and parity["passed"]
+    assert parity["verdicts_agree"] == parity["n_images"] >= 20
+    assert parity["max_rel_raw_score_diff"] <= 1e-4 and parity["tolerance"] == 1e-4
+    assert parity["sources"] == {"given": 10, "run": 16, "generated": 9}  # new good parts, the run's defects, probes
+    predictor = load_predictor(anomaly_run.run_dir, device="cpu")
+    labels = json.loads((folder / "labels.json").read_text())
+    assert labels["task"] == "anomaly" and labels["ok_classes"] == ["ok"] and labels["target_frr"] == 0.05
+    assert labels["threshold"] == predictor.threshold and labels["score_scale"] == predictor.scale.to_dict()
+    assert len(labels["calibration_scores"]) == 24 and labels["outputs"] == ["raw_score", "patch_distances"]
+    assert "--target-frr" in (folder / "README.md").read_text()
+    assert "verdicts agree" in anomaly_bundle.parity.summary()
+
+
+@pytest.mark.slow
+def test_anomaly_predict_py_runs_without_torch_and_matches_the_cli(anomaly_bundle, anomaly_run, parts,  # noqa: F811
+                                                                    tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    images = [str(p) for p in sorted((parts / "new_parts").iterdir())]
+    goods = [str(p) for p in sorted((parts / "good_parts" / "ok").iterdir())[24:]]
+    for extra in ([], ["--target-frr", "0.3"]):  # the threshold moves without re-export
+        args = [*images, *goods, str(broken), "--json", *extra]
+        out = subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=anomaly_bundle.path, capture_output=True,
+                             text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "INSPECTOR_THREADS": "2"})
+        assert out.returncode == 0, out.stderr
+        ours = _json_tail(out.stdout)
+        assert main(["predict", str(anomaly_run.run_dir), *args]) == 0
+        theirs = _json_tail(capsys.readouterr().out)
+        assert ours["task"] == theirs["task"] == "anomaly"
+        assert ours["threshold"] == theirs["threshold"] and ours["target_frr"] == theirs["target_frr"]
+        assert ours["skipped"][0]["path"] == theirs["skipped"][0]["path"] == str(broken)
+        assert [p["path"] for p in ours["predictions"]] == [p["path"] for p in theirs["predictions"]]
+        for a, b in zip(ours["predictions"], theirs["predictions"]):
+            assert list(a) == list(b) == ["path", "score", "raw_score", "verdict"]
+            assert a["verdict"] == b["verdict"]
+            assert abs(a["raw_score"] - b["raw_score"]) <= 1e-4 * abs(b["raw_score"])
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    assert {p["verdict"] for p in ours["predictions"]} == {"OK", "NG"}  # both sides of the threshold covered
+
+
+@pytest.mark.slow
+def test_anomaly_export_keeps_the_runs_own_good_classes(anomaly_run, tmp_path):  # noqa: F811
+    from inspector.deploy.bundle import export_bundle
+
+    with pytest.raises(InspectorError, match="keeps the good classes it was trained with"):
+        export_bundle(anomaly_run.run_dir, tmp_path / "b", ok_classes=["crack"])
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_service_scores_an_anomaly_run(anomaly_run, parts):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from inspector.deploy.service import ServiceConfig, create_app
+    from inspector.inference import load_predictor
+
+    predictor = load_predictor(anomaly_run.run_dir, device="cpu")
+    paths = sorted((parts / "new_parts").iterdir())[:3]
+    with TestClient(create_app(anomaly_run.run_dir, ServiceConfig())) as client:  # loaded like `inspector serve`
+        model = client.get("/model").json()
+        assert model["task"] == "anomaly" and model["threshold"] == predictor.threshold
+        assert model["ok_classes"] == ["ok"] and model["target_frr"] == 0.05
+        response = client.post("/predict", files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths])
+        assert response.status_code == 200, response.text
+        rows = response.json()["predictions"]
+        for row, expected in zip(rows, predictor.predict_batch([str(p) for p in paths])):
+            assert set(row) == {"filename", "score", "raw_score", "verdict"}
+            assert row["verdict"] == expected.verdict
+            assert row["raw_score"] == pytest.approx(expected.raw_score, rel=1e-6)
+        bad = client.post("/predict", files={"files": ("bad.jpg", b"nope", "image/jpeg")})
+        assert bad.status_code == 400 and bad.json()["detail"].startswith("bad.jpg:")
+    looser = create_app(None, ServiceConfig(target_frr=0.3), predictor=predictor)
+    with TestClient(looser) as client:
+        assert client.get("/model").json()["threshold"] == predictor.with_target_frr(0.3).threshold
+    with pytest.raises(InspectorError, match="keeps the good classes"):
+        create_app(None, ServiceConfig(ok_classes=("ok",)), predictor=predictor)
