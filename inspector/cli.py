@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,11 +31,39 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
                      + [fmt.format(*map(str, r)) for r in rows])
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def _without_option(argv: Sequence[str], option: str) -> list[str]:
+    """argv without `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            out.append(item)
+    return out
+
+
+def _launch_ranks(args: argparse.Namespace) -> int:
+    """`train --nproc N`: the same command under torchrun, N processes on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "inspector", *_without_option(args.argv, "--nproc")]
+    print(f"starting {args.nproc} training processes: {' '.join(command[1:])}", file=sys.stderr)
+    return subprocess.run(command, check=False).returncode
+
+
+def cmd_train(args: argparse.Namespace) -> int | None:
     from .config import TrainConfig
     from .data import discover_dataset, validate_dataset
     from .engine import ConsoleProgress
+    from .engine.distributed import ranks_from_environment
     from .training import train
+
+    ranks = ranks_from_environment()
+    if args.nproc < 1:
+        raise InspectorError(f"--nproc must be at least 1, got {args.nproc}.")
+    if args.nproc > 1 and not ranks.active:
+        return _launch_ranks(args)
 
     config = TrainConfig(task=args.task, ok_classes=_class_list(args.ok_classes), target_frr=args.target_frr,
                          symmetric_bank=args.symmetric_bank,
@@ -44,11 +73,14 @@ def cmd_train(args: argparse.Namespace) -> None:
                          resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv,
                          any_orientation=not args.orientation_matters)
     dataset = discover_dataset(args.data, extract_dir=args.scratch)
-    for item in dataset.skipped:
-        print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
-    for finding in validate_dataset(dataset).warnings:  # e.g. an empty class folder, duplicates
-        print(f"warning: {finding.message}", file=sys.stderr)
+    if ranks.is_main:  # under torchrun the other ranks train quietly: one report, one JSON line
+        for item in dataset.skipped:
+            print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+        for finding in validate_dataset(dataset).warnings:  # e.g. an empty class folder, duplicates
+            print(f"warning: {finding.message}", file=sys.stderr)
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
+    if not ranks.is_main:
+        return None
     print(f"Run saved to {result.run_dir}", file=sys.stderr)
     summary = result.to_dict()
     if summary.get("val_accuracy_warning"):
@@ -298,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cv", action="store_true",
                    help="with too few images for a hold-out split, skip the cross-validated accuracy estimate "
                         "(one fit instead of k+1: faster, but no accuracy figure)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train one model over this many processes on this machine (data-parallel, via "
+                        "torchrun: one per GPU, or CPU processes); for several machines run torchrun "
+                        "yourself (README: Scaling out) (default: %(default)s)")
     p.add_argument("--weights", default=None, help="local weights file (.safetensors or .pth) for the backbone")
     p.add_argument("--name", default=None, help="a display name for the run")
     p.add_argument("--runs-dir", **runs_dir)
@@ -360,12 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         # A .zip is extracted into a scratch folder that is removed when the command ends.
         with tempfile.TemporaryDirectory(prefix="inspector-") as scratch:
             args.scratch = Path(scratch)
-            args.func(args)
+            code = args.func(args)
     except InspectorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -377,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (set INSPECTOR_DEBUG=1 for details)", file=sys.stderr)
         return EXIT_BUG
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

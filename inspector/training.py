@@ -20,6 +20,7 @@ from .data import LabeledDataset, discover_dataset
 from .engine.callbacks import Callback, dispatch
 from .engine.context import FitContext
 from .engine.device import describe_device, prepare_model, resolve_device
+from .engine.distributed import DistributedFailure, Ranks, process_group, ranks_from_environment
 from .engine.events import CheckpointSaved, Event, TrainEnd, TrainFailed, TrainStart
 from .engine.features import FeatureCache
 from .engine.loaders import load_image_set
@@ -93,7 +94,34 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
     dataset = _as_dataset(data)
     task.check_dataset(dataset, config)
     check_backbone_name(config.backbone)
-    device = resolve_device(config.device)
+    ranks = ranks_from_environment()  # several when started by torchrun; rank 0 writes the run store
+    device = ranks.device_for(resolve_device(config.device))
+    with process_group(ranks, device):
+        return _train(task, dataset, config, device, ranks, started, runs_dir=runs_dir, callbacks=callbacks,
+                      stop_event=stop_event, feature_cache=feature_cache)
+
+
+class _FollowerRun:
+    """What ranks other than 0 hold instead of the run: they train, rank 0 alone writes the run."""
+
+    def __init__(self, run_id: str, path: str) -> None:
+        self.run_id, self.path = run_id, Path(path)
+
+    def append_event(self, event: dict[str, Any]) -> None:
+        pass
+
+    def save_model(self, state_dict: dict, recipe: dict[str, Any]) -> None:
+        pass
+
+    def save_evaluation(self, evaluation: dict[str, Any]) -> None:
+        pass
+
+    def update(self, **fields: Any) -> None:
+        pass
+
+
+def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.device, ranks: Ranks, started: float, *,
+           runs_dir, callbacks, stop_event, feature_cache) -> TrainResult:
     seed_everything(config.seed)
     strategy, reason = task.choose_strategy(config, dataset, device)
     prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
@@ -101,10 +129,15 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
     plan = task.validation_plan(dataset, config)
 
     resolved = config.replace(strategy=strategy.name, image_size=prep.image_size, epochs=strategy.epochs(config))
-    run = RunStore(runs_dir).create({**resolved.to_dict(), "requested_strategy": config.strategy,
-                                     "strategy_reason": reason}, backbone=config.backbone,
-                                    strategy=strategy.name, name=config.name, task=task.name)
-    callbacks = list(callbacks)
+    run = None
+    if ranks.is_main:
+        run = RunStore(runs_dir).create({**resolved.to_dict(), "requested_strategy": config.strategy,
+                                         "strategy_reason": reason, "world_size": ranks.world_size},
+                                        backbone=config.backbone, strategy=strategy.name, name=config.name,
+                                        task=task.name)
+    run_id, run_path = ranks.broadcast((run.run_id, str(run.path)) if run else None)
+    run = run or _FollowerRun(run_id, run_path)
+    callbacks = list(callbacks) if ranks.is_main else []
 
     def emit(event: Event) -> None:
         run.append_event(event.to_dict())
@@ -122,10 +155,10 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
     try:
         images = load_image_set(dataset, prep.image_size)
         emit(TrainStart(run.run_id, backbone=config.backbone, strategy=strategy.name, strategy_reason=reason,
-                        device=describe_device(device).label, classes=list(dataset.classes),
+                        device=_device_label(device, ranks), classes=list(dataset.classes),
                         n_images=len(dataset), validation=plan.description, epochs=resolved.epochs))
         ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
-                         stop_event or threading.Event(), feature_cache=feature_cache)
+                         stop_event or threading.Event(), feature_cache=feature_cache, ranks=ranks)
         model = prepare_model(model, device)
         fitted = fit_with_plan(strategy, model, images, plan, ctx, save, cross_validate=config.cross_validate)
         evaluation = task.evaluate(dataset, fitted.evaluated, fitted.outputs, model, plan, resolved)
@@ -139,6 +172,11 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
         _fail(run, emit, message, user_error=True)
         raise InspectorError(message) from exc
     except Exception as exc:
+        if ranks.active:  # a dead peer surfaces as a backend error inside DDP's backward pass
+            message = (f"The distributed training stopped on rank {ranks.rank}: another of its processes failed "
+                       f"or stopped answering ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).")
+            _fail(run, emit, message, user_error=False)
+            raise DistributedFailure(message) from exc
         _fail(run, emit, f"{type(exc).__name__}: {exc}", user_error=False)
         raise
 
@@ -155,7 +193,12 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
                        evaluation.report, skipped)
 
 
-def _fail(run: Run, emit, message: str, *, user_error: bool) -> None:
+def _device_label(device: torch.device, ranks: Ranks) -> str:
+    label = describe_device(device).label
+    return f"{label} x {ranks.world_size} processes" if ranks.active else label
+
+
+def _fail(run: Run | _FollowerRun, emit, message: str, *, user_error: bool) -> None:
     try:
         run.update(status="failed", error=message)
         emit(TrainFailed(run.run_id, message=message, user_error=user_error))

@@ -12,6 +12,7 @@ import torch
 
 from ..augment import Preprocessing
 from ..config import TrainConfig
+from .distributed import SINGLE, Ranks
 from .events import Event
 from .features import FeatureCache
 
@@ -38,6 +39,7 @@ class FitContext:
     # Set by the trainer for the kept model only; fold models are never saved.
     checkpoint_sink: CheckpointSink | None = None
     feature_cache: FeatureCache | None = None  # None: the process's default cache
+    ranks: Ranks = SINGLE  # the processes of a data-parallel training (torchrun); one by default
     start_time: float = field(default_factory=time.perf_counter)
 
     def check_stop(self) -> None:

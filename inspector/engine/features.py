@@ -16,6 +16,7 @@ import torch
 
 from ..models import pooled_features
 from .device import autocast, to_device
+from .distributed import SINGLE, Ranks
 from .loaders import ImageSet
 
 DEFAULT_CACHE_BYTES = 256 * 2**20  # ~36,000 rows of lite0's 1,752 float32 features
@@ -82,9 +83,13 @@ def default_feature_cache() -> FeatureCache:
 def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, model_key: str,
                      device: torch.device, batch_size: int = 32,
                      on_batch: Callable[[int, int, float], None] | None = None,
-                     cache: FeatureCache | None = None) -> np.ndarray:
+                     cache: FeatureCache | None = None, ranks: Ranks = SINGLE) -> np.ndarray:
     """Pooled pre-logit features of every image (rows in order); only images missing from the
-    cache go through the backbone. on_batch(batch, batches, images_per_s) follows progress."""
+    cache go through the backbone. on_batch(batch, batches, images_per_s) follows progress.
+
+    With several ranks (torchrun), each computes a shard of the missing images and all of them get
+    every row back: N GPUs extract the features N times faster. The ranks' caches hold the same
+    rows, so they agree on what is missing."""
     cache = default_feature_cache() if cache is None else cache
     keys = [(h, model_key) for h in images.hashes]
     rows: dict[int, np.ndarray] = {}
@@ -93,18 +98,23 @@ def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, mod
         if row is not None:
             rows[i] = row
     missing = [i for i in range(len(keys)) if i not in rows]
-    start, batches = time.perf_counter(), max(1, -(-len(missing) // batch_size))
+    mine = [missing[j] for j in ranks.shard(len(missing))]
+    start, batches = time.perf_counter(), max(1, -(-len(mine) // batch_size))
+    computed = []
     model.eval()
     with torch.inference_mode(), autocast(device):
-        for b, first in enumerate(range(0, len(missing), batch_size)):
-            chunk = missing[first:first + batch_size]
+        for b, first in enumerate(range(0, len(mine), batch_size)):
+            chunk = mine[first:first + batch_size]
             batch = torch.stack([transform(images.images[i]) for i in chunk])
-            feats = pooled_features(model, to_device(batch, device)).float().cpu().numpy()
-            for i, row in zip(chunk, feats):
-                rows[i] = row
-                cache.put(keys[i], row)
+            computed.append(pooled_features(model, to_device(batch, device)).float().cpu().numpy())
             if on_batch:
-                on_batch(b + 1, batches, (first + len(chunk)) / max(time.perf_counter() - start, 1e-9))
+                on_batch(b + 1, batches, (first + len(chunk)) * ranks.world_size
+                         / max(time.perf_counter() - start, 1e-9))
+    if missing:
+        local = np.concatenate(computed) if computed else np.zeros((0, 0), dtype=np.float32)
+        for i, row in zip(missing, ranks.gather_rows(local, len(missing))):
+            rows[i] = row
+            cache.put(keys[i], row)
     if not keys:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([rows[i] for i in range(len(keys))])

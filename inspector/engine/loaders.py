@@ -8,9 +8,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data import load_image, to_rgb_array
+from .distributed import SINGLE, Ranks
 
 
 @dataclass
@@ -62,10 +63,16 @@ def default_workers(device: torch.device) -> int:
 
 
 def make_loader(images: ImageSet, transform, *, batch_size: int, shuffle: bool, seed: int,
-                device: torch.device, workers: int | None = None) -> DataLoader:
+                device: torch.device, workers: int | None = None, ranks: Ranks = SINGLE) -> DataLoader:
+    """Batches of transformed images. With several ranks, each gets its own shard of every epoch
+    (DistributedSampler: call `loader.sampler.set_epoch(epoch)`) and `batch_size` is per rank."""
     workers = default_workers(device) if workers is None else workers
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(_TransformedImages(images, transform), batch_size=batch_size, shuffle=shuffle,
-                      drop_last=shuffle and len(images) > batch_size, generator=generator,
+    dataset = _TransformedImages(images, transform)
+    sampler = (DistributedSampler(dataset, num_replicas=ranks.world_size, rank=ranks.rank, shuffle=shuffle, seed=seed)
+               if ranks.active else None)
+    shard = len(images) // ranks.world_size
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      drop_last=shuffle and shard > batch_size, generator=generator,
                       num_workers=workers, pin_memory=device.type == "cuda",
                       persistent_workers=False)

@@ -42,18 +42,22 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-def _train_epoch(model: nn.Module, loader, optimizer, schedule, scaler, regulariser: Regulariser | None,
-                 ctx: FitContext, epoch: int) -> tuple[float, int, float]:
-    """One pass over the training batches. Returns (mean loss, images seen, seconds)."""
+def _train_epoch(net: nn.Module, model: nn.Module, loader, optimizer, schedule, scaler,
+                 regulariser: Regulariser | None, ctx: FitContext, epoch: int) -> tuple[float, int, float]:
+    """One pass over the training batches. `net` is `model` itself, or `model` wrapped for
+    data-parallel training (its forward averages the gradients over the ranks).
+    Returns (mean loss, images seen by all ranks, seconds)."""
     device, start, seen = ctx.device, time.perf_counter(), 0
-    model.train()
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)  # a new shuffle of the shards every epoch, the same on every rank
+    net.train()
     freeze_batchnorm(model)
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
     for step, (x, y) in enumerate(loader, start=1):
         ctx.check_stop()
         x, y = to_device(x, device), y.to(device, non_blocking=True)
         with autocast(device):
-            loss = F.cross_entropy(model(x).float(), y, label_smoothing=0.1)
+            loss = F.cross_entropy(net(x).float(), y, label_smoothing=0.1)
             total = loss + regulariser(model) if regulariser else loss
         optimizer.zero_grad(set_to_none=True)
         if scaler:
@@ -68,14 +72,18 @@ def _train_epoch(model: nn.Module, loader, optimizer, schedule, scaler, regulari
         seen += len(y)
         ctx.emit(StepEnd(ctx.run_id, phase="train", step=step, steps=len(loader), epoch=epoch,
                          lr=optimizer.param_groups[-1]["lr"],
-                         images_per_s=seen / max(time.perf_counter() - start, 1e-9), elapsed_s=ctx.elapsed,
-                         fold=ctx.fold))
-    return float(loss_sum) / max(seen, 1), seen, time.perf_counter() - start
+                         images_per_s=seen * ctx.ranks.world_size / max(time.perf_counter() - start, 1e-9),
+                         elapsed_s=ctx.elapsed, fold=ctx.fold))
+    loss_total, seen_total = ctx.ranks.sum([float(loss_sum), seen], device)
+    return loss_total / max(seen_total, 1), int(seen_total), time.perf_counter() - start
 
 
 def _validate(model: nn.Module, val: ImageSet, transform, ctx: FitContext) -> tuple[np.ndarray, float, float, float]:
-    """(probabilities, loss, accuracy, macro-F1) on the validation images."""
-    probs = predict_probabilities(model, val, transform, ctx.device, ctx.config.batch_size * 2)
+    """(probabilities, loss, accuracy, macro-F1) on the validation images (each rank predicts its
+    shard; every rank gets all the probabilities, so all take the same early-stopping decision)."""
+    shard = ctx.ranks.shard(len(val))
+    probs = predict_probabilities(model, val.subset(shard), transform, ctx.device, ctx.config.batch_size * 2)
+    probs = ctx.ranks.gather_rows(probs, len(val))
     accuracy, f1 = accuracy_and_f1(val.labels, probs.argmax(1), len(ctx.classes))
     return probs, mean_log_loss(probs, val.labels), accuracy, f1
 
@@ -84,9 +92,12 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
                  ctx: FitContext, *, epochs: int, regulariser: Regulariser | None = None) -> FitOutcome:
     """Train with AdamW + warm-up/cosine; keep the weights with the best validation accuracy
     (the last epoch's without validation images). Early stopping after `patience` flat epochs."""
-    cfg, device = ctx.config, ctx.device
-    loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment, seed=cfg.seed),
-                         batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
+    cfg, device, ranks = ctx.config, ctx.device, ctx.ranks
+    # The global batch stays cfg.batch_size: each of N ranks takes 1/N of it (same optimisation as one process).
+    loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment, seed=cfg.seed + ranks.rank),
+                         batch_size=max(1, cfg.batch_size // ranks.world_size), shuffle=True, seed=cfg.seed,
+                         device=device, ranks=ranks)
+    net = ranks.wrap(model, device)
     eval_transform = build_transform(ctx.preprocessing, "none")
     steps_per_epoch = max(1, len(loader))
     optimizer = torch.optim.AdamW(param_groups)
@@ -100,7 +111,7 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
     try:
         for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
-            train_loss, seen, train_seconds = _train_epoch(model, loader, optimizer, schedule, scaler,
+            train_loss, seen, train_seconds = _train_epoch(net, model, loader, optimizer, schedule, scaler,
                                                            regulariser, ctx, epoch)
             probs, val_loss, val_acc, val_f1 = (_validate(model, val, eval_transform, ctx)
                                                 if val is not None and len(val) else (None, None, None, None))

@@ -128,7 +128,7 @@ class LinearProbe(Strategy):
         model_key = f"{ctx.model_key}|{architecture_recipe(model)}"
         return extract_features(model, images, transform, model_key=model_key, device=ctx.device,
                                 batch_size=max(32, ctx.config.batch_size), on_batch=on_batch,
-                                cache=ctx.feature_cache)
+                                cache=ctx.feature_cache, ranks=ctx.ranks)
 
     def fit_head(self, model, train, val, ctx) -> tuple[np.ndarray | None, dict] | None:
         """Fit the closed-form head in place: (validation probabilities, figures), or None if stopped.
