@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from test_anomaly_task import anomaly_run, parts  # noqa: F401 - the anomaly task's own trained run
-from test_deploy_export import NO_TORCH, _json_tail
+from test_deploy_export import BUNDLE_FILES, NO_TORCH, _json_tail
 
 from inspector.cli import main
 from inspector.errors import InspectorError
@@ -37,9 +37,7 @@ def test_anomaly_bundle_records_parity_and_the_calibration(anomaly_bundle, anoma
     from inspector.inference import load_predictor
 
     folder = anomaly_bundle.path
-    for name in ["model.onnx", "preprocessing.json", "labels.json", "predict.py", "requirements.txt", "README.md",
-                 "parity.json", "bundle.json", "sample/expected.json"]:
-        assert (folder / name).is_file(), name
+    assert [name for name in BUNDLE_FILES if not (folder / name).is_file()] == []
     parity = json.loads((folder / "parity.json").read_text())
     assert parity["task"] == "anomaly" and parity["passed"]
     assert parity["verdicts_agree"] == parity["n_images"] >= 20

@@ -27,6 +27,10 @@ NO_TORCH = textwrap.dedent("""
 """)
 
 
+BUNDLE_FILES = ["model.onnx", "preprocessing.json", "labels.json", "predict.py", "requirements.txt", "README.md",
+                "parity.json", "bundle.json", "sample/expected.json"]
+
+
 def _json_tail(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -108,9 +112,7 @@ def test_predict_script_inlines_the_apps_image_loader():
 @pytest.mark.slow
 def test_bundle_is_complete_and_parity_is_recorded(bundle, tiny_run):
     folder = bundle.path
-    for name in ["model.onnx", "preprocessing.json", "labels.json", "predict.py", "requirements.txt", "README.md",
-                 "parity.json", "bundle.json", "sample/expected.json"]:
-        assert (folder / name).is_file(), name
+    assert [name for name in BUNDLE_FILES if not (folder / name).is_file()] == []
     assert len(list((folder / "sample").iterdir())) == 2
     parity = json.loads((folder / "parity.json").read_text())
     assert parity["passed"] and parity["labels_agree"] == parity["n_images"] >= 20
