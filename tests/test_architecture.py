@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tasks", ("inspector.tasks",)),
     ("runs and inference", ("inspector.runs", "inspector.inference", "inspector.training", "inspector.reports", "inspector.gate",
                             "inspector.comparison", "inspector.evidence", "inspector.deploy")),
-    ("jobs", ("inspector.jobs", "inspector.workspace")),
+    ("jobs", ("inspector.jobs", "inspector.workspace", "inspector.sweep")),
     ("front ends", ("inspector.cli", "inspector.commands", "inspector.__main__")),
 ]
 
