@@ -52,6 +52,7 @@ DESIGNS: dict[str, DetectorConfig | str] = {
     "padim": "padim",  # on pc320's features
     "pc224": replace(BASE, image_size=224, max_bank=4096, coreset_ratio=0.25),
     "pc256": replace(BASE, image_size=256, max_bank=4096, coreset_ratio=0.25),
+    "pc256r10": replace(BASE, image_size=256, max_bank=4096, coreset_ratio=0.10),
     "pc320": replace(BASE, image_size=320, max_bank=4096, coreset_ratio=0.25),
     "pc384": replace(BASE, image_size=384, max_bank=4096, coreset_ratio=0.25),
     "pc320sym": replace(BASE, image_size=320, max_bank=4096, coreset_ratio=0.25, symmetric=True),
@@ -220,7 +221,9 @@ def padim_scores(train: torch.Tensor, tests: list[torch.Tensor], eps: float = 0.
     x = train.permute(1, 2, 0, 3).reshape(h * w, n, c).double()
     mean = x.mean(1, keepdim=True)
     cov = (x - mean).transpose(1, 2) @ (x - mean) / max(n - 1, 1) + eps * torch.eye(c, dtype=torch.float64)
-    prec = torch.linalg.inv(cov).float()
+    # Through Cholesky (the covariance is symmetric positive definite): the batched LU inverse hit an
+    # MKL error on this machine (DLASWP, 'pivots given to lu_solve').
+    prec = torch.cholesky_inverse(torch.linalg.cholesky(cov)).float()
     mean = mean.squeeze(1).float()
     out = []
     for t in tests:

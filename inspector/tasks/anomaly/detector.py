@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from ...augment import build_transform, resolve_preprocessing
 from ...backbones import create_model
+from ...engine.device import prepare_model, to_device
+from ...engine.distributed import SINGLE, Ranks
 from ...errors import InspectorError
 
 ProgressFn = Callable[[int, int], None]
@@ -44,7 +46,7 @@ class DetectorConfig:
     layers: tuple[int, ...] = (2, 3)  # indices into the backbone's feature stages (2: stride 8, 3: stride 16)
     neighbourhood: int = 3  # local average pooling window (patches), 1 turns it off
     max_bank: int = 4096  # greedy coreset above this many patches (caps the 1-NN cost per patch)
-    coreset_ratio: float = 0.25  # keep at most this share of the patches (25 %, 10 % and 100 % scored alike)
+    coreset_ratio: float = 0.10  # keep at most this share of the patches (10 % and 25 % scored alike, 0.838 vs 0.837)
     projection_dim: int = 128  # random projection used only to choose the coreset
     symmetric: bool = False  # add the 8 flips / quarter turns of every good image to the bank
     intensity: str = "as_is"  # "standardise": each image to a fixed mean and contrast first (lighting drift)
@@ -160,8 +162,8 @@ class PatchDetector:
         self.device = torch.device(device)
         self.preprocessing = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
         self._transform = build_transform(self.preprocessing, "none")
-        self.model = create_model(config.backbone, 0, pretrained=pretrained, weights_path=weights_path)
-        self.model.eval().to(self.device)
+        model = create_model(config.backbone, 0, pretrained=pretrained, weights_path=weights_path)
+        self.model = prepare_model(model.eval(), self.device)  # channels_last: 1.7x faster patch features on CPU
         n_stages = len(getattr(self.model, "feature_info", []) or [])
         if n_stages and max(config.layers) >= n_stages:
             raise InspectorError(f"Backbone {config.backbone} has feature stages 0 to {n_stages - 1}; "
@@ -192,7 +194,7 @@ class PatchDetector:
             chunk = images[start:start + bs]
             if self.config.intensity == "standardise":
                 chunk = [standardise_intensity(image) for image in chunk]
-            batch = torch.stack([self._transform(image) for image in chunk]).to(self.device)
+            batch = to_device(torch.stack([self._transform(image) for image in chunk]), self.device)
             with torch.inference_mode():
                 feats = self._features(batch)
             yield feats
@@ -260,12 +262,23 @@ class PatchDetector:
         patch_maps = torch.cat(maps).numpy()
         return patch_maps.reshape(len(images), -1).max(1), patch_maps
 
+    def _embed_shared(self, images: list[np.ndarray], on_batch: ProgressFn | None, ranks: Ranks) -> torch.Tensor:
+        """`_embed_for_bank` of all the images; with several ranks each embeds its shard and all get every row."""
+        if not ranks.active:
+            return self._embed_for_bank(images, on_batch)
+        mine = ranks.shard(len(images))
+        local = (self._embed_for_bank([images[i] for i in mine], on_batch).cpu().numpy() if len(mine)
+                 else np.zeros((0,), dtype=np.float32))
+        return torch.from_numpy(ranks.gather_rows(local, len(images))).to(self.device)
+
     def out_of_sample_scores(self, images: list[np.ndarray], folds: int = 5, seed: int = 0,
-                             on_batch: ProgressFn | None = None, fit: bool = False) -> np.ndarray:
+                             on_batch: ProgressFn | None = None, fit: bool = False,
+                             ranks: Ranks = SINGLE) -> np.ndarray:
         """Each good image scored by a bank built without it (k-fold; leave-one-out when n <= folds).
 
-        Every image is embedded once. With `fit=True` the final bank is also built from the same
-        features (the detector is then fitted on all the images: no second embedding pass).
+        Every image is embedded once (split over the ranks of a distributed training). With
+        `fit=True` the final bank is also built from the same features (the detector is then
+        fitted on all the images: no second embedding pass).
         """
         images = _check_images(images, "good images")
         n = len(images)
@@ -278,7 +291,7 @@ class PatchDetector:
         order = np.random.default_rng(seed).permutation(n)
         fold_of = np.empty(n, dtype=np.int64)
         fold_of[order] = np.arange(n) % k
-        feats = self._embed_for_bank(images, on_batch)
+        feats = self._embed_shared(images, on_batch, ranks)
         scores = np.empty(n, dtype=np.float64)
         for f in range(k):
             held = np.flatnonzero(fold_of == f)

@@ -70,7 +70,7 @@ class PatchMemory:
         try:
             model.calibration_scores_ = model.detector.out_of_sample_scores(
                 train.images, folds=CALIBRATION_FOLDS, seed=ctx.config.seed, on_batch=progress("features"),
-                fit=True)
+                fit=True, ranks=ctx.ranks)
             raw = model.detector.score(val.images, on_batch=progress("scoring"))[0] if val is not None else None
         except TrainingStopped:
             return FitOutcome(model, None, None, stopped=True)
