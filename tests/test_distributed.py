@@ -143,3 +143,23 @@ def test_a_killed_rank_fails_the_run_within_the_timeout(tmp_path):
     [info] = RunStore(runs).list_runs()
     assert info.status == "failed", err[-3000:]
     assert "distributed training" in Run(info.path).record()["error"]
+
+
+@pytest.mark.slow
+def test_cross_validation_folds_run_side_by_side_on_the_ranks_with_the_same_estimate(tmp_path):
+    """The linear probe's 5 folds split over 2 ranks (3 + 2) give the estimate one process gives."""
+    data = _split_sample(tmp_path / "data", n_train=12)[0]
+    args = ["train", str(data), "--strategy", "linear_probe", "--image-size", "96", "--orientation-matters",
+            "--seed", "0", "--json"]
+    ddp = subprocess.run([*TORCHRUN, *args, "--runs-dir", str(tmp_path / "ddp")], capture_output=True, text=True,
+                         env=ENV, timeout=900)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "inspector", *args, "--runs-dir", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=ENV, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ddp_result, one_result = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (ddp, one))
+    assert "cross-validation" in ddp_result["validation"]
+    assert ddp_result["val_accuracy"] is not None
+    assert ddp_result["val_accuracy"] == pytest.approx(one_result["val_accuracy"], abs=1e-9)
+    evaluation = Run(ddp_result["run_dir"]).evaluation()
+    assert evaluation["n_images"] == 60 and len(evaluation["predictions"]) == 60  # every fold's images, once

@@ -75,6 +75,14 @@ class Ranks:
         _collective(dist.all_reduce, tensor)
         return tensor.tolist()
 
+    def gather_objects(self, value: Any) -> list[Any]:
+        """Every rank's value, in rank order (small picklable results, e.g. one fold's predictions)."""
+        if not self.active:
+            return [value]
+        parts: list[Any] = [None] * self.world_size
+        _collective(dist.all_gather_object, parts, value)
+        return parts
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's value, on every rank (e.g. the run id rank 0 created)."""
         if not self.active:

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import InspectorError
 from .context import FitContext, FitOutcome, TrainingStopped
+from .distributed import SINGLE
 from .loaders import ImageSet
 
 SaveModel = Callable[[torch.nn.Module, int, "float | None"], None]  # (model, epoch, val_accuracy)
@@ -90,17 +91,24 @@ def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, 
     saver.after_fit(outcome)
     if outcome.stopped or not cross_validate:
         return PlanResult("stopped" if outcome.stopped else "completed", outcome.best_epoch, none, np.zeros((0, 0)))
-    evaluated, outputs = [], []
+    # With several ranks the folds run side by side, one process each (no collectives inside a
+    # fold), and their predictions are gathered: k folds on N ranks take about k/N fold times.
+    mine = set(ctx.ranks.shard(len(plan.folds)).tolist())
+    fold_results = []
     for k, (train_idx, val_idx) in enumerate(plan.folds, start=1):
+        if k - 1 not in mine:
+            continue
         fold_model = copy.deepcopy(model)
         fold_model.load_state_dict(initial)
-        fold_ctx = ctx.for_fold(f"{k}/{len(plan.folds)}")
+        fold_ctx = dataclasses.replace(ctx.for_fold(f"{k}/{len(plan.folds)}"), ranks=SINGLE)
         fold = _fit(strategy, fold_model, images.subset(train_idx), images.subset(val_idx), fold_ctx)
         if fold.val_probabilities is not None:
-            evaluated.extend(val_idx)
-            outputs.append(fold.val_probabilities)
+            fold_results.append((k, np.asarray(val_idx), fold.val_probabilities))
         if fold.stopped:  # the model is kept; the estimate covers the folds that ran
             break
+    fold_results = sorted((r for part in ctx.ranks.gather_objects(fold_results) for r in part), key=lambda r: r[0])
+    evaluated = [i for _, val_idx, _ in fold_results for i in val_idx]
+    outputs = [probs for _, _, probs in fold_results]
     status = "stopped" if ctx.stop_event.is_set() else "completed"
     return PlanResult(status, outcome.best_epoch, np.asarray(evaluated, dtype=int),
                       np.concatenate(outputs) if outputs else np.zeros((0, 0)))
