@@ -163,3 +163,19 @@ def test_cross_validation_folds_run_side_by_side_on_the_ranks_with_the_same_esti
     assert ddp_result["val_accuracy"] == pytest.approx(one_result["val_accuracy"], abs=1e-9)
     evaluation = Run(ddp_result["run_dir"]).evaluation()
     assert evaluation["n_images"] == 60 and len(evaluation["predictions"]) == 60  # every fold's images, once
+
+
+@pytest.mark.slow
+def test_nproc_starts_torchrun_for_the_user(tmp_path):
+    from reliability_tools import small_dataset
+
+    data, runs = small_dataset(tmp_path / "data"), tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-m", "inspector", "train", str(data), "--strategy", "fine_tune", "--epochs",
+                           "1", "--image-size", "64", "--no-cv", "--nproc", "2", "--runs-dir", str(runs), "--json"],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "starting 2 training processes" in done.stderr
+    [info] = RunStore(runs).list_runs()
+    assert info.status == "completed" and json.loads(done.stdout.strip().splitlines()[-1])["run_dir"] == str(info.path)
+    start = next(e for e in Run(info.path).events() if e["event"] == "TrainStart")
+    assert start["device"].endswith("x 2 processes")
