@@ -115,3 +115,20 @@ def test_service_scores_an_anomaly_run(anomaly_run, parts):  # noqa: F811
         assert client.get("/model").json()["threshold"] == predictor.with_target_frr(0.3).threshold
     with pytest.raises(InspectorError, match="keeps the good classes"):
         create_app(None, ServiceConfig(ok_classes=("ok",)), predictor=predictor)
+
+
+def test_the_bundle_runtime_scores_an_anomaly_run_like_pytorch(anomaly_bundle, anomaly_run, parts):  # noqa: F811
+    """`serve --runtime onnx` on an anomaly run: BundlePredictor gives the PyTorch predictor's verdicts and
+    scores, and moves its threshold with the target false-reject rate as the service asks."""
+    from inspector.data import load_image, to_rgb_array
+    from inspector.deploy.runtime import BundlePredictor
+    from inspector.inference import load_predictor
+
+    images = [to_rgb_array(load_image(p)) for p in sorted((parts / "new_parts").iterdir())]
+    fast, torch_predictor = BundlePredictor(anomaly_bundle.path), load_predictor(anomaly_run.run_dir, device="cpu")
+    assert fast.task == "anomaly" and fast.threshold == pytest.approx(torch_predictor.threshold)
+    for a, b in zip(fast.predict_batch(images), torch_predictor.predict_batch(images)):
+        a, b = a.to_dict(), b.to_dict()
+        assert a["verdict"] == b["verdict"] and abs(a["raw_score"] - b["raw_score"]) <= 1e-4 * abs(b["raw_score"])
+    looser = fast.with_target_frr(0.3)
+    assert looser.target_frr == 0.3 and looser.threshold < fast.threshold

@@ -135,3 +135,31 @@ def test_real_uvicorn_on_a_free_localhost_port(predictor):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_serve_runtime_onnx_answers_through_the_exported_bundle_like_pytorch(monkeypatch, tiny_run, predictor,
+                                                                             tiny_data):
+    """`serve --runtime onnx` exports the run (parity checked) and answers with ONNX Runtime: the same
+    labels, probabilities within the export's 1e-4, and verdicts."""
+    from fastapi.testclient import TestClient
+
+    import inspector.deploy.service as service
+
+    paths = sorted((tiny_data / "crack").iterdir())[:2] + sorted((tiny_data / "ok").iterdir())[:1]
+    seen = {}
+
+    def answer_once(app, host, port):  # instead of uvicorn: ask the app while its bundle exists
+        with TestClient(app) as c:
+            seen["model"] = c.get("/model").json()
+            seen["rows"] = c.post("/predict", files=[("files", (p.name, p.read_bytes(), "image/jpeg"))
+                                                     for p in paths]).json()["predictions"]
+
+    monkeypatch.setattr(service, "serve", answer_once)
+    args = build_parser().parse_args(["serve", str(tiny_run.run_dir), "--runtime", "onnx", "--ok-classes", "ok"])
+    args.func(args)
+    assert seen["model"]["device"] == "cpu (onnxruntime)" and seen["model"]["classes"] == predictor.classes
+    expected = predictor.predict_batch([str(p) for p in paths])
+    assert [r["label"] for r in seen["rows"]] == [p.label for p in expected]
+    for row, pred in zip(seen["rows"], expected):
+        assert max(abs(row["probabilities"][c] - p) for c, p in pred.probabilities.items()) <= 1e-4
+        assert row["verdict"] in ("OK", "NG") and 0.0 <= row["defect_probability"] <= 1.0
