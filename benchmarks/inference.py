@@ -195,18 +195,26 @@ def main() -> None:
         rows.append(("exported bundle, predict.py path (numpy resize + model)",
                      _rate(lambda: bundle.predict_proba(images, batch), n), _load()))
         print(rows[-1], flush=True)
+        services = {"PyTorch predictor (serve default)": predictor}
+        if not args.skip_service:
+            from inspector.deploy.runtime import BundlePredictor
+
+            services[f"exported bundle (serve --runtime {args.format})"] = BundlePredictor(result.path)
+            latencies = {name: service_latency(served, args.requests, args.clients)
+                         for name, served in services.items()}
     print(f"\n| path | images/s | x reference | machine |\n|---|---:|---:|---|")
     for name, rate, load in rows:
         print(f"| {name} | {rate:.1f} | {rate / ref:.2f} | {load} |")
     print(f"\nexport: {result.export_seconds:.1f} s ONNX conversion, {export_total:.1f} s in all with the parity "
           f"check ({result.parity.summary()}); first call (session + 1 image): {first_call:.2f} s")
     if not args.skip_service:
-        lat = service_latency(predictor, args.requests, args.clients)
-        print(f"\nservice, one {lat['image_bytes'] // 1024} KB 1000x1000 JPEG per request, {_load()}:")
-        print(f"| clients | requests | p50 ms | p95 ms |\n|---|---:|---:|---:|")
-        print(f"| 1 sequential | {args.requests} | {lat['sequential_p50']:.0f} | {lat['sequential_p95']:.0f} |")
-        print(f"| {args.clients} concurrent | {args.requests // args.clients * args.clients} | "
-              f"{lat['concurrent_p50']:.0f} | {lat['concurrent_p95']:.0f} |")
+        print(f"\nservice, one 1000x1000 JPEG per request, {_load()} at the end:")
+        print("| service answers with | clients | requests | p50 ms | p95 ms |\n|---|---|---:|---:|---:|")
+        for name, lat in latencies.items():
+            print(f"| {name} | 1 sequential | {args.requests} | {lat['sequential_p50']:.0f} | "
+                  f"{lat['sequential_p95']:.0f} |")
+            print(f"| {name} | {args.clients} concurrent | {args.requests // args.clients * args.clients} | "
+                  f"{lat['concurrent_p50']:.0f} | {lat['concurrent_p95']:.0f} |")
 
 
 if __name__ == "__main__":
