@@ -106,11 +106,16 @@ def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, mod
         for b, first in enumerate(range(0, len(mine), batch_size)):
             chunk = mine[first:first + batch_size]
             batch = torch.stack([transform(images.images[i]) for i in chunk])
-            computed.append(pooled_features(model, to_device(batch, device)).float().cpu().numpy())
+            feats = pooled_features(model, to_device(batch, device)).float().cpu().numpy()
+            computed.append(feats)
+            if not ranks.active:  # cached as they come: a stopped run keeps what it extracted
+                for i, row in zip(chunk, feats):
+                    rows[i] = row
+                    cache.put(keys[i], row)
             if on_batch:
                 on_batch(b + 1, batches, (first + len(chunk)) * ranks.world_size
                          / max(time.perf_counter() - start, 1e-9))
-    if missing:
+    if ranks.active and missing:
         local = np.concatenate(computed) if computed else np.zeros((0, 0), dtype=np.float32)
         for i, row in zip(missing, ranks.gather_rows(local, len(missing))):
             rows[i] = row
