@@ -121,6 +121,14 @@ class ClassificationEvaluation:
     confusion_matrix: list[list[int]]
     predictions: list[dict[str, str]] = field(default_factory=list)  # path, label, predicted
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassificationEvaluation:
+        """From evaluation.json. Raises KeyError/TypeError on a report of another shape."""
+        return cls(data.get("method", ""), data["n_images"], data["accuracy"], tuple(data["accuracy_ci"]),
+                   data["macro_f1"], list(data["classes"]),
+                   {name: ClassScores(**scores) for name, scores in data["per_class"].items()},
+                   data["confusion_matrix"], list(data.get("predictions", [])))
+
 
 @dataclass(frozen=True)
 class ScoredImage:
@@ -145,18 +153,10 @@ class DetectionEvaluation:
     good_scores: list[float]
     defects: list[ScoredImage]
 
-
-def read_evaluation(data: dict[str, Any] | None) -> ClassificationEvaluation | DetectionEvaluation | None:
-    """The typed view of a stored evaluation report (None stays None)."""
-    if not data:
-        return None
-    if "good_scores" in data:
-        return DetectionEvaluation(
-            data.get("method", ""), data["n_good"], data["n_defect"], data["threshold"], data["target_frr"],
-            data.get("val_auroc"), data.get("val_detection_rate"), dict(data.get("detection_rate_per_class", {})),
-            list(data["good_scores"]), [ScoredImage(d["path"], d["label"], d["score"], d["raw_score"])
-                                        for d in data.get("defects", [])])
-    return ClassificationEvaluation(
-        data.get("method", ""), data["n_images"], data["accuracy"], tuple(data["accuracy_ci"]), data["macro_f1"],
-        list(data["classes"]), {name: ClassScores(**scores) for name, scores in data["per_class"].items()},
-        data["confusion_matrix"], list(data.get("predictions", [])))
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectionEvaluation:
+        """From evaluation.json. Raises KeyError/TypeError on a report of another shape."""
+        return cls(data.get("method", ""), data["n_good"], data["n_defect"], data["threshold"], data["target_frr"],
+                   data.get("val_auroc"), data.get("val_detection_rate"),
+                   dict(data.get("detection_rate_per_class", {})), list(data["good_scores"]),
+                   [ScoredImage(d["path"], d["label"], d["score"], d["raw_score"]) for d in data.get("defects", [])])

@@ -2,7 +2,8 @@
 
 `load_predictor(run_dir)` returns the run's task predictor: a ClassificationPredictor (classes,
 probabilities, Grad-CAM, OK/NG) or an anomaly predictor (score, verdict, anomaly map).
-`Predictor.from_run` is the classification-only shortcut kept for existing callers.
+Every predictor follows `inspector.tasks.base.Predictor` (the protocol). `Predictor.from_run` here is
+the classification-only shortcut kept for existing callers.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .engine.device import resolve_device
 from .errors import InspectorError
 from .runs import Run
 from .tasks.base import task_of_recipe
+from .tasks.classification import ClassificationTask
 from .tasks.classification.predictor import (
     ClassificationPredictor,
     ImageInput,
@@ -29,13 +31,11 @@ def load_predictor(run_dir: str | os.PathLike, device: str = "auto", **options: 
     recipe, state = run.model_files()
     task = task_of_recipe(recipe)
     try:
-        predictor = task.load_predictor(recipe, state, resolve_device(device), **options)
+        return task.load_predictor(recipe, state, resolve_device(device), run_dir=run.path, **options)
     except InspectorError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign model: any loader error
         raise InspectorError(f"The model in {run.path} cannot be loaded: {exc}") from exc
-    predictor.run_dir = run.path
-    return predictor
 
 
 class Predictor(ClassificationPredictor):
@@ -46,15 +46,13 @@ class Predictor(ClassificationPredictor):
         run = Run(run_dir)
         recipe, state = run.model_files()
         task = task_of_recipe(recipe)
-        if task.name != "classification":
+        if not isinstance(task, ClassificationTask):
             raise InspectorError(f"Run {run.run_id} is an {task.name} run, not a classifier: load it with "
                                  "load_predictor().")
         try:
-            predictor = cls.from_recipe(recipe, state, resolve_device(device), compile=compile)
+            return cls.from_recipe(recipe, state, resolve_device(device), compile=compile, run_dir=run.path)
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign model: any loader error
             raise InspectorError(f"The model in {run.path} cannot be loaded: {exc}") from exc
-        predictor.run_dir = run.path
-        return predictor
 
 
 __all__ = ["ClassificationPredictor", "ImageInput", "Prediction", "Predictor", "Verdict", "as_rgb_array",

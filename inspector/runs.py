@@ -19,8 +19,10 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,8 @@ from ._io import (
     storage_errors,
 )
 from .errors import InspectorError
-from .evaluation import ClassificationEvaluation, DetectionEvaluation, read_evaluation
 from .summary import RunSummary
+from .tasks.base import DEFAULT_TASK, create_task
 
 RUN_FILE, CONFIG_FILE, METRICS_FILE = "run.json", "config.json", "metrics.jsonl"
 WEIGHTS_FILE, MODEL_FILE, EVALUATION_FILE = "model.safetensors", "model.json", "evaluation.json"
@@ -104,18 +106,21 @@ class RunInfo:
     created: float
     backbone: str = ""
     strategy: str = ""
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None  # None until the run has finished
     has_model: bool = False
-    task: str = "classification"  # runs from before tasks existed are classification runs
+    task: str = DEFAULT_TASK  # runs from before tasks existed are classification runs
 
     @property
     def run_summary(self) -> RunSummary:
-        return RunSummary.from_dict({"task": self.task, **self.summary})
+        """The summary, or an empty one of the run's task before it has finished."""
+        return self.summary or RunSummary(self.task)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON of `inspector runs --json`: the run's fields with its summary flat beside them."""
+        summary = self.summary.to_dict() if self.summary else {}
         return {"run_id": self.run_id, "run_dir": str(self.path), "name": self.name, "status": self.status,
                 "created": self.created, "backbone": self.backbone, "strategy": self.strategy,
-                "has_model": self.has_model, **self.summary, "task": self.task}
+                "has_model": self.has_model, **summary, "task": self.task}
 
 
 class Run:
@@ -148,9 +153,11 @@ class Run:
         status = rec.get("status", "unknown")
         if status in ACTIVE_STATUSES and not _owner_alive(rec.get("owner"), self.last_write()):
             status = "interrupted"
+        task = rec.get("task") or DEFAULT_TASK
+        summary = RunSummary.from_dict({"task": task, **rec["summary"]}) if rec.get("summary") else None
         return RunInfo(self.run_id, self.path, rec.get("name", self.run_id), status, rec.get("created", 0.0),
-                       rec.get("backbone", ""), rec.get("strategy", ""), rec.get("summary", {}),
-                       self.file(WEIGHTS_FILE).is_file(), rec.get("task", "classification"))
+                       rec.get("backbone", ""), rec.get("strategy", ""), summary,
+                       self.file(WEIGHTS_FILE).is_file(), task)
 
     def last_write(self) -> float:
         """When the run was last written (its heartbeat): the newest of its record and its metrics."""
@@ -191,10 +198,11 @@ class Run:
         except (FileNotFoundError, ValueError):
             return None
 
-    def evaluation_report(self) -> ClassificationEvaluation | DetectionEvaluation | None:
-        """The stored report, typed; None when there is none or it cannot be read."""
+    def evaluation_report(self) -> Any:
+        """The stored report, typed by the run's task (e.g. ClassificationEvaluation,
+        DetectionEvaluation); None when there is none or it cannot be read."""
         try:
-            return read_evaluation(self.evaluation())
+            return create_task(self.record().get("task")).read_evaluation(self.evaluation())
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -232,7 +240,7 @@ class RunStore:
         self.root = Path(root) if root is not None else default_runs_dir()
 
     def create(self, config: dict[str, Any], *, backbone: str, strategy: str, name: str | None = None,
-               task: str = "classification") -> Run:
+               task: str = DEFAULT_TASK) -> Run:
         with storage_errors(self.root):
             self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -285,3 +293,72 @@ class RunStore:
         with storage_errors(run.path, "delete"):
             os.replace(run.path, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+class MetricsTail:
+    """Follows one run's metrics.jsonl as it grows, for live views.
+
+    Each `read()` parses only the lines appended since the previous one; a line still being
+    written (no newline yet) waits for the next read. A file truncated or replaced is read again
+    from its start. Every run is watched this way, whoever trains it (the app, the CLI, torchrun,
+    Ray). `parse` turns each line's dict into an item (e.g. `event_from_dict`); None drops it.
+    Thread-safe: several pages may read one tail.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, parse: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self._parse = parse
+        self._lock = threading.Lock()
+        self._offset = 0
+        self._identity: tuple[int, int] | None = None
+        self._items: list[Any] = []
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the file consumed so far (always at the end of a complete line)."""
+        with self._lock:
+            return self._offset
+
+    def read(self) -> list[Any]:
+        """Every item so far (a new list), after reading what was appended.
+
+        Raises:
+            StorageError: the file exists but cannot be read (permissions, a vanished share).
+        """
+        with self._lock:
+            self._read_new()
+            return list(self._items)
+
+    def read_new(self) -> list[Any]:
+        """Only the items appended since the last read."""
+        with self._lock:
+            return self._read_new()
+
+    def _read_new(self) -> list[Any]:
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:  # the run has not written its first event yet
+            return []
+        except OSError as exc:
+            raise storage_error(exc, self.path, "read") from exc
+        with handle:
+            stat = os.fstat(handle.fileno())
+            identity = (stat.st_dev, stat.st_ino)
+            if identity != self._identity or stat.st_size < self._offset:  # replaced or truncated
+                self._identity, self._offset, self._items = identity, 0, []
+            handle.seek(self._offset)
+            chunk = handle.read()
+        end = chunk.rfind(b"\n") + 1  # only complete lines; the rest is read again next time
+        self._offset += end
+        new = []
+        for line in chunk[:end].splitlines():
+            try:
+                data = json.loads(line)
+            except ValueError:  # a line broken by a process killed mid-append
+                continue
+            if isinstance(data, dict):
+                item = self._parse(data) if self._parse else data
+                if item is not None:
+                    new.append(item)
+        self._items.extend(new)
+        return new

@@ -37,6 +37,13 @@ class RunSummary:
     def val_macro_f1(self) -> float | None:
         return self.metrics.get("val_macro_f1")
 
+    def value(self, key: str) -> Any:
+        """A common field or a task metric by its stored name (None when absent): what a table
+        column (`tasks.base.Column`) shows."""
+        if key != "metrics" and key in {f.name for f in dataclasses.fields(self)}:
+            return getattr(self, key)
+        return self.metrics.get(key)
+
     @property
     def warning(self) -> str | None:
         """A plain warning when the accuracy interval is too wide to trust."""

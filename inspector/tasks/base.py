@@ -1,24 +1,33 @@
-"""The task concept: what a run learns. Each task owns its model, its strategies, its validation,
-its metrics and its predictor; the trainer (inspector/training.py), the run store, the predictor
-loader, the CLI and the pages only talk to this interface.
+"""The task concept: what a run learns. A task is one folder under `inspector/tasks/`; it owns its
+model, strategies, validation, metrics, predictor, result rows, export graph and parity rule, and
+every front end (trainer, CLI, service, bundle export, pages) calls its hooks instead of branching
+on its name.
 
-Add a task by subclassing `Task` and decorating it with `@register_task`; a run's recipe
-(model.json) names its task, and runs written before tasks existed are classification runs.
+This module is a leaf, like timm's `_registry.py`: it imports no task. The built-in tasks are
+imported by name on the first `list_tasks()` / `create_task()`; other packages can add tasks with
+the entry-point group `inspector.tasks` or by importing a module that uses `@register_task`.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-import torch
 
 from ..errors import InspectorError
 
 if TYPE_CHECKING:  # type names only: no import at run time
+    import torch
+
     from ..augment import Preprocessing
     from ..config import TrainConfig
     from ..data import LabeledDataset, ValidationPlan
+    from ..summary import RunSummary
+
+BUILTIN_TASKS = ("inspector.tasks.classification", "inspector.tasks.anomaly")
+ENTRY_POINT_GROUP = "inspector.tasks"
 
 
 @dataclass(frozen=True)
@@ -29,14 +38,102 @@ class Evaluation:
     report: dict[str, Any] | None  # evaluation.json (None: nothing was evaluated)
 
 
+@dataclass(frozen=True)
+class ParityRule:
+    """How a task's exported bundle is compared with its PyTorch predictor (deploy/parity.py)."""
+
+    decision: str  # what must agree on every image: "labels", "verdicts"
+    values: str  # what is compared in numbers: "probabilities", "raw scores"
+    difference: str  # the key of the largest difference in parity.json
+    described: str  # the difference in words
+    tolerance: float  # its default limit
+    torch_outputs: Callable[[Any, list], Any]  # (predictor, RGB arrays) -> outputs
+    bundle_outputs: Callable[[Any, list], Any]  # (the bundle's Bundle, RGB arrays) -> outputs
+    # (bundle outputs, predictor outputs, bundle, predictor) -> (decisions agree (n,), difference (n,))
+    compare: Callable[[Any, Any, Any, Any], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One figure of a run's summary as a table column (Compare page, `inspector runs`)."""
+
+    key: str  # the key in RunSummary.metrics
+    label: str
+    format: str = "%.3f"  # printf style, or "percent"
+    help: str = ""
+
+    def text(self, value: Any) -> str:
+        """The value as a table cell ("-" when missing)."""
+        if value is None:
+            return "-"
+        if isinstance(value, (list, tuple)) and len(value) == 2:  # an interval
+            return f"{value[0]:.0%} - {value[1]:.0%}"
+        if self.format == "percent":
+            return f"{value:.1%}"
+        return self.format % value if isinstance(value, (int, float)) else str(value)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What a user may set when predicting; each task accepts its own and refuses the others plainly.
+
+    ok_classes / threshold: classifiers (an OK/NG verdict from P(defect)); target_frr / classifier:
+    anomaly runs (move the threshold; name the defect type of NG parts with a classification predictor).
+    """
+
+    ok_classes: tuple[str, ...] = ()
+    threshold: float | None = None
+    target_frr: float | None = None
+    classifier: Any = None
+
+    def given(self) -> dict[str, str]:
+        """The options that were set, as the CLI spells them (for error messages)."""
+        names = {"ok_classes": "--ok-classes", "threshold": "--threshold", "target_frr": "--target-frr",
+                 "classifier": "--classifier"}
+        return {key: flag for key, flag in names.items() if getattr(self, key) not in (None, (), [])}
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What every predictor offers (a task's PyTorch predictor, or a bundle behind `serve --runtime`).
+
+    Thread-safe: share one per run. `predict_batch` takes RGB uint8 arrays (H, W, 3) (the PyTorch
+    predictors also take paths, bytes and PIL images) and returns one typed prediction per image,
+    each with `to_dict()`; the task's `result_rows` turns them into result rows.
+    """
+
+    task: str  # the task's name (create_task(predictor.task) gives its hooks)
+    classes: list[str]
+    run_dir: Path | None  # the run it was loaded from (None: built in memory)
+
+    @property
+    def preprocessing(self) -> Any: ...  # has to_dict(): image_size, resize_mode, mean, std...
+
+    @property
+    def device(self) -> Any: ...
+
+    def predict_batch(self, images: Sequence[Any]) -> list[Any]: ...
+
+
 class Task:
-    """One kind of model. Subclasses set `name`/`summary` and implement the methods below."""
+    """One kind of model. Subclasses set the class attributes and implement the methods below."""
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line a quality engineer understands
+    choice: ClassVar[str] = ""  # the words of this task's choice on the Train page
+    accepts: ClassVar[frozenset[str]] = frozenset()  # PredictOptions fields this task understands
+    runtime_outputs: ClassVar[str] = ""  # the inspector.runtime output reader of its exported model
+    parity: ClassVar[ParityRule | None] = None  # None: the task cannot be exported
+    columns: ClassVar[tuple[Column, ...]] = ()  # its summary figures in run tables
+    defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this task sets when the user leaves them
 
+    # -- training --------------------------------------------------------------------------
     def check_dataset(self, dataset: LabeledDataset, config: TrainConfig) -> None:
         """Raise InspectorError, in plain words, when the data cannot train this task."""
+
+    def strategies(self) -> dict[str, str]:
+        """The strategies a user can choose (name -> one line); "auto" is always allowed."""
+        return {}
 
     def choose_strategy(self, config: TrainConfig, dataset: LabeledDataset, device: torch.device):
         """(a Strategy instance, why it was chosen in one sentence)."""
@@ -63,29 +160,122 @@ class Task:
         """Milliseconds per image for the kept model at batch 32 (the Compare page); None: not measured."""
         return None
 
+    # -- reading what training stored ------------------------------------------------------
+    def read_evaluation(self, data: dict[str, Any] | None) -> Any:
+        """The typed view of this task's stored evaluation.json (None stays None)."""
+        return None
+
+    def headline(self, summary: RunSummary) -> str:
+        """The run's main figure in a few words for run labels, e.g. "93%" ("" when there is none)."""
+        return ""
+
+    def result_words(self, summary: RunSummary) -> str:
+        """A finished run's figures in one Markdown phrase (the live view)."""
+        return ""
+
+    # -- predicting ------------------------------------------------------------------------
     def load_predictor(self, recipe: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device,
                        **options: Any):
         """A ready predictor from a stored recipe and weights (no pickle, no training code)."""
         raise NotImplementedError
 
+    def check_options(self, options: PredictOptions) -> None:
+        """Refuse, in plain words, the options that go with another task."""
+        foreign = [flag for key, flag in options.given().items() if key not in self.accepts]
+        if foreign:
+            raise InspectorError(f"{' and '.join(foreign)} {'do' if len(foreign) > 1 else 'does'} not apply to "
+                                 f"{self.name} runs; {self.options_hint()}")
+
+    def options_hint(self) -> str:
+        """One sentence on the options this task does take."""
+        return "this run takes no prediction options."
+
+    def configure(self, predictor, options: PredictOptions):
+        """The predictor with the options applied (after check_options); the default keeps it."""
+        self.check_options(options)
+        return predictor
+
+    def result_header(self, predictor) -> dict[str, Any]:
+        """The top-level fields of `predict --json` and the service's /model beside the rows."""
+        return {"task": self.name, "classes": list(predictor.classes)}
+
+    def result_rows(self, predictor, images: Sequence[np.ndarray], options: PredictOptions) -> list[dict[str, Any]]:
+        """One result row per RGB image (`predict --json`, CSV, the service, the Inspect page),
+        built by the runtime's one row builder so the exported bundle gives the same rows."""
+        raise NotImplementedError
+
+    def decision_rule(self, predictor, options: PredictOptions) -> dict[str, Any]:
+        """How OK/NG is decided, for the service's /model: ok_classes, threshold (and the task's own)."""
+        return {}
+
+    def describe_row(self, row: dict[str, Any]) -> str:
+        """One result row as a short line for the terminal."""
+        return str(row)
+
+    def evaluate_predictor(self, predictor, dataset: LabeledDataset, options: PredictOptions,
+                           source: str) -> dict[str, Any]:
+        """`inspector evaluate`: the report of a trained run on labelled data."""
+        raise InspectorError(f"{self.name} runs cannot be evaluated on new data yet.")
+
+    def evaluation_lines(self, report: dict[str, Any]) -> list[str]:
+        """The evaluate report in a few lines of text."""
+        return []
+
+    def evaluation_table(self, report: dict[str, Any]) -> tuple[list[str], list[list[Any]]] | None:
+        """(header, rows) of a table to print under the evaluation lines; None: no table."""
+        return None
+
+    # -- export ----------------------------------------------------------------------------
+    def export_graph(self, predictor, path):
+        """Write the model as ONNX at `path` (uint8 NHWC resized image in); an ExportedGraph."""
+        raise InspectorError(f"Runs of the task '{self.name}' cannot be exported yet.")
+
+    def bundle_labels(self, predictor, ok_classes: Sequence[str], threshold: float) -> dict[str, Any]:
+        """The task's fields of the bundle's labels.json (the runtime reads them)."""
+        return {}
+
 
 TASKS: dict[str, type[Task]] = {}
 DEFAULT_TASK = "classification"
+_loaded = False
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    TASKS[cls.name] = cls
+    """Class decorator: make a Task subclass available by its `name`. A second, different class
+    under a name already taken is an error (it would silently replace the first)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} needs a class attribute `name` to be registered as a task.")
+    if name in TASKS and TASKS[name] is not cls:
+        raise ValueError(f"A task named '{name}' is already registered ({TASKS[name].__module__}."
+                         f"{TASKS[name].__name__}); choose another name.")
+    TASKS[name] = cls
     return cls
 
 
+def _load_tasks() -> None:
+    """Import the built-in tasks and the entry-point plugins once (they register themselves)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_TASKS:
+        importlib.import_module(module)
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+
+
 def list_tasks() -> dict[str, str]:
-    """name -> one-line explanation."""
-    _load_builtin_tasks()
+    """name -> one-line explanation, the built-in tasks first."""
+    _load_tasks()
     return {name: cls.summary for name, cls in TASKS.items()}
 
 
 def create_task(name: str | None) -> Task:
-    _load_builtin_tasks()
+    """The task of that name (None: the default, classification). Raises InspectorError if unknown."""
+    _load_tasks()
     name = name or DEFAULT_TASK
     if name not in TASKS:
         raise InspectorError(f"Unknown task '{name}'. Choose one of: {', '.join(TASKS)}.")
@@ -94,10 +284,8 @@ def create_task(name: str | None) -> Task:
 
 def task_of_recipe(recipe: dict[str, Any]) -> Task:
     """The task a stored model belongs to; runs from before tasks existed are classification."""
-    return create_task(recipe.get("task", DEFAULT_TASK))
+    return create_task(recipe.get("task") or DEFAULT_TASK)
 
 
-def _load_builtin_tasks() -> None:
-    # The built-in tasks register themselves on import; importing here (not at module top) keeps
-    # `inspector.tasks.base` importable first by a plugin without a cycle.
-    from . import anomaly, classification  # noqa: F401
+__all__ = ["BUILTIN_TASKS", "Column", "DEFAULT_TASK", "Evaluation", "ParityRule", "PredictOptions", "Predictor", "TASKS", "Task",
+           "create_task", "list_tasks", "register_task", "task_of_recipe"]

@@ -54,10 +54,10 @@ class AnomalyPredictor:
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device,
-                    target_frr: float | None = None, **_: Any) -> AnomalyPredictor:
+                    target_frr: float | None = None, run_dir: Path | None = None, **_: Any) -> AnomalyPredictor:
         if not recipe.get("detector"):
             raise InspectorError("This anomaly run has no fitted detector.")
-        return cls(AnomalyModel.from_state(recipe["detector"], state, device), recipe, target_frr)
+        return cls(AnomalyModel.from_state(recipe["detector"], state, device), recipe, target_frr, run_dir)
 
     @property
     def threshold(self) -> float:

@@ -15,9 +15,10 @@ from ...data import ValidationPlan
 from ...engine.device import resolve_device
 from ...errors import InspectorError
 from ...evaluation import auroc
-from ..base import Evaluation, Task, register_task
+from ..base import Column, Evaluation, ParityRule, PredictOptions, Task, register_task
 from .calibration import calibrate, frr_guarantee_message, min_guaranteed_frr
 from .detector import DetectorConfig, PatchDetector
+from .export import compare_raw_scores, export_detector
 from .model import CALIBRATION_FOLDS, AnomalyModel, PatchMemory
 
 GOOD_NAMES = ("good", "ok", "normal", "nominal", "free", "pass")
@@ -25,6 +26,7 @@ GOOD_NAMES = ("good", "ok", "normal", "nominal", "free", "pass")
 # patches, the reference at 224 px 0.823. Used when the user leaves the image size to the tool.
 DEFAULT_IMAGE_SIZE = 256
 MIN_GOOD_IMAGES = 2
+MAX_RELATIVE_SCORE_DIFF = 1e-4  # parity: the largest relative raw-score difference an exported bundle may show
 
 
 def good_classes(classes: Sequence[str], ok_classes: Sequence[str] | None = None) -> list[str]:
@@ -53,6 +55,18 @@ def good_classes(classes: Sequence[str], ok_classes: Sequence[str] | None = None
 class AnomalyTask(Task):
     name = "anomaly"
     summary = "I only have good parts: learn what good looks like and flag anything unusual."
+    choice = "I only have good parts"
+    accepts = frozenset({"target_frr", "classifier"})
+    runtime_outputs = "anomaly_score"
+    parity = ParityRule("verdicts", "raw scores", "max_rel_raw_score_diff", "relative raw-score difference",
+                        MAX_RELATIVE_SCORE_DIFF, lambda predictor, images: predictor.score(images)[0],
+                        lambda bundle, images: bundle.score(images)[0], compare_raw_scores)
+    columns = (Column("val_auroc", "AUROC", "%.3f", "Good (out of sample) vs defect images."),
+               Column("target_frr", "false rejects (target)", "%.2f"),
+               Column("val_detection_rate", "defects caught", "%.2f", "Share of the defect images past the threshold."))
+
+    def strategies(self) -> dict[str, str]:
+        return {PatchMemory.name: PatchMemory.summary}
 
     def check_dataset(self, dataset, config) -> None:
         if not len(dataset):
@@ -119,4 +133,90 @@ class AnomalyTask(Task):
         from .predictor import AnomalyPredictor
 
         return AnomalyPredictor.from_recipe(recipe, state, device, **options)
+
+    # -- reading what training stored ------------------------------------------------------
+    def read_evaluation(self, data):
+        from ...evaluation import DetectionEvaluation
+
+        return DetectionEvaluation.from_dict(data) if data else None
+
+    def headline(self, summary) -> str:
+        auroc = summary.metrics.get("val_auroc")
+        return f"anomaly, AUROC {auroc:.2f}" if isinstance(auroc, (int, float)) else "anomaly"
+
+    def result_words(self, summary) -> str:
+        m = summary.metrics
+        auroc = m.get("val_auroc")
+        return (f"threshold set from **{m.get('n_good', 0)} good images** for at most "
+                f"**{m.get('target_frr', 0):.0%}** false rejects"
+                + (f", defect-vs-good AUROC **{auroc:.3f}**" if auroc is not None else ""))
+
+    # -- predicting ------------------------------------------------------------------------
+    def options_hint(self) -> str:
+        return ("an anomaly run keeps the good classes it was trained with and sets its threshold with "
+                "--target-frr (and --classifier names the defect type).")
+
+    def configure(self, predictor, options: PredictOptions):
+        """The predictor with its threshold moved to `options.target_frr` (no retraining)."""
+        if options.ok_classes:
+            raise InspectorError(f"An anomaly run keeps the good classes it was trained with "
+                                 f"({', '.join(predictor.ok_classes)}); leave out the OK classes.")
+        self.check_options(options)
+        if options.classifier is not None and getattr(options.classifier, "task", None) != "classification":
+            raise InspectorError("--classifier takes a classification run.")
+        return predictor if options.target_frr is None else predictor.with_target_frr(options.target_frr)
+
+    def result_header(self, predictor) -> dict[str, Any]:
+        return {"task": self.name, "threshold": predictor.threshold, "target_frr": predictor.target_frr}
+
+    def result_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
+        """score (0..1, 0.5 at the threshold), raw_score, verdict; with a classifier also the defect type."""
+        from ...runtime.rows import score_rows
+        from .gate import gate_row
+
+        images = list(images)
+        rows = score_rows(predictor.score(images)[0], predictor.scale)
+        kinds = options.classifier.predict_batch(images) if options.classifier is not None else [None] * len(rows)
+        return [gate_row(row, kind) for row, kind in zip(rows, kinds)]
+
+    def decision_rule(self, predictor, options: PredictOptions) -> dict[str, Any]:
+        return {"ok_classes": list(predictor.ok_classes), "threshold": predictor.threshold,
+                "target_frr": predictor.target_frr}
+
+    def describe_row(self, row: dict[str, Any]) -> str:
+        from .gate import describe
+
+        return describe(row)
+
+    def evaluate_predictor(self, predictor, dataset, options: PredictOptions, source: str) -> dict[str, Any]:
+        """AUROC, false-reject and detection rates at the run's threshold. A test class named like one
+        of the run's good classes is good, unless `options.ok_classes` says otherwise."""
+        from .predictor import evaluate_detection
+
+        ok_classes = list(options.ok_classes) or [c for c in dataset.classes if c in predictor.ok_classes]
+        if not ok_classes:
+            raise InspectorError(f"None of the test classes ({', '.join(dataset.classes)}) is one of the run's good "
+                                 f"classes ({', '.join(predictor.ok_classes)}): name the good ones with --ok-classes.")
+        return evaluate_detection(predictor, dataset.paths, [s.label for s in dataset.samples], ok_classes)
+
+    def evaluation_lines(self, report: dict[str, Any]) -> list[str]:
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        return [f"AUROC {fmt(report['auroc'])}, false-reject rate {fmt(report['false_reject_rate'])} "
+                f"(target {report['target_frr']:.3f}), detection rate {fmt(report['detection_rate'])}; "
+                f"{report['n_good']} good, {report['n_defect']} defect images",
+                *(f"  {name}: {rate:.0%} detected" for name, rate in report["detection_rate_per_class"].items())]
+
+    # -- export ----------------------------------------------------------------------------
+    def export_graph(self, predictor, path):
+        return export_detector(predictor, path)
+
+    def bundle_labels(self, predictor, ok_classes, threshold) -> dict[str, Any]:
+        """The threshold and scale at the trained false-reject target, and the good parts' out-of-sample
+        raw scores to move it (the runtime calibrates from them)."""
+        self.configure(predictor, PredictOptions(ok_classes=tuple(ok_classes)))
+        return {"ok_classes": list(predictor.ok_classes), "threshold": predictor.threshold,
+                "score_scale": predictor.scale.to_dict(), "target_frr": predictor.target_frr,
+                "calibration_scores": [float(v) for v in predictor.model.calibration_scores_],
+                "score": "0.5 * (1 + tanh((raw_score - threshold) / (2 * scale))); verdict NG when raw_score > threshold",
+                "runtime_outputs": self.runtime_outputs}
 

@@ -13,13 +13,31 @@ from ...data import plan_validation, validate_dataset
 from ...errors import InspectorError
 from ...evaluation import evaluate_predictions
 from ...models import architecture_recipe, build_model
-from ..base import Evaluation, Task, register_task
+from ..base import Column, Evaluation, ParityRule, PredictOptions, Task, register_task
+from .export import compare_probabilities, export_classifier
+
+DEFAULT_THRESHOLD = 0.5  # NG when P(defect) >= this
+MAX_PROBABILITY_DIFF = 1e-4  # parity: the largest probability difference an exported bundle may show
 
 
 @register_task
 class ClassificationTask(Task):
     name = "classification"
     summary = "I have labelled defects: learn each defect class from a few photos of every class."
+    choice = "I have labelled defects"
+    accepts = frozenset({"ok_classes", "threshold"})
+    runtime_outputs = "probabilities"
+    parity = ParityRule("labels", "probabilities", "max_abs_probability_diff", "|probability difference|",
+                        MAX_PROBABILITY_DIFF, lambda predictor, images: predictor.predict_proba(images),
+                        lambda bundle, images: bundle.predict_proba(images), compare_probabilities)
+    columns = (Column("val_accuracy", "val accuracy", "percent", "Accuracy on images the model did not train on."),
+               Column("val_accuracy_ci", "95% CI"),
+               Column("val_macro_f1", "macro-F1", "%.3f"))
+
+    def strategies(self) -> dict[str, str]:
+        from .strategies import list_strategies
+
+        return list_strategies()
 
     def check_dataset(self, dataset, config) -> None:
         report = validate_dataset(dataset)
@@ -73,3 +91,77 @@ class ClassificationTask(Task):
         from .predictor import ClassificationPredictor
 
         return ClassificationPredictor.from_recipe(recipe, state, device, **options)
+
+    # -- reading what training stored ------------------------------------------------------
+    def read_evaluation(self, data):
+        from ...evaluation import ClassificationEvaluation
+
+        return ClassificationEvaluation.from_dict(data) if data else None
+
+    def headline(self, summary) -> str:
+        acc = summary.metrics.get("val_accuracy")
+        return f"{acc:.0%}" if isinstance(acc, (int, float)) else ""
+
+    def result_words(self, summary) -> str:
+        m = summary.metrics
+        acc, ci, f1 = m.get("val_accuracy"), m.get("val_accuracy_ci"), m.get("val_macro_f1")
+        if acc is None:
+            return "no accuracy estimate"
+        return (f"validation accuracy **{acc:.1%}**" + (f" (95% CI {ci[0]:.0%}-{ci[1]:.0%})" if ci else "")
+                + (f", macro-F1 **{f1:.2f}**" if f1 is not None else ""))
+
+    # -- predicting ------------------------------------------------------------------------
+    def options_hint(self) -> str:
+        return "a classifier takes --ok-classes and --threshold (an OK/NG verdict from the defect probability)."
+
+    def configure(self, predictor, options: PredictOptions):
+        self.check_options(options)
+        unknown = [c for c in options.ok_classes if c not in predictor.classes]
+        if unknown:
+            raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
+                                 f"The model knows: {', '.join(predictor.classes)}.")
+        return predictor
+
+    def result_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
+        """label, confidence, probabilities (+ verdict and defect_probability with OK classes)."""
+        from ...runtime.rows import probability_rows
+
+        threshold = DEFAULT_THRESHOLD if options.threshold is None else options.threshold
+        return probability_rows(predictor.classes, predictor.predict_proba(list(images)), options.ok_classes,
+                                threshold)
+
+    def decision_rule(self, predictor, options: PredictOptions) -> dict[str, Any]:
+        return {"ok_classes": list(options.ok_classes),
+                "threshold": DEFAULT_THRESHOLD if options.threshold is None else options.threshold}
+
+    def describe_row(self, row: dict[str, Any]) -> str:
+        verdict = f"  {row['verdict']}" if "verdict" in row else ""
+        return f"{row['label']}\t{row['confidence']:.3f}{verdict}"
+
+    def evaluate_predictor(self, predictor, dataset, options: PredictOptions, source: str) -> dict[str, Any]:
+        """Accuracy, macro-F1, per-class scores and the confusion matrix on labelled data."""
+        unknown = sorted(set(dataset.classes) - set(predictor.classes))
+        if unknown:
+            raise InspectorError(f"The data has classes the model was not trained on: {', '.join(unknown)}. "
+                                 f"The model knows: {', '.join(predictor.classes)}.")
+        y_true = [predictor.classes.index(s.label) for s in dataset.samples]
+        y_pred = predictor.predict_proba(dataset.paths).argmax(1) if len(dataset) else np.zeros(0, int)
+        return evaluate_predictions(y_true, y_pred, predictor.classes, method=f"evaluation on {source}")
+
+    def evaluation_lines(self, report: dict[str, Any]) -> list[str]:
+        low, high = report["accuracy_ci"]
+        return [f"accuracy {report['accuracy']:.3f} (95% CI {low:.2f}-{high:.2f}), macro-F1 {report['macro_f1']:.3f}, "
+                f"{report['n_images']} images"]
+
+    def evaluation_table(self, report: dict[str, Any]) -> tuple[list[str], list[list[Any]]] | None:
+        rows = [[c, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
+                for c, v in report["per_class"].items()]
+        return ["class", "precision", "recall", "f1", "images"], rows
+
+    # -- export ----------------------------------------------------------------------------
+    def export_graph(self, predictor, path):
+        return export_classifier(predictor, path)
+
+    def bundle_labels(self, predictor, ok_classes, threshold) -> dict[str, Any]:
+        self.configure(predictor, PredictOptions(ok_classes=tuple(ok_classes)))
+        return {"ok_classes": list(ok_classes), "threshold": threshold, "runtime_outputs": self.runtime_outputs}
