@@ -7,9 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from inspector import Run, RunStore
-from inspector.commands.compare import compare_runs
-from inspector.comparison import paired_predictions, time_per_image
-from inspector.evaluation import WIDE_INTERVAL, ClassificationEvaluation, DetectionEvaluation, interval_warning
+from inspector.comparison import compare_runs, paired_predictions, time_per_image
+from inspector.evaluation import WIDE_INTERVAL, ClassificationEvaluation, DetectionEvaluation
+from inspector.tasks.base import create_task
 from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
 from ui.deploy import render_export
@@ -30,36 +30,39 @@ by_id = {info.run_id: info for info in infos}
 speeds: dict[str, float] = st.session_state.setdefault("inference_ms", {})
 
 
+shown_tasks = [create_task(name) for name in dict.fromkeys(i.task for i in infos)]
+task_columns = [c for task in shown_tasks for c in task.columns]  # each task's own figures, in task order
+
+
 def table_row(info) -> dict:
-    s = info.summary
-    ci = s.get("val_accuracy_ci")
-    anomaly = info.task == "anomaly"
+    s = info.run_summary  # empty figures until the run has finished
     return {"name": info.name, "task": info.task, "backbone": info.backbone,
             "strategy": info.strategy, "status": info.status,
-            "val accuracy": s.get("val_accuracy"),
-            "95% CI": f"{ci[0]:.0%} - {ci[1]:.0%}" if ci else None,
-            "macro-F1": s.get("val_macro_f1"),
-            "AUROC": s.get("val_auroc") if anomaly else None,
-            "false rejects (target)": s.get("target_frr") if anomaly else None,
-            "defects caught": s.get("val_detection_rate") if anomaly else None,
-            "train time (s)": s.get("train_seconds"), "parameters (M)": s.get("params_m"),
-            "inference, batch of 32 (ms/image)": s.get("inference_ms_per_image"),
+            **{c.label: (c.text(s.value(c.key)) if c.format == "" else s.value(c.key)) for c in task_columns},
+            "train time (s)": s.train_seconds or None, "parameters (M)": s.params_m,
+            "inference, batch of 32 (ms/image)": s.inference_ms_per_image,
             "inference, one image at a time (ms)": speeds.get(info.run_id),
             "started": dt.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M"), "run id": info.run_id}
 
 
+def column_config(column) -> object:
+    """A Streamlit column for one of a task's summary figures (`tasks.base.Column`)."""
+    if column.format == "percent":
+        return st.column_config.ProgressColumn(column.label, format="percent", min_value=0, max_value=1,
+                                               help=column.help or None)
+    if column.format:
+        return st.column_config.NumberColumn(format=column.format, help=column.help or None)
+    return st.column_config.TextColumn(help=column.help or None)
+
+
 st.caption("Click a column header to sort. Accuracy is measured on images the model did not train on.")
-if any(interval_warning(i.summary.get("val_accuracy_ci")) for i in infos):
+if any(i.summary and i.summary.warning for i in infos):
     st.warning(f"Some accuracies have a 95% interval wider than {WIDE_INTERVAL * 100:.0f} points: with this few "
                "images, differences "
                "between those models may be luck. Add images per class before choosing between them.",
                icon=":material/warning:")
 st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
-    "val accuracy": st.column_config.ProgressColumn("val accuracy", format="percent", min_value=0, max_value=1),
-    "macro-F1": st.column_config.NumberColumn(format="%.3f"),
-    "AUROC": st.column_config.NumberColumn(format="%.3f", help="Anomaly runs: good (out of sample) vs defect images."),
-    "false rejects (target)": st.column_config.NumberColumn(format="%.2f"),
-    "defects caught": st.column_config.NumberColumn(format="%.2f", help="Share of the defect images past the threshold."),
+    **{c.label: column_config(c) for c in task_columns},
     "inference, batch of 32 (ms/image)": st.column_config.NumberColumn(
         format="%.1f", help="Measured right after training, 32 images per batch."),
     "inference, one image at a time (ms)": st.column_config.NumberColumn(
@@ -68,7 +71,7 @@ st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
 dataset = None
 with user_errors("Reading the dataset"):
     dataset, _ = checked_dataset(ws)
-with_model = [i for i in infos if i.has_model and i.task == "classification"]
+with_model = [i for i in infos if i.has_model and create_task(i.task).predicts_classes]
 if with_model and dataset is not None and st.button("Measure inference time", key="measure",
                                                     help="Runs each model on 8 of your images, one at a time."):
     sample = dataset.paths[:: max(1, len(dataset) // 8)][:8]
@@ -163,15 +166,15 @@ if chosen:
         st.caption(f"No evaluation yet for: {', '.join(missing)} (still training, stopped early or failed).")
 
 # -- export ---------------------------------------------------------------------------------------
-exportable = [i for i in infos if i.has_model and i.task == "classification"]
+exportable = [i for i in infos if i.has_model and create_task(i.task).parity is not None]
 if exportable:
     with st.expander("Export a model for the line (ONNX bundle, checked against this app)"):
         target = st.selectbox("Model to export", [i.run_id for i in exportable], key="export_run",
                               format_func=lambda r: run_label(by_id[r]))
-        render_export(by_id[target].path, by_id[target].summary.get("classes"))
+        render_export(by_id[target].path, by_id[target].run_summary.classes)
 
 # -- paired comparison ---------------------------------------------------------------------------
-scored = [i for i in infos if i.task == "classification" and i.summary.get("val_accuracy") is not None]
+scored = [i for i in infos if create_task(i.task).predicts_classes and i.summary and i.summary.val_accuracy is not None]
 if len(scored) >= 2:
     st.header("Is model A really better than B?")
     a, b = st.columns(2)

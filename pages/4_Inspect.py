@@ -1,19 +1,19 @@
-"""Inspect: try a trained model on new parts. A classifier gives the class, probabilities, a heatmap
-and an OK/NG verdict; an anomaly model gives a score, OK/NG and an anomaly map, and a classifier
-beside it names the defect type."""
+"""Inspect: try a trained model on new parts. The run's task decides what is shown: its prediction
+options become the controls (OK classes and threshold for a classifier; the false-reject target and a
+defect-type classifier for an anomaly model), its result rows the verdicts, its heatmap the overlay."""
 from __future__ import annotations
 
 from collections import Counter
 
 import streamlit as st
 
-from inspector import InspectorError, verdict
+from inspector import InspectorError
 from inspector.data import IMAGE_EXTENSIONS
-from inspector.gate import describe, gate_row
 from inspector.reports import csv_text
+from inspector.tasks.base import create_task
 from ui import charts
 from ui.data import rgb
-from ui.models import anomaly_overlay, anomaly_score, heatmap_overlay, predict
+from ui.models import Decision, configured, heatmap_overlay, result_row
 from ui.state import page_setup, predictor, run_label, runs, show_flashes, user_errors, workspace
 
 MAX_IMAGES = 60
@@ -29,22 +29,23 @@ if not models:
     st.info("No trained model yet. Train one on the **Train** page first.")
     st.stop()
 by_id = {m.run_id: m for m in models}
-classifiers = [m.run_id for m in models if m.task == "classification"]
+classifiers = [m.run_id for m in models if create_task(m.task).predicts_classes]
 
-# -- model and decision rule -------------------------------------------------------------------
+# -- model and decision rule: the controls are the prediction options the run's task accepts ------
 a, b = st.columns(2)
 run_a = a.selectbox("Model", list(by_id), key="model_a", format_func=lambda r: run_label(by_id[r]))
-anomaly = by_id[run_a].task == "anomaly"
-if anomaly:
+task = create_task(by_id[run_a].task)
+chosen = [by_id[run_a]]
+typer = None
+if "classifier" in task.accepts:
     typer = b.selectbox("Name the defect type with (optional)", [None, *classifiers], key="model_type",
                         format_func=lambda r: "no classifier" if r is None else run_label(by_id[r]),
                         help="The anomaly model decides OK or NG; a classifier says what an NG part looks like.")
-    chosen = [by_id[run_a]]
-else:
+elif task.predicts_classes:
     compare = b.checkbox("Compare with a second model", key="compare", disabled=len(classifiers) < 2)
     run_b = (b.selectbox("Second model", [r for r in classifiers if r != run_a], key="model_b",
                          format_func=lambda r: run_label(by_id[r])) if compare and len(classifiers) > 1 else None)
-    chosen = [by_id[r] for r in (run_a, run_b) if r]
+    chosen += [by_id[run_b]] if run_b else []
 
 loaded = None
 with user_errors("Loading the model"):
@@ -52,22 +53,26 @@ with user_errors("Loading the model"):
 if loaded is None:
     st.stop()
 c, d = st.columns(2)
-if anomaly:
+ok_classes, threshold, target_frr = (), None, None
+if "target_frr" in task.accepts:
     target_frr = c.slider("Reject at most this share of good parts", 0.01, 0.20,
                           float(round(loaded.target_frr, 2)), 0.01, key=f"frr_{run_a}", format="%.2f",
                           help="Moves the threshold using the good images' stored scores: no retraining.")
-    tuned = loaded.with_target_frr(target_frr)
+if "ok_classes" in task.accepts:
+    classes = loaded.classes
+    default_ok = [k for k in classes if k.lower() in OK_NAMES] or classes[:1]
+    ok_classes = tuple(c.multiselect("Classes that count as OK", classes, default=default_ok, key=f"ok_{run_a}",
+                                     help="Every other class is a defect."))
+if "threshold" in task.accepts:
+    threshold = d.slider("NG when the defect probability is at least", 0.05, 0.95, 0.5, 0.05, key="threshold",
+                         help="Lower it to catch more defects (more false alarms); raise it for fewer false alarms.")
+decision = Decision(ok_classes, threshold, target_frr, str(by_id[typer].path) if typer else None)
+if target_frr is not None:
+    tuned = configured(by_id[run_a], decision, with_classifier=False)[1]
     d.caption(f"Threshold from {tuned.n_good} good images: raw distance {tuned.threshold:.3g}. "
               "A score above 0.5 is NG.")
     if tuned.frr_warning:
         d.warning(tuned.frr_warning)
-else:
-    classes = loaded.classes
-    default_ok = [k for k in classes if k.lower() in OK_NAMES] or classes[:1]
-    ok_classes = set(c.multiselect("Classes that count as OK", classes, default=default_ok, key=f"ok_{run_a}",
-                                   help="Every other class is a defect."))
-    threshold = d.slider("NG when the defect probability is at least", 0.05, 0.95, 0.5, 0.05, key="threshold",
-                         help="Lower it to catch more defects (more false alarms); raise it for fewer false alarms.")
 
 # -- images ------------------------------------------------------------------------------------
 uploads = st.file_uploader("Drag and drop photos of new parts", accept_multiple_files=True, key="inspect_upload",
@@ -93,37 +98,32 @@ if len(images) > MAX_IMAGES:
     images = images[:MAX_IMAGES]
 
 
-def classify(n: int, name: str, data: bytes) -> list[dict]:
+def table_row(name: str, model: str, row: dict) -> dict:
+    """A result row flattened for the table and the CSV: one column per class probability."""
+    flat = {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items() if k != "probabilities"}
+    flat.update({f"p({k})": round(p, 4) for k, p in row.get("probabilities", {}).items()})
+    return {"image": name, "model": model, **flat}
+
+
+def inspect_one(n: int, name: str, data: bytes) -> list[dict]:
+    """Each chosen model's verdict and figures for one image, drawn by the run's task hooks."""
     rows = []
     for info in chosen:
         with user_errors(f"Predicting {name}"):
-            pred = predict(info, data)
-            v = verdict(pred, ok_classes, threshold)
-            colour = "green" if v.ok else "red"
+            row = result_row(info, data, decision)
+            task_of_run = create_task(info.task)
             who = f"{info.name}: " if len(chosen) > 1 else ""
-            st.markdown(f"{who}:{colour}-background[**{v.label}**] predicted **{pred.label}** "
-                        f"({pred.confidence:.0%}); defect probability {v.defect_probability:.0%}")
-            st.plotly_chart(charts.probabilities(pred.probabilities, ok_classes), key=f"p_{n}_{info.run_id}",
-                            config={"displayModeBar": False})
-            rows.append({"image": name, "model": info.name, "predicted": pred.label,
-                         "confidence": round(pred.confidence, 4),
-                         "defect probability": round(v.defect_probability, 4), "verdict": v.label,
-                         **{f"p({k})": round(p, 4) for k, p in pred.probabilities.items()}})
+            badge = ""
+            if "verdict" in row:
+                badge = f":{'green' if row['verdict'] == 'OK' else 'red'}-background[**{row['verdict']}**] "
+            st.markdown(f"{who}{badge}{task_of_run.row_words(row)}")
+            if task_of_run.predicts_classes:
+                st.plotly_chart(charts.probabilities(row["probabilities"], set(ok_classes)),
+                                key=f"p_{n}_{info.run_id}", config={"displayModeBar": False})
+            elif "score" in row:
+                st.progress(min(1.0, row["score"]), text=f"anomaly score {row['score']:.2f} (0.5 = threshold)")
+            rows.append(table_row(name, info.name, row))
     return rows
-
-
-def detect(n: int, name: str, data: bytes) -> list[dict]:
-    with user_errors(f"Scoring {name}"):
-        row = anomaly_score(by_id[run_a], data, target_frr)
-        kind = predict(by_id[typer], data) if typer and row["verdict"] == "NG" else None
-        gated = gate_row(row, kind)
-        colour = "green" if row["verdict"] == "OK" else "red"
-        st.markdown(f":{colour}-background[**{row['verdict']}**] {describe(gated)[len(row['verdict']) + 2:]}")
-        st.progress(min(1.0, row["score"]), text=f"anomaly score {row['score']:.2f} (0.5 = threshold)")
-        return [{"image": name, "model": by_id[run_a].name, "verdict": row["verdict"],
-                 "score": round(row["score"], 4), "raw score": round(row["raw_score"], 5),
-                 **({"looks like": kind.label, "type confidence": round(kind.confidence, 4)} if kind else {})}]
-    return []
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -139,17 +139,13 @@ for n, (name, data) in enumerate(images):
             continue
         cols[0].image(image, caption=name, width="stretch")
         with cols[-1]:
-            results += detect(n, name, data) if anomaly else classify(n, name, data)
+            results += inspect_one(n, name, data)
         if show_heatmaps:
             with cols[1]:
                 if n < MAX_HEATMAPS:
                     with user_errors("The heatmap"):
-                        if anomaly:
-                            st.image(anomaly_overlay(chosen[0], data, target_frr), width="stretch",
-                                     caption="anomaly map (red: past the threshold)")
-                        else:
-                            st.image(heatmap_overlay(chosen[0], data), caption="where the model looked",
-                                     width="stretch")
+                        st.image(heatmap_overlay(chosen[0], data, decision), width="stretch",
+                                 caption=task.heatmap_caption)
                 else:
                     st.caption("Heatmap shown for the first images only.")
 
@@ -157,7 +153,8 @@ if results:
     st.header("Results")
     verdicts = Counter(r["verdict"] for r in results if r["model"] == chosen[0].name)
     unreadable = f", **{verdicts[UNREADABLE]} unreadable** (not inspected)" if verdicts[UNREADABLE] else ""
-    rule = f"at most {target_frr:.0%} false rejects" if anomaly else f"threshold {threshold:.0%}"
+    rule = (f"at most {target_frr:.0%} false rejects" if target_frr is not None
+            else f"threshold {threshold:.0%}" if threshold is not None else "no OK/NG rule")
     st.write(f"{len(images)} images: **{verdicts['NG']} NG**, {verdicts['OK']} OK{unreadable} "
              f"(model {chosen[0].name}, {rule}).")
     st.dataframe(results, hide_index=True)

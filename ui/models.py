@@ -1,7 +1,9 @@
-"""Predictions and heatmaps for the pages, cached per (run weights, image content)."""
+"""Result rows and heatmaps for the pages, through the run's task hooks, cached per (run weights,
+decision settings, image content)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,24 @@ import streamlit as st
 
 from inspector import Prediction, RunInfo, overlay_heatmap
 from inspector.data import load_image, to_rgb_array
+from inspector.tasks.base import PredictOptions, create_task
 
 from .state import predictor
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the user set on the page (hashable, so results are cached per setting):
+    the fields of `PredictOptions`, with the classifier named by its run folder."""
+
+    ok_classes: tuple[str, ...] = ()
+    threshold: float | None = None
+    target_frr: float | None = None
+    classifier_dir: str | None = None
+
+    def options(self, with_classifier: bool = True) -> PredictOptions:
+        classifier = predictor(self.classifier_dir) if with_classifier and self.classifier_dir else None
+        return PredictOptions(self.ok_classes, self.threshold, self.target_frr, classifier)
 
 
 def _key(run: RunInfo) -> tuple[str, float]:
@@ -22,44 +40,44 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def configured(run: RunInfo | str, decision: Decision, with_classifier: bool = True):
+    """(the run's task, its shared predictor with the decision applied, the options)."""
+    model = predictor(run)
+    task = create_task(model.task)
+    options = decision.options(with_classifier)
+    return task, task.configure(model, options), options
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def _row(run_dir: str, mtime: float, decision: Decision, sha: str, _data: bytes) -> dict:
+    task, model, options = configured(run_dir, decision)
+    return task.result_rows(model, [to_rgb_array(load_image(_data))], options)[0]
+
+
+def result_row(run: RunInfo, data: bytes, decision: Decision) -> dict:
+    """The task's result row for one image (what `inspector predict --json` gives for it)."""
+    return _row(*_key(run), decision, digest(data), data)
+
+
 @st.cache_data(show_spinner=False, max_entries=5000)
 def _predict(run_dir: str, mtime: float, sha: str, _data: bytes) -> dict:
     return predictor(run_dir).predict(_data).to_dict() | {"classes": predictor(run_dir).classes}
 
 
 def predict(run: RunInfo, data: bytes) -> Prediction:
+    """A classification run's prediction for one image."""
     result = _predict(*_key(run), digest(data), data)
-    probs = result["probabilities"]
-    return Prediction(result["label"], result["classes"].index(result["label"]), probs)
+    return Prediction(result["label"], result["classes"].index(result["label"]), result["probabilities"])
 
 
 @st.cache_data(show_spinner=False, max_entries=300)
-def _overlay(run_dir: str, mtime: float, sha: str, _data: bytes) -> np.ndarray:
+def _overlay(run_dir: str, mtime: float, decision: Decision, sha: str, _data: bytes) -> np.ndarray:
     image = to_rgb_array(load_image(_data))
-    return overlay_heatmap(image, predictor(run_dir).heatmap(image))
+    _, model, _ = configured(run_dir, decision, with_classifier=False)
+    return overlay_heatmap(image, model.heatmap(image))
 
 
-def heatmap_overlay(run: RunInfo, data: bytes) -> np.ndarray:
-    """The image with the model's Grad-CAM heatmap (for its predicted class) blended over it."""
-    return _overlay(*_key(run), digest(data), data)
-
-
-@st.cache_data(show_spinner=False, max_entries=5000)
-def _anomaly(run_dir: str, mtime: float, target_frr: float, sha: str, _data: bytes) -> dict:
-    return predictor(run_dir).with_target_frr(target_frr).predict(_data).to_dict()
-
-
-def anomaly_score(run: RunInfo, data: bytes, target_frr: float) -> dict:
-    """score (0.5 = threshold), raw_score and verdict of an anomaly run at a false-reject target."""
-    return _anomaly(*_key(run), target_frr, digest(data), data)
-
-
-@st.cache_data(show_spinner=False, max_entries=300)
-def _anomaly_overlay(run_dir: str, mtime: float, target_frr: float, sha: str, _data: bytes) -> np.ndarray:
-    image = to_rgb_array(load_image(_data))
-    return overlay_heatmap(image, predictor(run_dir).with_target_frr(target_frr).heatmap(image))
-
-
-def anomaly_overlay(run: RunInfo, data: bytes, target_frr: float) -> np.ndarray:
-    """The image with its anomaly map blended over it (red where it passes the threshold)."""
-    return _anomaly_overlay(*_key(run), target_frr, digest(data), data)
+def heatmap_overlay(run: RunInfo, data: bytes, decision: Decision = Decision()) -> np.ndarray:
+    """The image with the predictor's heatmap blended over it (Grad-CAM of the predicted class, or
+    the anomaly map: red where it passes the threshold)."""
+    return _overlay(*_key(run), decision, digest(data), data)

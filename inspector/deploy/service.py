@@ -29,7 +29,7 @@ class ServiceConfig:
 
     api_key: str | None = None
     ok_classes: tuple[str, ...] = ()  # classifiers only: anomaly runs keep their own good classes
-    threshold: float = 0.5  # classifiers: NG when P(defect) >= this
+    threshold: float | None = None  # classifiers: NG when P(defect) >= this (None: the task's default)
     target_frr: float | None = None  # anomaly runs: move the threshold to this false-reject rate
     max_files: int = 32
     max_file_bytes: int = 20 * 1024 * 1024
@@ -39,20 +39,11 @@ class ServiceConfig:
         return {"max_files": self.max_files, "max_file_bytes": self.max_file_bytes, "max_pixels": self.max_pixels}
 
 
-def _result(prediction: Any, config: ServiceConfig) -> dict[str, Any]:
-    """Classifiers: label, confidence, probabilities and score; with OK classes also verdict +
-    defect_probability (score is P(defect) then, else the predicted class's probability).
-    Anomaly runs: score, raw_score and verdict, as `inspector predict --json`."""
-    from ..inference import verdict
-
-    row = prediction.to_dict()
-    if "raw_score" in row:  # an anomaly prediction is complete as it is
-        return row
-    if config.ok_classes:
-        v = verdict(prediction, config.ok_classes, config.threshold)
-        row.update(verdict=v.label, defect_probability=v.defect_probability, score=v.defect_probability)
-    else:
-        row["score"] = prediction.confidence
+def _with_score(row: dict[str, Any]) -> dict[str, Any]:
+    """`score` for the line's software, whatever the task: the row's own score (anomaly runs), else
+    P(defect) when a verdict was asked for, else the predicted class's probability."""
+    if "score" not in row:
+        row["score"] = row["defect_probability"] if "defect_probability" in row else row["confidence"]
     return row
 
 
@@ -64,20 +55,13 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
 
     from ..data import load_image, to_rgb_array
     from ..inference import load_predictor
+    from ..tasks.base import PredictOptions, create_task
 
     predictor = predictor or load_predictor(run_dir, device=device)
-    anomaly = predictor.task == "anomaly"
-    if anomaly and config.ok_classes:
-        raise InspectorError("An anomaly run keeps the good classes it was trained with "
-                             f"({', '.join(predictor.ok_classes)}); leave out the OK classes.")
-    if config.target_frr is not None:
-        if not anomaly:
-            raise InspectorError("A target false-reject rate goes with an anomaly run; this run is a classifier.")
-        predictor = predictor.with_target_frr(config.target_frr)
-    unknown = [c for c in config.ok_classes if c not in predictor.classes]
-    if unknown:
-        raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
-                             f"The model knows: {', '.join(predictor.classes)}.")
+    task = create_task(predictor.task)
+    options = PredictOptions(ok_classes=tuple(config.ok_classes), threshold=config.threshold,
+                             target_frr=config.target_frr)
+    predictor = task.configure(predictor, options)  # refuses the options of another task, in plain words
     if config.max_files < 1 or config.max_file_bytes < 1:
         raise InspectorError("The upload limits must be at least one file of one byte.")
     run_id = predictor.run_dir.name if predictor.run_dir else "model"
@@ -106,11 +90,9 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
     @app.get("/model", summary="What is loaded", dependencies=[Depends(check_key)])
     def model_info() -> dict[str, Any]:
         info = {"run_id": run_id, "classes": predictor.classes, "task": predictor.task,
-                "preprocessing": predictor.preprocessing.to_dict(), "ok_classes": list(config.ok_classes),
-                "threshold": config.threshold, "limits": config.limits(), "device": str(predictor.device)}
-        if anomaly:
-            info.update(ok_classes=list(predictor.ok_classes), threshold=predictor.threshold,
-                        target_frr=predictor.target_frr)
+                "preprocessing": predictor.preprocessing.to_dict(), "limits": config.limits(),
+                "device": str(predictor.device)}
+        info.update(task.decision_rule(predictor, options))
         return info
 
     @app.post("/predict", summary="Classify or score one or several images (multipart field `files`)",
@@ -129,8 +111,8 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
             except ImageLoadError as exc:
                 raise HTTPException(400, f"{upload.filename}: {exc}") from None
         start = time.perf_counter()
-        predictions = predictor.predict_batch(images)  # the Predictor holds its own lock
-        rows = [{"filename": f.filename, **_result(p, config)} for f, p in zip(files, predictions)]
+        results = task.result_rows(predictor, images, options)  # the Predictor holds its own lock
+        rows = [{"filename": f.filename, **_with_score(row)} for f, row in zip(files, results)]
         return {"run_id": run_id, "predictions": rows, "seconds": round(time.perf_counter() - start, 4)}
 
     app.state.config = asdict(config) | {"api_key": bool(config.api_key)}

@@ -59,7 +59,7 @@ class Column:
 
     key: str  # the key in RunSummary.metrics
     label: str
-    format: str = "%.3f"  # printf style, or "percent"
+    format: str = "%.3f"  # printf style, "percent", or "" (shown as text)
     help: str = ""
 
     def text(self, value: Any) -> str:
@@ -70,7 +70,7 @@ class Column:
             return f"{value[0]:.0%} - {value[1]:.0%}"
         if self.format == "percent":
             return f"{value:.1%}"
-        return self.format % value if isinstance(value, (int, float)) else str(value)
+        return self.format % value if self.format and isinstance(value, (int, float)) else str(value)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,8 @@ class Task:
     runtime_outputs: ClassVar[str] = ""  # the inspector.runtime output reader of its exported model
     parity: ClassVar[ParityRule | None] = None  # None: the task cannot be exported
     columns: ClassVar[tuple[Column, ...]] = ()  # its summary figures in run tables
-    defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this task sets when the user leaves them
+    predicts_classes: ClassVar[bool] = False  # its predictions name a class: confusion matrices, paired tests
+    heatmap_caption: ClassVar[str] = "heatmap"  # what the predictor's heatmap shows, in a few words
 
     # -- training --------------------------------------------------------------------------
     def check_dataset(self, dataset: LabeledDataset, config: TrainConfig) -> None:
@@ -211,6 +212,10 @@ class Task:
     def describe_row(self, row: dict[str, Any]) -> str:
         """One result row as a short line for the terminal."""
         return str(row)
+
+    def row_words(self, row: dict[str, Any]) -> str:
+        """One result row in Markdown words for the app, after its OK/NG badge."""
+        return self.describe_row(row)
 
     def evaluate_predictor(self, predictor, dataset: LabeledDataset, options: PredictOptions,
                            source: str) -> dict[str, Any]:

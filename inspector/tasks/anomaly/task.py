@@ -58,6 +58,7 @@ class AnomalyTask(Task):
     choice = "I only have good parts"
     accepts = frozenset({"target_frr", "classifier"})
     runtime_outputs = "anomaly_score"
+    heatmap_caption = "anomaly map (red: past the threshold)"
     parity = ParityRule("verdicts", "raw scores", "max_rel_raw_score_diff", "relative raw-score difference",
                         MAX_RELATIVE_SCORE_DIFF, lambda predictor, images: predictor.score(images)[0],
                         lambda bundle, images: bundle.score(images)[0], compare_raw_scores)
@@ -171,11 +172,10 @@ class AnomalyTask(Task):
 
     def result_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
         """score (0..1, 0.5 at the threshold), raw_score, verdict; with a classifier also the defect type."""
-        from ...runtime.rows import score_rows
         from .gate import gate_row
 
         images = list(images)
-        rows = score_rows(predictor.score(images)[0], predictor.scale)
+        rows = [p.to_dict() for p in predictor.predict_batch(images)]  # any Predictor: PyTorch or a bundle
         kinds = options.classifier.predict_batch(images) if options.classifier is not None else [None] * len(rows)
         return [gate_row(row, kind) for row, kind in zip(rows, kinds)]
 
@@ -187,6 +187,11 @@ class AnomalyTask(Task):
         from .gate import describe
 
         return describe(row)
+
+    def row_words(self, row: dict[str, Any]) -> str:
+        from .gate import describe
+
+        return describe(row)[len(row["verdict"]) + 2:]  # the verdict is the badge
 
     def evaluate_predictor(self, predictor, dataset, options: PredictOptions, source: str) -> dict[str, Any]:
         """AUROC, false-reject and detection rates at the run's threshold. A test class named like one

@@ -27,11 +27,13 @@ class ClassificationTask(Task):
     choice = "I have labelled defects"
     accepts = frozenset({"ok_classes", "threshold"})
     runtime_outputs = "probabilities"
+    predicts_classes = True
+    heatmap_caption = "where the model looked"
     parity = ParityRule("labels", "probabilities", "max_abs_probability_diff", "|probability difference|",
                         MAX_PROBABILITY_DIFF, lambda predictor, images: predictor.predict_proba(images),
                         lambda bundle, images: bundle.predict_proba(images), compare_probabilities)
     columns = (Column("val_accuracy", "val accuracy", "percent", "Accuracy on images the model did not train on."),
-               Column("val_accuracy_ci", "95% CI"),
+               Column("val_accuracy_ci", "95% CI", ""),
                Column("val_macro_f1", "macro-F1", "%.3f"))
 
     def strategies(self) -> dict[str, str]:
@@ -127,8 +129,10 @@ class ClassificationTask(Task):
         from ...runtime.rows import probability_rows
 
         threshold = DEFAULT_THRESHOLD if options.threshold is None else options.threshold
-        return probability_rows(predictor.classes, predictor.predict_proba(list(images)), options.ok_classes,
-                                threshold)
+        predictions = predictor.predict_batch(list(images))  # any Predictor: PyTorch or an exported bundle
+        probabilities = np.array([[p.probabilities[c] for c in predictor.classes] for p in predictions],
+                                 dtype=np.float64).reshape(len(predictions), len(predictor.classes))
+        return probability_rows(predictor.classes, probabilities, options.ok_classes, threshold)
 
     def decision_rule(self, predictor, options: PredictOptions) -> dict[str, Any]:
         return {"ok_classes": list(options.ok_classes),
@@ -137,6 +141,10 @@ class ClassificationTask(Task):
     def describe_row(self, row: dict[str, Any]) -> str:
         verdict = f"  {row['verdict']}" if "verdict" in row else ""
         return f"{row['label']}\t{row['confidence']:.3f}{verdict}"
+
+    def row_words(self, row: dict[str, Any]) -> str:
+        words = f"predicted **{row['label']}** ({row['confidence']:.0%})"
+        return words + (f"; defect probability {row['defect_probability']:.0%}" if "verdict" in row else "")
 
     def evaluate_predictor(self, predictor, dataset, options: PredictOptions, source: str) -> dict[str, Any]:
         """Accuracy, macro-F1, per-class scores and the confusion matrix on labelled data."""
