@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from inspector import describe_device
-from ui.state import flash, job_manager, page_setup, runs, show_flashes, user_errors, workspace
+from inspector.jobs import TRAINING
+from ui.state import flash, page_setup, runner, runs, show_flashes, user_errors, workspace
 
 page_setup("Home", ":material/home:")
 ws = workspace()
@@ -31,7 +32,7 @@ st.info(f"**Training device:** {_device_label()}", icon=":material/memory:")
 
 counts = ws.classes()
 all_runs = runs(ws)
-active = job_manager().active()
+active = runner().active(TRAINING)
 col_data, col_runs = st.columns(2)
 with col_data:
     st.subheader("Dataset")
@@ -47,9 +48,10 @@ with col_runs:
     st.metric("Trained models", len(finished), help="runs with a saved model")
     if active:
         st.write(f"Training now: {len(active)} run(s). See **Train**.")
-    best = max(finished, key=lambda r: r.summary.get("val_accuracy") or 0, default=None)
-    if best is not None and best.summary.get("val_accuracy") is not None:
-        st.write(f"Best so far: **{best.name}**, {best.summary['val_accuracy']:.0%} validation accuracy.")
+    scored = [r for r in finished if r.summary and r.summary.val_accuracy is not None]
+    best = max(scored, key=lambda r: r.summary.val_accuracy, default=None)
+    if best is not None:
+        st.write(f"Best so far: **{best.name}**, {best.summary.val_accuracy:.0%} validation accuracy.")
 
 st.divider()
 st.subheader("Get started")

@@ -1,4 +1,4 @@
-"""Process-wide resources (the JobManager, loaded Predictors) and small page helpers."""
+"""Process-wide resources (the background runner, loaded Predictors) and small page helpers."""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +9,9 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from inspector import InspectorError, JobManager, RunInfo, RunStore, load_predictor
-from inspector.jobs import WorkRunner
+from inspector import InspectorError, RunInfo, RunStore, load_predictor
+from inspector.jobs import BackgroundRunner, JobManager, WorkRunner
+from inspector.tasks.base import create_task
 from inspector.workspace import Workspace
 
 log = logging.getLogger("inspector.app")
@@ -40,15 +41,20 @@ def workspace() -> Workspace:
 
 
 @st.cache_resource(show_spinner=False)
+def runner() -> BackgroundRunner:
+    """ONE background runner per server process, for trainings, short work and exports: they
+    survive reruns, page changes and refreshes, and every session sees the same ones."""
+    return BackgroundRunner()
+
+
 def job_manager() -> JobManager:
-    """ONE job manager per server process: training survives reruns, page changes and refreshes."""
-    return JobManager()
+    """Deprecated view of `runner()` for the trainings (pages not yet ported use it)."""
+    return JobManager(runner=runner())
 
 
-@st.cache_resource(show_spinner=False)
 def job_manager_work() -> WorkRunner:
-    """Short background work (e.g. comparing two models image by image), shared like the jobs."""
-    return WorkRunner()
+    """Deprecated view of `runner()` for short work addressed by key (`start(key, fn)`, `get(key)`)."""
+    return WorkRunner(runner())
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=6)
@@ -69,13 +75,9 @@ def runs(ws: Workspace) -> list[RunInfo]:
 
 
 def run_label(info: RunInfo) -> str:
-    if info.task == "anomaly":
-        auroc = info.summary.get("val_auroc")
-        score = f", anomaly, AUROC {auroc:.2f}" if isinstance(auroc, (int, float)) else ", anomaly"
-    else:
-        acc = info.summary.get("val_accuracy")
-        score = f", {acc:.0%}" if isinstance(acc, (int, float)) else ""
-    return f"{info.name} ({info.status}{score})"
+    """'name (status, headline)': the headline is the run's task's main figure, e.g. '93%'."""
+    headline = create_task(info.task).headline(info.run_summary)
+    return f"{info.name} ({info.status}{', ' + headline if headline else ''})"
 
 
 @contextlib.contextmanager
@@ -102,8 +104,8 @@ def show_flashes() -> None:
 
 
 def show_work(key: str, running_text: str, show_result, failed_text: str = "It failed") -> None:
-    """Draw a background Work's state: progress while it runs, its error, or its result."""
-    work = job_manager_work().get(key)
+    """Draw the latest background work under `key`: progress while it runs, its error, or its result."""
+    work = runner().latest(key)
     if work is None:
         return
     if not work.finished:
