@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,16 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import DATASETS, auroc, machine_header, read_images
 
-from inspector.data import load_image, to_rgb_array  # noqa: E402
-from inspector.tasks.anomaly.calibration import calibrate, frr_guarantee_message  # noqa: E402
-from inspector.tasks.anomaly.detector import DetectorConfig, PatchDetector, nearest_distance  # noqa: E402
-from inspector.tasks.anomaly.maps import anomaly_map  # noqa: E402
+from inspector.data import load_image
+from inspector.tasks.anomaly.calibration import calibrate, frr_guarantee_message
+from inspector.tasks.anomaly.detector import DetectorConfig, PatchDetector, nearest_distance
+from inspector.tasks.anomaly.maps import anomaly_map
 
-DATA = REPO.parent / "shared" / "datasets"
-MT, MASKS, TEX = DATA / "magnetic-tile", DATA / "magnetic-tile-masks", DATA / "textile-sim"
+MT, MASKS, TEX = DATASETS / "magnetic-tile", DATASETS / "magnetic-tile-masks", DATASETS / "textile-sim"
 
 BASE = DetectorConfig()
 DESIGNS: dict[str, DetectorConfig | str] = {
@@ -94,27 +90,7 @@ def train_paths(split: dict, seed: int, n: int) -> list[Path]:
     return split["pool"][seed * 32: seed * 32 + n] if n <= 32 else split["pool"][:n]
 
 
-_IMAGES: dict[Path, np.ndarray] = {}
-
-
-def read(paths: list[Path]) -> list[np.ndarray]:
-    out = []
-    for p in paths:
-        if p not in _IMAGES:
-            _IMAGES[p] = to_rgb_array(load_image(p))
-        out.append(_IMAGES[p])
-    return out
-
-
-# -- metrics ---------------------------------------------------------------------------------
-def auroc(good: np.ndarray, bad: np.ndarray) -> float:
-    """P(bad score > good score), ties counting half (Mann-Whitney)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.concatenate([good, bad]))
-    return float((ranks[len(good):].sum() - len(bad) * (len(bad) + 1) / 2) / (len(good) * len(bad)))
-
-
+# -- metrics (image AUROC: the library's, from _common) --------------------------------------
 def binned_auroc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
     """AUROC from score histograms over the same bins (pixel AUROC over millions of pixels)."""
     tp = np.cumsum(pos_hist[::-1])[::-1] / pos_hist.sum()  # share of positives >= each bin
@@ -160,7 +136,7 @@ class Features:
             det.config = replace(old, symmetric=symmetric)
             for start in range(0, len(todo), 32):
                 chunk = todo[start:start + 32]
-                feats = det._embed_for_bank(read([paths[i] for i in chunk]), None)
+                feats = det._embed_for_bank(read_images([paths[i] for i in chunk]), None)
                 if not symmetric:
                     feats = feats[:, 0]
                 for i, f in zip(chunk, feats):
@@ -348,8 +324,8 @@ def run_speed(args) -> None:
     """Fit on 16 good images at 256 px; scoring at batch 32; scoring vs bank size (16/200/all good)."""
     split = splits("magnetic-tile")
     cfg = replace(DESIGNS[args.design], image_size=args.size, batch_size=32)
-    images16 = read(train_paths(split, 0, 16))
-    test = read(split["test_good"][:64])
+    images16 = read_images(train_paths(split, 0, 16))
+    test = read_images(split["test_good"][:64])
     for repeat in range(2):
         det = PatchDetector(cfg)
         t0 = time.perf_counter()
@@ -454,8 +430,7 @@ def main() -> None:
     args = parser.parse_args()
     args.n_train = args.n_train or (32 if args.part == "frr" else 16)
     torch.set_num_threads(args.threads)
-    print(f"# {args.part}: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()},"
-          f" load {os.getloadavg()[0]:.1f} (shared machine)", flush=True)
+    print(machine_header(part=args.part), flush=True)
     {"auroc": run_auroc, "frr": run_frr, "maps": run_maps, "speed": run_speed, "knn": run_knn, "table": run_table}[args.part](args)
 
 

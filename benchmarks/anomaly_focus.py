@@ -20,27 +20,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+from _common import DATASETS, few_shot_split, machine_header, read_images
 
-from anomaly import MT, read  # noqa: E402
-from few_shot import balanced_test  # noqa: E402
+from inspector.augment import build_transform, resolve_preprocessing
+from inspector.data import discover_dataset
+from inspector.engine.device import prepare_model, to_device
+from inspector.models import build_model, gem
+from inspector.tasks.anomaly.detector import DetectorConfig, PatchDetector
+from inspector.tasks.classification.linear import fit_lda
 
-from inspector.augment import build_transform, resolve_preprocessing  # noqa: E402
-from inspector.data import discover_dataset, stratified_holdout  # noqa: E402
-from inspector.engine.device import prepare_model, to_device  # noqa: E402
-from inspector.models import build_model, gem  # noqa: E402
-from inspector.tasks.anomaly.detector import DetectorConfig, PatchDetector  # noqa: E402
-from inspector.tasks.classification.linear import fit_lda  # noqa: E402
-
+MT = DATASETS / "magnetic-tile"
 BACKBONE = "tf_efficientnet_lite0"
 GOOD = "Free"
 
@@ -81,6 +76,7 @@ def main() -> None:
     parser.add_argument("--log", default="/tmp/anomaly_focus.jsonl")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    print(machine_header(), flush=True)
     dataset = discover_dataset(MT)
     labels = np.asarray(dataset.labels)
     good = dataset.classes.index(GOOD)
@@ -89,10 +85,9 @@ def main() -> None:
     results: dict[str, list[float]] = {"plain": [], "focused": [], "plain+focused": []}
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        train_idx, rest = stratified_holdout(labels, args.shots, seed=seed)
-        test_idx = balanced_test(labels, rest, args.test_per_class, seed)
-        train_images = read([dataset.samples[i].path for i in train_idx])
-        test_images = read([dataset.samples[i].path for i in test_idx])
+        train_idx, test_idx = few_shot_split(labels, args.shots, seed, args.test_per_class)
+        train_images = read_images([dataset.samples[i].path for i in train_idx])
+        test_images = read_images([dataset.samples[i].path for i in test_idx])
         detector = PatchDetector(DetectorConfig(image_size=256, seed=seed))
         detector.fit([im for im, i in zip(train_images, train_idx) if labels[i] == good])
         maps = {name: torch.from_numpy(detector.score(images)[1]) for name, images in

@@ -47,7 +47,6 @@ import contextlib
 import cProfile
 import itertools
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -59,6 +58,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+
+from _common import machine_header
 
 from inspector import Predictor, TrainConfig, train
 from inspector.augment import build_transform, resolve_preprocessing
@@ -325,9 +326,7 @@ def main() -> None:
     plan = plan_validation(dataset.labels, seed=args.seed)
     if plan.mode != "holdout":
         sys.exit(f"error: {plan.description}; use more --per-class images")
-    print(f"# machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), python {platform.python_version()}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(machine_header(device=f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device))
     print(f"# data: {args.dataset} {', '.join(dataset.classes)} x {args.per_class} (seed {args.seed}); "
           f"{plan.description}; {len(plan.folds[0][0])} training images, batch {args.batch_size}, "
           f"{args.image_size} px, {args.backbone}, augment {args.augment}, "

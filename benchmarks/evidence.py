@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import DATASETS, SAMPLE_DATA, few_shot_split, machine_header
 
-from inspector.data import discover_dataset, stratified_holdout  # noqa: E402
-from inspector.evidence.features import frozen_features, lda_predict  # noqa: E402
+from inspector.data import discover_dataset, stratified_holdout
+from inspector.evidence.features import frozen_features, lda_predict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from few_shot import balanced_test  # noqa: E402 - the few-shot benchmark's own test draw
-
-SHARED = REPO.parent / "shared" / "datasets"
-MAGNETIC_TILE = SHARED / "magnetic-tile"
-SAMPLE_DATA = REPO / "sample_data" / "train"
+MAGNETIC_TILE = DATASETS / "magnetic-tile"
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 
 
@@ -42,13 +34,9 @@ def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def magnetic_splits(labels: np.ndarray, seeds: int, shots: int = 20, test_per_class: int = 50):
-    """(seed, 20-per-class training indices, test indices) per seed."""
-    out = []
-    for seed in range(seeds):
-        train_idx, rest = stratified_holdout(labels, shots, seed=seed)
-        out.append((seed, train_idx, balanced_test(labels, rest, test_per_class, seed)))
-    return out
+def magnetic_splits(labels: np.ndarray, seeds: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(seed, 20-per-class training indices, test indices) per seed: the few-shot benchmark's splits."""
+    return [(seed, *few_shot_split(labels, 20, seed)) for seed in range(seeds)]
 
 
 def union_features(dataset, indices: np.ndarray, args, **kwargs) -> np.ndarray:
@@ -60,13 +48,6 @@ def union_features(dataset, indices: np.ndarray, args, **kwargs) -> np.ndarray:
     if fs.seconds:
         log(f"  features {kwargs} for {len(subset)} images: {fs.seconds:.0f} s")
     return full
-
-
-def machine() -> str:
-    import torch
-
-    return (f"{platform.machine()}, {os.cpu_count()} cores shared with other engineers (load average "
-            f"{os.getloadavg()[0]:.1f} at start), torch {torch.__version__} with {torch.get_num_threads()} threads")
 
 
 def stage_extract(args) -> None:
@@ -266,7 +247,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--sizes", type=int, nargs="+", default=[192, 256])
     args = parser.parse_args()
-    log(f"# {machine()}")
+    log(machine_header())
     globals()[f"stage_{args.stage}"](args)
 
 

@@ -11,29 +11,19 @@ strategy at a given seed.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 import numpy as np
-import torch
+
+from _common import few_shot_split, machine_header
 
 from inspector import Predictor, TrainConfig, train
-from inspector.data import discover_dataset, stratified_holdout
+from inspector.data import discover_dataset
 from inspector.engine.events import StepEnd
 from inspector.engine.features import default_feature_cache
-
-
-def balanced_test(labels: np.ndarray, candidates: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed + 1000)
-    chosen = []
-    for c in np.unique(labels):
-        pool = candidates[labels[candidates] == c]
-        chosen.extend(rng.choice(pool, min(per_class, len(pool)), replace=False))
-    return np.array(sorted(chosen))
 
 
 def run_one(dataset, train_idx, test_idx, strategy: str, seed: int, args) -> dict:
@@ -80,16 +70,13 @@ def main() -> None:
     dataset = discover_dataset(args.data)
     labels = np.asarray(dataset.labels)
     print(f"# {args.data}: {len(dataset)} images, {dataset.counts()}", file=sys.stderr)
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"backbone {args.backbone}", file=sys.stderr)
+    print(machine_header(device=args.device, backbone=args.backbone), file=sys.stderr)
     rows = []
     for shots in args.shots:
         for strategy in args.strategies:
             results = []
             for seed in range(args.seeds):
-                train_idx, rest = stratified_holdout(labels, shots, seed=seed)
-                test_idx = balanced_test(labels, rest, args.test_per_class, seed)
+                train_idx, test_idx = few_shot_split(labels, shots, seed, args.test_per_class)
                 r = run_one(dataset, train_idx, test_idx, strategy, seed, args)
                 print(f"  {strategy} shots={shots} seed={seed}: acc {r['accuracy']:.3f} (cv {r['cv']}) "
                       f"{r['seconds']:.1f}s chosen={r['chosen']}", file=sys.stderr, flush=True)

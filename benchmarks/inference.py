@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import machine_header
+
 from inspector import Predictor
 from inspector.data import is_image_path, load_image, to_rgb_array
 
@@ -155,8 +157,8 @@ def main() -> None:
     predictor = Predictor.from_run(args.run_dir, device="cpu")
     views = 8 if getattr(predictor.model, "symmetric", False) else 1
     size = predictor.preprocessing.image_size
-    print(f"# {n} images, {size} px, batch {batch}, {views} view(s), {os.cpu_count()} cores, "
-          f"torch {torch.get_num_threads()} threads; shared machine, {_load()} at start")
+    print(machine_header())
+    print(f"# {n} images, {size} px, batch {batch}, {views} view(s)")
     rows = []
 
     ref = timm_reference(predictor, n, batch)

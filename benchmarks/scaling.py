@@ -23,12 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from _common import SAMPLE_DATA, held_out_accuracy, machine_header, split_sample_data
 
-from test_distributed import _split_sample, _test_accuracy  # noqa: E402
-
-from inspector.runs import Run  # noqa: E402
+from inspector.runs import Run
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -45,7 +42,7 @@ def _train(command: list[str], threads: int) -> tuple[dict, float]:
 
 def run_ddp(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="scaling-"))
-    train, test = _split_sample(work / "data")
+    train, test = split_sample_data(work / "data")
     common = ["train", str(train), "--strategy", "fine_tune", "--epochs", str(args.epochs), "--image-size",
               str(args.image_size), "--batch-size", str(args.batch_size), "--no-cv", "--seed", "0", "--json",
               "--runs-dir", str(work / "runs")]
@@ -61,13 +58,13 @@ def run_ddp(args) -> None:
         row = {"setup": name, "epochs": len(epochs), "images_per_s": float(np.median([e["images_per_s"] for e in epochs])),
                "seconds_per_epoch": float(np.median(times[1:] if len(times) > 1 else times)),
                "train_seconds": result["train_seconds"], "wall_seconds": round(wall, 1),
-               "test_accuracy": _test_accuracy(result["run_dir"], test), "load1": os.getloadavg()[0]}
+               "test_accuracy": held_out_accuracy(result["run_dir"], test), "load1": os.getloadavg()[0]}
         print(json.dumps(row), flush=True)
 
 
 def run_sweep(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="sweep-"))
-    command = [sys.executable, "-m", "inspector", "sweep", str(REPO / "sample_data" / "train"), "--backbones",
+    command = [sys.executable, "-m", "inspector", "sweep", str(SAMPLE_DATA), "--backbones",
                "tf_efficientnet_lite0", "--strategies", "linear_probe", "--seeds", args.seeds, "--no-cv",
                "--runs-dir", str(work / "runs"), "--json"]
     summary, wall = _train(command, 1)
@@ -86,6 +83,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seeds", default="0,1")
     args = parser.parse_args()
+    print(machine_header(), flush=True)
     {"ddp": run_ddp, "sweep": run_sweep}[args.part](args)
 
 

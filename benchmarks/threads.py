@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from _common import machine_header
+
 from inspector.augment import build_transform, resolve_preprocessing
 from inspector.data import discover_dataset
 from inspector.engine.features import FeatureCache, extract_features
@@ -63,8 +65,9 @@ def main() -> None:
     prep = resolve_preprocessing(args.backbone)
     images = load_image_set(dataset, prep.image_size)
     default_threads = torch.get_num_threads()
-    print(f"# {len(images)} images, {prep.image_size} px, batch {args.batch_size}, {os.cpu_count()} logical CPUs, "
-          f"torch default {default_threads} threads, engine's CPU loader workers {default_workers(CPU)}")
+    print(machine_header())  # torch's thread count is still its default here
+    print(f"# {len(images)} images, {prep.image_size} px, batch {args.batch_size}, "
+          f"engine's CPU loader workers {default_workers(CPU)}")
 
     model = build_model(args.backbone, len(dataset.classes), "multiscale")
     for threads in sorted({1, max(1, default_threads // 2), default_threads, os.cpu_count() or 1}):

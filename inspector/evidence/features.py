@@ -11,7 +11,6 @@ images skips the backbone entirely.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import threading
@@ -72,20 +71,6 @@ def _model(backbone: str, symmetric: bool, device):
         return _MODELS[key]
 
 
-def _extract(model, images, transform, *, model_key: str, device, batch_size: int,
-             on_batch: Callable | None) -> np.ndarray:
-    """The project's feature extraction, whatever its current signature (it is being refactored)."""
-    try:
-        from ..engine.features import extract_features
-    except ImportError:  # before the engine refactor it lived in loaders
-        from ..engine.loaders import extract_features
-
-    kwargs = dict(model_key=model_key, device=device, batch_size=batch_size, on_batch=on_batch)
-    if "view" in inspect.signature(extract_features).parameters:
-        kwargs["view"] = "none"
-    return np.asarray(extract_features(model, images, transform, **kwargs), dtype=np.float32)
-
-
 def _cache_file(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npz"
 
@@ -139,6 +124,7 @@ def frozen_features(dataset, backbone: str = DEFAULT_BACKBONE, image_size: int |
     if missing:
         from ..augment import build_transform, resolve_preprocessing
         from ..engine.device import resolve_device
+        from ..engine.features import extract_features
         from ..engine.loaders import load_image_set
 
         prep = resolve_preprocessing(backbone, image_size, resize_mode)
@@ -153,8 +139,9 @@ def frozen_features(dataset, backbone: str = DEFAULT_BACKBONE, image_size: int |
         torch_device = resolve_device(device)
         model = _model(backbone, symmetric, torch_device)
         images = load_image_set(dataset.subset(missing), size)
-        computed = _extract(model, images, build_transform(prep, "none"), model_key=key, device=torch_device,
-                            batch_size=batch_size, on_batch=on_batch)
+        computed = np.asarray(extract_features(model, images, build_transform(prep, "none"), model_key=key,
+                                               device=torch_device, batch_size=batch_size, on_batch=on_batch),
+                              dtype=np.float32)
         table.update(zip((hashes[i] for i in missing), computed))
         if cache is not None:
             _save_cache(_cache_file(cache, key), key, table)

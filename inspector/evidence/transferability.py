@@ -119,8 +119,8 @@ def rank_backbones(data, backbones: Sequence[str] | None = None, image_sizes: Se
         backbones: timm names (default: the catalogue's backbones usable offline).
         image_sizes: input sizes in pixels; None in the list (the default) is each backbone's own.
         symmetric: average features over the 8 flips and quarter turns as the linear probe does
-            (8x slower; the default single view keeps this "in seconds", and ranks the same way on
-            the benchmarks in docs/evidence_benchmark.md).
+            (8x slower; the default single view keeps this "in seconds", and is what the ranking
+            measured in docs/BENCHMARKS.md, "Backbone ranking by LogME", used).
         on_candidate: called with each row as it is scored (progress for the app).
 
     Returns:
