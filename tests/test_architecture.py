@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "inspector"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "inspector"
+# The Streamlit app: it uses the library, never the command line's modules.
+APP_FILES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").rglob("*.py"))]
 
 # Lowest first. A module may import its own layer or a lower one, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("inspector.errors", "inspector._io", "inspector.config", "inspector.evaluation", "inspector.summary")),
+    # The task registry and the Task contract: a leaf that imports no task (they load by name).
+    ("task contract", ("inspector.tasks.base",)),
     ("data", ("inspector.data", "inspector.sample_data")),
     ("models", ("inspector.backbones", "inspector.models", "inspector.augment", "inspector.heatmap")),
     ("engine", ("inspector.engine",)),
@@ -47,8 +52,13 @@ def imported_modules(module: str) -> set[str]:
     """Every inspector module `module` imports, at the top or inside a function (not TYPE_CHECKING)."""
     path = PACKAGE.parent.joinpath(*module.split("."))
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-    tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return _inspector_imports(path, package) - {module}
+
+
+def _inspector_imports(path: Path, package: str) -> set[str]:
+    """The inspector modules a file imports; relative imports are resolved against `package`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
                  and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
     found = set()
@@ -66,7 +76,7 @@ def imported_modules(module: str) -> set[str]:
             if target.startswith("inspector"):
                 # `from . import anomaly` names a module; `from .x import name` names x.
                 found |= {f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target for a in node.names}
-    return found - {module}
+    return found
 
 
 def test_every_module_belongs_to_a_layer():
@@ -81,6 +91,20 @@ def test_imports_point_down_the_layers(module):
     upward = sorted(m for m in imported_modules(module) if m != "inspector" and layer_of(m) > mine)
     assert not upward, (f"{module} ({LAYERS[mine][0]}) imports a higher layer: "
                         + ", ".join(f"{m} ({LAYERS[layer_of(m)][0]})" for m in upward))
+
+
+@pytest.mark.parametrize("path", APP_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_app_never_imports_the_command_line(path):
+    """The app calls the library; the CLI's modules are a front end beside it, not under it."""
+    cli = dict(LAYERS)["front ends"]
+    front_ends = sorted(m for m in _inspector_imports(path, package="")
+                        if any(m == p or m.startswith(p + ".") for p in cli))
+    assert not front_ends, f"{path.relative_to(ROOT)} imports {', '.join(front_ends)}: move what it needs into the library"
+
+
+def test_the_task_contract_imports_no_task():
+    """tasks/base.py is a leaf: the built-in tasks load by name on first use, so no import circle."""
+    assert not {m for m in imported_modules("inspector.tasks.base") if m.startswith("inspector.tasks")}
 
 
 def test_every_module_imports_first_in_a_fresh_interpreter():

@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
-from inspector.cli import _without_option
+from inspector.commands.train import without_option
 from inspector.engine.distributed import SINGLE, Ranks, ranks_from_environment
 from inspector.errors import InspectorError
 from inspector.inference import Predictor
@@ -51,7 +51,7 @@ def test_torchrun_variables_give_the_rank_and_its_shard():
 
 def test_nproc_is_removed_from_the_command_torchrun_repeats():
     argv = ["train", "data", "--nproc", "2", "--epochs", "3", "--nproc=4", "--json"]
-    assert _without_option(argv, "--nproc") == ["train", "data", "--epochs", "3", "--json"]
+    assert without_option(argv, "--nproc") == ["train", "data", "--epochs", "3", "--json"]
 
 
 def _split_sample(root: Path, n_train: int = 16) -> tuple[Path, Path]:

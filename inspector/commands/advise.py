@@ -8,20 +8,14 @@ recall, suggested extra images), plus the sentences and the curve for plotting.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
-
-def default_feature_cache() -> Path:
-    """Where frozen features are kept between commands (INSPECTOR_CACHE_DIR overrides)."""
-    root = os.environ.get("INSPECTOR_CACHE_DIR") or Path.home() / ".cache" / "inspector"
-    return Path(root) / "features"
+from ..cli import emit_json, print_table
 
 
-def add_parser(sub, common: dict) -> None:
+def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p = sub.add_parser("advise", help="learning curve of your data: would more images help, and of which class?")
     p.add_argument("data", help="folder with one sub-folder per class, or a .zip of such folders")
     p.add_argument("--at", type=int, default=None,
@@ -32,8 +26,11 @@ def add_parser(sub, common: dict) -> None:
                    help="do not average the features over flips and quarter turns (as in training)")
     p.add_argument("--repeats", type=int, default=4, help="cross-validation repeats (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--feature-cache", type=Path, default=default_feature_cache(),
-                   help="folder that keeps frozen features between commands (default: %(default)s)")
+    # The default folder is resolved when the command runs: engine.features, which knows it,
+    # imports torch, and building the parser must stay quick for every command.
+    p.add_argument("--feature-cache", type=Path, default=None,
+                   help="folder that keeps frozen features between commands (default: "
+                        "$INSPECTOR_CACHE_DIR/features, else ~/.cache/inspector/features)")
     p.add_argument("--no-feature-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--device", **common["device"])
     p.add_argument("--json", **common["as_json"])
@@ -42,6 +39,7 @@ def add_parser(sub, common: dict) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..data import discover_dataset
+    from ..engine.features import default_feature_cache_dir
     from ..evidence.features import frozen_features
     from ..evidence.learning_curve import advise_from_features
 
@@ -50,22 +48,28 @@ def run(args: argparse.Namespace) -> None:
     for item in dataset.skipped:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
     print(f"Frozen features of {len(dataset)} images ({args.backbone})...", file=sys.stderr)
+    cache_dir = None if args.no_feature_cache else args.feature_cache or default_feature_cache_dir()
     feats = frozen_features(dataset, args.backbone, args.image_size, symmetric=not args.orientation_matters,
-                            device=args.device, cache_dir=None if args.no_feature_cache else args.feature_cache)
+                            device=args.device, cache_dir=cache_dir)
     advice = advise_from_features(feats.features, feats.labels, feats.classes, args.at, seed=args.seed,
                                   repeats=args.repeats)
     result = {**advice.to_dict(), "data": str(args.data), "backbone": args.backbone,
               "image_size": feats.image_size, "n_images": len(dataset),
               "feature_seconds": round(feats.seconds, 2), "seconds": round(time.perf_counter() - started, 2)}
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        emit_json(result)
         return
     print("\n".join(advice.sentences))
     rows = [[name, str(c["images"]), f"{c['recall']:.2f}",
              "-" if c["predicted_recall"] is None else f"{c['predicted_recall']:.2f}",
              str(c["suggested_extra_images"]), c["status"]] for name, c in result["per_class"].items()]
-    header = ["class", "images", "recall now", f"recall at {advice.at}", "add", "curve"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    print_table(rows, ["class", "images", "recall now", f"recall at {advice.at}", "add", "curve"])
+
+
+def default_feature_cache() -> Path:
+    """Deprecated: use inspector.engine.features.default_feature_cache_dir (kept until the pages
+    that still import it from here are moved over)."""
+    from ..engine.features import default_feature_cache_dir
+
+    return default_feature_cache_dir()

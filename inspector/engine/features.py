@@ -6,9 +6,11 @@ Pass your own `FeatureCache` to keep results apart; `default_feature_cache()` is
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable, Hashable
 
 import numpy as np
@@ -78,6 +80,14 @@ _DEFAULT_CACHE = FeatureCache()
 def default_feature_cache() -> FeatureCache:
     """The cache this process shares between runs unless a caller passes its own."""
     return _DEFAULT_CACHE
+
+
+def default_feature_cache_dir() -> Path:
+    """The folder that keeps frozen features between processes (the CLI's --feature-cache, the
+    app's evidence); INSPECTOR_CACHE_DIR overrides its parent. Not to be confused with
+    default_feature_cache(), this process's in-memory cache."""
+    root = os.environ.get("INSPECTOR_CACHE_DIR") or Path.home() / ".cache" / "inspector"
+    return Path(root) / "features"
 
 
 def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, model_key: str,

@@ -1,0 +1,131 @@
+"""`inspector train DATA`: train a model on a folder of class sub-folders or a .zip (`--nproc N`: under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from typing import Iterator, Sequence
+
+from ..cli import class_list, emit_json
+from ..errors import InspectorError
+
+
+class _TaskNames:
+    """--task's choices, read from the task registry when argparse first needs them: listing the
+    tasks imports them (and torch), which `inspector runs` and `inspector --help` should not pay."""
+
+    def __iter__(self) -> Iterator[str]:
+        from ..tasks.base import list_tasks
+
+        return iter(list_tasks())
+
+    def __contains__(self, name: object) -> bool:
+        return name in list(self)
+
+
+def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
+    from ..tasks.base import DEFAULT_TASK
+
+    p = sub.add_parser("train", help="train a model on a folder of class sub-folders or a .zip")
+    p.add_argument("data", help="folder with one sub-folder per class, or a .zip of such folders")
+    task = p.add_argument("--task", default=DEFAULT_TASK,
+                          help="classification: learn each defect class; anomaly: learn good parts only and flag "
+                               "anything unusual (default: %(default)s)")
+    task.choices = _TaskNames()  # set after add_argument, which would list them at once
+    p.add_argument("--ok-classes", default=None,
+                   help="anomaly: comma-separated classes of good parts (default: the class named good, ok, "
+                        "normal, nominal, free or pass, or the only class)")
+    p.add_argument("--target-frr", type=float, default=0.05,
+                   help="anomaly: reject at most this share of good parts (default: %(default)s)")
+    p.add_argument("--symmetric-bank", action="store_true",
+                   help="anomaly: also remember the 8 flips and quarter turns of every good image (parts that "
+                        "lie any way round; 8x the fitting work)")
+    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)")
+    p.add_argument("--strategy", default="auto", help="auto, linear_probe, fine_tune, ... (default: auto)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs for the fine-tuning strategies (the linear probe fits in one step)")
+    p.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the backbone's)")
+    p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox", "crop"],
+                   help="how non-square images fit the square input: stretch (default, measured best), "
+                        "letterbox (keeps the aspect ratio, pads) or crop (keeps it, cuts the edges)")
+    p.add_argument("--augment", default="industrial", help="none, light or industrial (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-folds", type=int, default=5,
+                   help="cross-validation folds at most, used when there are too few images for a hold-out "
+                        "split (default: %(default)s)")
+    p.add_argument("--orientation-matters", action="store_true",
+                   help="the part's orientation is meaningful (e.g. upside down is a defect): do not average "
+                        "the frozen features over flips and quarter turns")
+    p.add_argument("--no-cv", action="store_true",
+                   help="with too few images for a hold-out split, skip the cross-validated accuracy estimate "
+                        "(one fit instead of k+1: faster, but no accuracy figure)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train one model over this many processes on this machine (data-parallel, via "
+                        "torchrun: one per GPU, or CPU processes); for several machines run torchrun "
+                        "yourself (README: Scaling out) (default: %(default)s)")
+    p.add_argument("--weights", default=None, help="local weights file (.safetensors or .pth) for the backbone")
+    p.add_argument("--name", default=None, help="a display name for the run")
+    p.add_argument("--runs-dir", **common["runs_dir"])
+    p.add_argument("--device", **common["device"])
+    p.add_argument("--json", **common["as_json"])
+    p.set_defaults(func=run)
+
+
+def without_option(argv: Sequence[str], option: str) -> list[str]:
+    """argv without `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            out.append(item)
+    return out
+
+
+def _launch_ranks(args: argparse.Namespace) -> int:
+    """`train --nproc N`: the same command under torchrun, N processes on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "inspector", *without_option(args.argv, "--nproc")]
+    print(f"starting {args.nproc} training processes: {' '.join(command[1:])}", file=sys.stderr)
+    return subprocess.run(command, check=False).returncode
+
+
+def run(args: argparse.Namespace) -> int | None:
+    from ..config import TrainConfig
+    from ..data import discover_dataset, validate_dataset
+    from ..engine import ConsoleProgress
+    from ..engine.distributed import ranks_from_environment
+    from ..training import train
+
+    ranks = ranks_from_environment()
+    if args.nproc < 1:
+        raise InspectorError(f"--nproc must be at least 1, got {args.nproc}.")
+    if args.nproc > 1 and not ranks.active:
+        return _launch_ranks(args)
+
+    config = TrainConfig(task=args.task, ok_classes=class_list(args.ok_classes), target_frr=args.target_frr,
+                         symmetric_bank=args.symmetric_bank,
+                         backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
+                         image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
+                         batch_size=args.batch_size, weights_path=args.weights, name=args.name,
+                         resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv,
+                         any_orientation=not args.orientation_matters)
+    dataset = discover_dataset(args.data, extract_dir=args.scratch)
+    if ranks.is_main:  # under torchrun the other ranks train quietly: one report, one JSON line
+        for item in dataset.skipped:
+            print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+        for finding in validate_dataset(dataset).warnings:  # e.g. an empty class folder, duplicates
+            print(f"warning: {finding.message}", file=sys.stderr)
+    result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
+    if not ranks.is_main:
+        return None
+    print(f"Run saved to {result.run_dir}", file=sys.stderr)
+    summary = result.to_dict()
+    if summary.get("val_accuracy_warning"):
+        print(f"warning: {summary['val_accuracy_warning']}", file=sys.stderr)
+    if args.json:
+        emit_json(summary)
+    return None
