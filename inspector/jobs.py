@@ -1,8 +1,20 @@
-"""Background training jobs: a queue and one worker thread, shared by every browser session.
+"""One background runner for every front end: trainings, short work and exports.
 
-The web app keeps one JobManager per process (it survives page reloads), submits jobs, and
-polls their events; the worker never touches the UI. Jobs run one at a time: on a 2-8 core
-plant PC two trainings at once are each slower than one after the other.
+    runner = BackgroundRunner()
+    handle = runner.submit_training(dataset, config, runs_dir)      # serial training lane
+    work = runner.start("export:runs/x", lambda report, stop: ...)  # own thread, one per key
+    handle.status, handle.fraction, handle.text, handle.result, handle.error, handle.stop()
+
+A locked registry keyed by handle id. Each handle holds status, progress (a fraction and a text),
+result, error and a stop event, changed only under its own lock, so the page thread and the worker
+never race. Workers never touch a UI: pages poll handles. Trainings run one at a time (on a 2-8
+core plant PC two trainings at once are each slower than one after the other); short work runs on
+a thread of its own. Finished handles are dropped when taken (`take`), or `ttl_s` after they
+finished, and at most `max_finished` are kept: a long-lived app process does not grow.
+
+A training's live curves are not kept here: they are read from its run's metrics.jsonl
+(`inspector.runs.MetricsTail`), as for runs started by the CLI, torchrun or Ray. The handle keeps
+`run_dir` to find that file once the training announced it (TrainStart).
 """
 from __future__ import annotations
 
@@ -10,156 +22,296 @@ import itertools
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import TrainConfig
-from .engine.events import Event, TrainStart
+from .engine.events import EpochEnd, Event, TrainStart
 from .errors import InspectorError
 
-TERMINAL = ("completed", "stopped", "failed")
+QUEUED, RUNNING, COMPLETED, STOPPED, FAILED = "queued", "running", "completed", "stopped", "failed"
+TERMINAL = (COMPLETED, STOPPED, FAILED)
+TRAINING, WORK = "training", "work"
+Report = Callable[..., None]  # report(fraction=None, text=None)
 
 
-@dataclass
-class Job:
-    """One queued or running training, observable from any thread."""
+class JobHandle:
+    """One training or piece of background work, safe to read from any thread.
 
-    job_id: str
-    config: TrainConfig
-    data: Any
-    runs_dir: Path
-    status: str = "queued"  # queued | running | completed | stopped | failed
-    run_id: str | None = None
-    run_dir: Path | None = None
-    error: str | None = None
-    result: Any = None
-    submitted: float = field(default_factory=time.time)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    _events: list[Event] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    Status: queued -> running -> completed | stopped | failed (queued -> stopped when stopped
+    before it began). Only the runner's worker and `stop()` change it, under the handle's lock.
+    """
 
-    def record(self, event: Event) -> None:
+    def __init__(self, handle_id: str, kind: str, key: str, *, seq: int, config: TrainConfig | None = None,
+                 payload: tuple | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.id, self.kind, self.key, self.seq, self.config = handle_id, kind, key, seq, config
+        self.submitted = time.time()
+        self.stop_event = threading.Event()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._payload = payload  # (data, runs_dir) of a training; released when it finishes
+        self._status, self._fraction, self._text = QUEUED, 0.0, ""
+        self._result: Any = None
+        self._error: str | None = None
+        self._run_id: str | None = None
+        self._run_dir: Path | None = None
+        self._finished_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r}, {self.kind}, {self.status})"
+
+    # -- reading (any thread) ----------------------------------------------------------------
+    def _get(self, name: str) -> Any:
         with self._lock:
-            self._events.append(event)
-            if isinstance(event, TrainStart):
-                self.run_id = event.run_id
-                self.run_dir = self.runs_dir / event.run_id
+            return getattr(self, name)
 
-    def events(self, since: int = 0) -> list[Event]:
-        with self._lock:
-            return list(self._events[since:])
-
-    def stop(self) -> None:
-        """Ask the training to stop after the current batch (the best model is kept)."""
-        self.stop_event.set()
-        if self.status == "queued":
-            self.status = "stopped"
+    status = property(lambda self: self._get("_status"))
+    fraction = property(lambda self: self._get("_fraction"))
+    text = property(lambda self: self._get("_text"))
+    result = property(lambda self: self._get("_result"))
+    error = property(lambda self: self._get("_error"))
+    run_id = property(lambda self: self._get("_run_id"), doc="The training's run id, once it started.")
+    run_dir = property(lambda self: self._get("_run_dir"), doc="Its run folder, once TrainStart announced it.")
+    job_id = property(lambda self: self.id, doc="Deprecated name of `id`.")
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
 
+    # -- changing ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask it to stop: a queued one never starts; a training ends within one batch and keeps
+        its best model; short work stops where its function checks the stop event."""
+        self.stop_event.set()
+        with self._lock:
+            if self._status == QUEUED:
+                self._status, self._finished_at, self._payload = STOPPED, self._clock(), None
+
+    def report(self, fraction: float | None = None, text: str | None = None) -> None:
+        """Progress from the worker: a fraction in [0, 1] (clamped) and/or a line of text."""
+        with self._lock:
+            if fraction is not None:
+                self._fraction = min(max(float(fraction), 0.0), 1.0)
+            if text is not None:
+                self._text = str(text)
+
+    def _begin(self) -> bool:
+        """queued -> running; False when it was stopped while it waited."""
+        with self._lock:
+            if self._status != QUEUED:
+                return False
+            self._status = RUNNING
+            return True
+
+    def _finish(self, status: str, *, result: Any = None, error: str | None = None) -> None:
+        with self._lock:
+            if self._status in TERMINAL:
+                return
+            self._status, self._result, self._error = status, result, error
+            self._finished_at, self._payload = self._clock(), None  # the data is not needed any more
+            if status == COMPLETED:
+                self._fraction = 1.0
+            run_dir = getattr(result, "run_dir", None)
+            if self._run_dir is None and run_dir is not None:
+                self._run_dir, self._run_id = Path(run_dir), getattr(result, "run_id", None)
+
+    def _on_event(self, event: Event) -> None:
+        """The training's callback: remembers where its run is and a coarse progress."""
+        with self._lock:
+            if isinstance(event, TrainStart):
+                runs_dir = self._payload[1] if self._payload else None
+                self._run_id = event.run_id
+                # Old trainers' TrainStart had no run_dir: the run store's layout gives it.
+                self._run_dir = Path(event.run_dir) if event.run_dir else (
+                    Path(runs_dir) / event.run_id if runs_dir is not None else None)
+                self._text = "training"
+            elif isinstance(event, EpochEnd) and event.fold == "final":
+                self._fraction = min(max(event.epoch / max(event.epochs, 1), 0.0), 1.0)
+
+    def _same_training(self, data: Any, config: TrainConfig) -> bool:
+        with self._lock:
+            return self._payload is not None and self.config == config and self._payload[0] == data
+
+    def _expired(self, now: float, ttl_s: float) -> bool:
+        with self._lock:
+            return self._finished_at is not None and now - self._finished_at >= ttl_s
+
+    def _finished_time(self) -> float:
+        with self._lock:
+            return self._finished_at if self._finished_at is not None else float("inf")
+
+
+class BackgroundRunner:
+    """The registry of background handles, with a serial lane for trainings.
+
+    `train_fn(data, config, *, runs_dir, callbacks, stop_event)` defaults to `inspector.train`
+    (imported on first use). No thread starts until the first training is submitted; the lane
+    then keeps one daemon thread.
+    """
+
+    def __init__(self, train_fn: Callable[..., Any] | None = None, *, ttl_s: float = 3600.0,
+                 max_finished: int = 50, clock: Callable[[], float] = time.monotonic) -> None:
+        self._train_fn = train_fn
+        self.ttl_s, self.max_finished, self._clock = float(ttl_s), int(max_finished), clock
+        self._handles: dict[str, JobHandle] = {}
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._lane: queue.Queue[JobHandle] = queue.Queue()
+        self._lane_thread: threading.Thread | None = None
+
+    # -- submitting --------------------------------------------------------------------------
+    def submit_training(self, data: Any, config: TrainConfig, runs_dir: str | Path) -> JobHandle:
+        """Queue a training of `data` (best a LabeledDataset already verified: it is not read again).
+
+        An identical training still queued or running is returned instead of a duplicate (a
+        double click on Train, from one tab or two, starts one run)."""
+        with self._lock:
+            self._sweep()
+            for handle in self._handles.values():
+                if handle.kind == TRAINING and not handle.finished and handle._same_training(data, config):
+                    return handle
+            seq = next(self._seq)
+            handle = JobHandle(f"training-{seq}", TRAINING, f"training-{seq}", seq=seq, config=config,
+                               payload=(data, Path(runs_dir)), clock=self._clock)
+            handle.report(text="queued")
+            self._handles[handle.id] = handle
+            self._lane.put(handle)  # inside the lock: the lane's order is the submission order
+            if self._lane_thread is None:
+                self._lane_thread = threading.Thread(target=self._lane_loop, name="inspector-training",
+                                                     daemon=True)
+                self._lane_thread.start()
+        return handle
+
+    def start(self, key: str, fn: Callable[[Report, threading.Event], Any]) -> JobHandle:
+        """Run `fn(report, stop_event)` on a thread of its own; its return value is the result.
+
+        One per key at a time: while work of that key runs, its handle is returned and `fn` is
+        not started. `report(fraction=None, text=None)` sets the handle's progress."""
+        with self._lock:
+            self._sweep()
+            current = self._latest(key)
+            if current is not None and not current.finished:
+                return current
+            seq = next(self._seq)
+            handle = JobHandle(f"work-{seq}", WORK, key, seq=seq, clock=self._clock)
+            handle._begin()
+            self._handles[handle.id] = handle
+        threading.Thread(target=self._run_work, args=(handle, fn), name=f"inspector-work-{key}"[:60],
+                         daemon=True).start()
+        return handle
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, handle_id: str) -> JobHandle | None:
+        """The handle of that id, or None (never submitted, or dropped)."""
+        with self._lock:
+            self._sweep()
+            return self._handles.get(handle_id)
+
+    def latest(self, key: str) -> JobHandle | None:
+        """The newest handle started under `key` still in the registry, or None."""
+        with self._lock:
+            self._sweep()
+            return self._latest(key)
+
+    def take(self, handle_id: str) -> JobHandle | None:
+        """The handle of that id; when it has finished it is dropped from the registry (it was read)."""
+        with self._lock:
+            handle = self._handles.get(handle_id)
+            if handle is not None and handle.finished:
+                del self._handles[handle_id]
+            return handle
+
+    def handles(self, kind: str | None = None) -> list[JobHandle]:
+        """Every handle still held (of one kind: "training" or "work"), oldest first."""
+        with self._lock:
+            self._sweep()
+            found = [h for h in self._handles.values() if kind is None or h.kind == kind]
+        return sorted(found, key=lambda h: h.seq)
+
+    def active(self, kind: str | None = None) -> list[JobHandle]:
+        """The handles queued or running, oldest first."""
+        return [h for h in self.handles(kind) if not h.finished]
+
+    # -- internals ---------------------------------------------------------------------------
+    def _latest(self, key: str) -> JobHandle | None:
+        matching = [h for h in self._handles.values() if h.key == key]
+        return max(matching, key=lambda h: h.seq, default=None)
+
+    def _sweep(self) -> None:
+        """Drop finished handles older than the TTL, then the oldest beyond `max_finished` (lock held)."""
+        now = self._clock()
+        for handle_id in [i for i, h in self._handles.items() if h._expired(now, self.ttl_s)]:
+            del self._handles[handle_id]
+        finished = sorted((h for h in self._handles.values() if h.finished), key=JobHandle._finished_time)
+        for handle in finished[:max(len(finished) - self.max_finished, 0)]:
+            del self._handles[handle.id]
+
+    def _lane_loop(self) -> None:
+        while True:
+            self._run_training(self._lane.get())
+
+    def _run_training(self, handle: JobHandle) -> None:
+        with handle._lock:
+            payload = handle._payload
+        if payload is None or not handle._begin():  # stopped while it waited
+            return
+        handle.report(text="preparing")
+        if self._train_fn is None:
+            from .training import train as train_fn  # torch and timm load here, not on import
+            self._train_fn = train_fn
+        data, runs_dir = payload
+        try:
+            result = self._train_fn(data, handle.config, runs_dir=runs_dir, callbacks=[handle._on_event],
+                                    stop_event=handle.stop_event)
+            handle._finish(getattr(result, "status", COMPLETED), result=result)
+        except InspectorError as exc:
+            handle._finish(FAILED, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - the lane must survive any one training
+            handle._finish(FAILED, error=f"Training failed unexpectedly: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _run_work(handle: JobHandle, fn: Callable[[Report, threading.Event], Any]) -> None:
+        try:
+            result = fn(handle.report, handle.stop_event)
+            handle._finish(STOPPED if handle.stop_event.is_set() else COMPLETED, result=result)
+        except InspectorError as exc:
+            handle._finish(FAILED, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported on the page, the app goes on
+            handle._finish(FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+# -- deprecated names (kept importable; new code uses BackgroundRunner and JobHandle) --------------
+Job = JobHandle
+Work = JobHandle
+
 
 class JobManager:
-    """A locked registry of jobs keyed by job id, with one worker thread."""
+    """Deprecated: `BackgroundRunner.submit_training`. Trainings only, one at a time."""
 
-    def __init__(self, train_fn: Callable[..., Any] | None = None) -> None:
-        if train_fn is None:
-            from .training import train as train_fn
-        self._train = train_fn
-        self._jobs: dict[str, Job] = {}
-        self._queue: queue.Queue[Job] = queue.Queue()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._worker = threading.Thread(target=self._work, name="inspector-training", daemon=True)
-        self._worker.start()
+    def __init__(self, train_fn: Callable[..., Any] | None = None, *, runner: BackgroundRunner | None = None) -> None:
+        self.runner = runner or BackgroundRunner(train_fn)
 
-    def submit(self, data: Any, config: TrainConfig, runs_dir: str | Path) -> Job:
-        """Queue a training. An identical job still queued or running is returned instead of a
-        duplicate (a double click on Train starts one run, not two)."""
-        with self._lock:
-            for job in self._jobs.values():
-                if not job.finished and job.config == config and job.data == data:
-                    return job
-            job = Job(f"job-{next(self._ids)}", config, data, Path(runs_dir))
-            self._jobs[job.job_id] = job
-        self._queue.put(job)
-        return job
+    def submit(self, data: Any, config: TrainConfig, runs_dir: str | Path) -> JobHandle:
+        return self.runner.submit_training(data, config, runs_dir)
 
-    def jobs(self) -> list[Job]:
-        with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.submitted)
+    def jobs(self) -> list[JobHandle]:
+        return self.runner.handles(TRAINING)
 
-    def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+    def get(self, job_id: str) -> JobHandle | None:
+        return self.runner.get(job_id)
 
-    def active(self) -> list[Job]:
-        return [job for job in self.jobs() if not job.finished]
-
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job.status != "queued":  # stopped while waiting
-                continue
-            job.status = "running"
-            try:
-                job.result = self._train(job.data, job.config, runs_dir=job.runs_dir, callbacks=[job.record],
-                                         stop_event=job.stop_event)
-                job.status = job.result.status
-            except InspectorError as exc:
-                job.error, job.status = str(exc), "failed"
-            except Exception as exc:  # noqa: BLE001 - the worker must survive any one job
-                job.error, job.status = f"Training failed unexpectedly: {type(exc).__name__}: {exc}", "failed"
-
-
-@dataclass
-class Work:
-    """A short background task that is not a training (e.g. comparing two models' predictions)."""
-
-    key: str
-    status: str = "running"  # running | completed | failed
-    fraction: float = 0.0
-    result: Any = None
-    error: str | None = None
-    stop_event: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def finished(self) -> bool:
-        return self.status != "running"
+    def active(self) -> list[JobHandle]:
+        return self.runner.active(TRAINING)
 
 
 class WorkRunner:
-    """Runs `fn(report_progress, stop_event)` on its own thread, once per key at a time, so a page
-    only polls: the Streamlit script thread never does the work."""
+    """Deprecated: `BackgroundRunner.start` and `.latest`. Short work addressed by its key."""
 
-    def __init__(self) -> None:
-        self._work: dict[str, Work] = {}
-        self._lock = threading.Lock()
+    def __init__(self, runner: BackgroundRunner | None = None) -> None:
+        self.runner = runner or BackgroundRunner()
 
-    def start(self, key: str, fn: Callable[[Callable[[float], None], threading.Event], Any]) -> Work:
-        with self._lock:
-            current = self._work.get(key)
-            if current is not None and not current.finished:
-                return current
-            work = self._work[key] = Work(key)
+    def start(self, key: str, fn: Callable[[Report, threading.Event], Any]) -> JobHandle:
+        return self.runner.start(key, fn)
 
-        def report(fraction: float) -> None:
-            work.fraction = min(max(float(fraction), 0.0), 1.0)
-
-        def body() -> None:
-            try:
-                work.result = fn(report, work.stop_event)
-                work.fraction, work.status = 1.0, "completed"
-            except InspectorError as exc:
-                work.error, work.status = str(exc), "failed"
-            except Exception as exc:  # noqa: BLE001 - reported on the page, the app goes on
-                work.error, work.status = f"{type(exc).__name__}: {exc}", "failed"
-
-        threading.Thread(target=body, name=f"inspector-work-{key}", daemon=True).start()
-        return work
-
-    def get(self, key: str) -> Work | None:
-        with self._lock:
-            return self._work.get(key)
+    def get(self, key: str) -> JobHandle | None:
+        return self.runner.latest(key)

@@ -156,7 +156,8 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
         images = load_image_set(dataset, prep.image_size)
         emit(TrainStart(run.run_id, backbone=config.backbone, strategy=strategy.name, strategy_reason=reason,
                         device=_device_label(device, ranks), classes=list(dataset.classes),
-                        n_images=len(dataset), validation=plan.description, epochs=resolved.epochs))
+                        n_images=len(dataset), validation=plan.description, epochs=resolved.epochs,
+                        run_dir=str(run.path)))
         ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
                          stop_event or threading.Event(), feature_cache=feature_cache, ranks=ranks)
         model = prepare_model(model, device)

@@ -1,10 +1,14 @@
 """Train: pick a backbone and a strategy, start a background training, watch it live."""
 from __future__ import annotations
 
+import os
+import socket
+
 import streamlit as st
 
-from inspector import (AUGMENT_PRESETS, InspectorError, Job, Run, TrainConfig, choose_strategy, create_task,
+from inspector import (AUGMENT_PRESETS, InspectorError, Run, TrainConfig, choose_strategy, create_task,
                        describe_device, list_backbones, list_strategies, list_tasks)
+from inspector.jobs import TRAINING, JobHandle
 from inspector.tasks.anomaly import good_classes, min_guaranteed_frr
 from inspector.engine import TrainEnd
 from inspector.evaluation import DetectionEvaluation
@@ -15,12 +19,12 @@ from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
 from ui import charts, live
 from ui.data import checked_dataset
-from ui.state import (flash, job_manager, job_manager_work, page_setup, runs, show_flashes, show_work, user_errors,
+from ui.state import (flash, job_manager_work, page_setup, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
 
 page_setup("Train", ":material/model_training:")
 ws = workspace()
-jobs = job_manager()
+jobs = runner()
 st.title("Train a model")
 show_flashes()
 
@@ -176,19 +180,20 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not
                              image_size=int(image_size) or None, augment=augment, resize_mode=resize,
                              batch_size=int(batch_size), lr=float(lr) or None, seed=int(seed),
                              any_orientation=any_orientation, name=run_name.strip() or None)
-        job = jobs.submit(str(ws.data_dir), config, ws.runs_dir)
-        flash(f"Training queued ({job.job_id}). It runs in the background: you can leave this page.")
+        # The dataset this page just verified: the worker neither discovers nor checks the images again.
+        job = jobs.submit_training(dataset, config, ws.runs_dir)
+        flash(f"Training queued ({job.id}). It runs in the background: you can leave this page.")
         st.rerun()
 
 
 # -- live view -----------------------------------------------------------------------------------
-def job_title(job: Job) -> str:
+def job_title(job: JobHandle) -> str:
     kind = job.config.strategy if job.config.task == "classification" else job.config.task
     return job.config.name or f"{job.config.backbone} / {kind}"
 
 
-def show_running(job: Job) -> None:
-    events = live.job_events(job)
+def show_running(job: JobHandle) -> None:
+    events = live.handle_events(job)  # none until the run folder exists: progress says "Preparing"
     progress = live.progress(events)
     st.subheader(f"Training: {job_title(job)}")
     st.progress(progress.fraction, text=progress.text)
@@ -201,8 +206,8 @@ def show_running(job: Job) -> None:
     m3.metric("Time left (ETA)", live.duration(progress.eta_s))
     m4.metric("Best val accuracy", f"{best:.1%}" if best is not None else "-",
               help="Measured after training by cross-validation when there are few images.")
-    show_chart(job.job_id, events)
-    if st.button("Stop", key=f"stop_{job.job_id}", icon=":material/stop:",
+    show_chart(job.id, events)
+    if st.button("Stop", key=f"stop_{job.id}", icon=":material/stop:",
                  help="Ends within one batch; the best model so far is kept."):
         job.stop()
         st.toast("Stopping after the current batch...")
@@ -216,16 +221,22 @@ def show_chart(key: str, events: list) -> None:
     st.plotly_chart(charts.curves({"this run": events}, show_folds), key=f"curves_{key}")
 
 
-def show_finished(job: Job) -> None:
-    events = live.job_events(job)
+def show_finished(job: JobHandle) -> None:
+    events = live.handle_events(job)
     end = live.final_event(events)
     title = job_title(job)
     if job.status == "failed":
         st.error(f"**{title}** failed: {job.error or getattr(end, 'message', 'unknown error')}")
-        return
-    if not isinstance(end, TrainEnd):
+    elif not isinstance(end, TrainEnd):
         st.warning(f"**{title}** was cancelled before it started.")
-        return
+    else:
+        show_result(job, title, end, events)
+    if st.button("Dismiss", key=f"dismiss_{job.id}", help="Hide this message (the run stays on Compare)."):
+        jobs.take(job.id)  # read: drop it from the runner
+        st.rerun(scope="fragment")
+
+
+def show_result(job: JobHandle, title: str, end: TrainEnd, events: list) -> None:
     summary = end.run_summary
     text = f"**{title}** {job.status} in {live.duration(summary.train_seconds)}: {live.result_words(summary)}."
     (st.success if job.status == "completed" else st.warning)(
@@ -237,15 +248,25 @@ def show_finished(job: Job) -> None:
         st.warning(summary.metrics["frr_warning"], icon=":material/warning:")
     evaluation = Run(job.run_dir).evaluation_report() if job.run_dir else None
     if isinstance(evaluation, DetectionEvaluation):
-        st.plotly_chart(charts.anomaly_histogram(evaluation, f"{title}: scores"), key=f"hist_{job.job_id}")
+        st.plotly_chart(charts.anomaly_histogram(evaluation, f"{title}: scores"), key=f"hist_{job.id}")
     with st.expander("Curves", expanded=False):
-        show_chart(job.job_id, events)
+        show_chart(job.id, events)
 
 
-def other_process_runs(known: set[str]) -> None:
-    """Runs training in another process (e.g. the command line): read-only live view."""
+def trained_here(path) -> bool:
+    """True for a run this server process writes: its handle shows it, also while it prepares
+    (the run folder exists before TrainStart names it)."""
+    try:
+        owner = Run(path).record().get("owner") or {}
+    except InspectorError:
+        return False
+    return owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
+
+
+def other_process_runs(known: set[str], preparing: bool) -> None:
+    """Runs training in another process (e.g. the command line, torchrun, Ray): read-only live view."""
     for info in runs(ws):
-        if info.status == "running" and str(info.path) not in known:
+        if info.status == "running" and str(info.path) not in known and not (preparing and trained_here(info.path)):
             events = live.run_events(info.path)
             st.subheader(f"Training elsewhere: {info.name}")
             st.progress(live.progress(events).fraction, text=live.progress(events).text)
@@ -254,12 +275,10 @@ def other_process_runs(known: set[str]) -> None:
 
 @st.fragment(run_every=1.5)
 def live_panel() -> None:
-    all_jobs = jobs.jobs()
+    all_jobs = jobs.handles(TRAINING)
     running = [j for j in all_jobs if j.status == "running"]
     queued = [j for j in all_jobs if j.status == "queued"]
     finished = [j for j in reversed(all_jobs) if j.finished][:3]
-    if not (running or queued or finished):
-        return
     for job in running:
         show_running(job)
     if queued:
@@ -267,10 +286,10 @@ def live_panel() -> None:
         for job in queued:
             q1, q2 = st.columns([4, 1])
             q1.write(f"{job_title(job)}: waits for the training before it.")
-            if q2.button("Cancel", key=f"cancel_{job.job_id}"):
+            if q2.button("Cancel", key=f"cancel_{job.id}"):
                 job.stop()
                 st.rerun(scope="fragment")
-    other_process_runs({str(j.run_dir) for j in all_jobs if j.run_dir})
+    other_process_runs({str(j.run_dir) for j in all_jobs if j.run_dir}, any(j.run_dir is None for j in running))
     if finished:
         st.subheader("Finished")
         for job in finished:

@@ -1,7 +1,9 @@
 """Issue 5, concurrency: two trainings into one runs folder at once, listing runs while they are
-written, and double clicks on Train (from one tab or two) that must not start a duplicate."""
+written, and double clicks on Train (from one tab or two) that must not start a duplicate run on
+the app's background runner."""
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import threading
@@ -12,7 +14,9 @@ from types import SimpleNamespace
 import pytest
 from reliability_tools import CLI, SUBPROCESS_ENV, single_threaded, small_dataset
 
-from inspector import JobManager, TrainConfig, train
+from inspector import TrainConfig, train
+from inspector.data import discover_dataset
+from inspector.jobs import BackgroundRunner
 from inspector.inference import Predictor
 from inspector.runs import Run, RunStore
 
@@ -109,16 +113,18 @@ def _wait_finished(*jobs) -> None:
         time.sleep(0.01)
 
 
-def test_train_clicked_again_while_the_first_is_starting_does_not_duplicate(tmp_path):
+def test_train_clicked_again_while_the_first_is_starting_does_not_duplicate(tiny_data, tmp_path):
     trainer = _SlowTrainer()
-    manager = JobManager(trainer)
+    runner = BackgroundRunner(trainer)
     config = TrainConfig(strategy="linear_probe", seed=1)
+    dataset = discover_dataset(tiny_data)
     barrier = threading.Barrier(8)
     clicks: list = []
 
-    def click() -> None:  # eight clicks at once, from tabs sharing the one JobManager
+    def click() -> None:  # eight clicks at once, from tabs sharing the one runner
         barrier.wait()
-        clicks.append(manager.submit("data", config, tmp_path))
+        # Each rerun of the Train page submits its own copy of the verified dataset (st.cache_data).
+        clicks.append(runner.submit_training(copy.deepcopy(dataset), config, tmp_path))
 
     threads = [threading.Thread(target=click) for _ in range(8)]
     for thread in threads:
@@ -126,8 +132,8 @@ def test_train_clicked_again_while_the_first_is_starting_does_not_duplicate(tmp_
     for thread in threads:
         thread.join()
     assert trainer.started.wait(30)
-    clicks.append(manager.submit("data", config, tmp_path))  # and once more while it runs
-    other = manager.submit("data", config.replace(seed=2), tmp_path)  # another session, other settings
+    clicks.append(runner.submit_training(copy.deepcopy(dataset), config, tmp_path))  # and once more while it runs
+    other = runner.submit_training(dataset, config.replace(seed=2), tmp_path)  # another session, other settings
     assert other.status == "queued"  # one training at a time: the second waits its turn
     trainer.release.set()
     _wait_finished(clicks[0], other)

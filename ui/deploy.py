@@ -1,57 +1,41 @@
-""""Export for the line" on a page: export a run in a worker thread, show parity and speed, offer a zip.
+""""Export for the line" on a page: export a run in the background, show parity and speed, offer a zip.
 
     from ui.deploy import render_export
     render_export(run_dir)          # e.g. in the Compare page, under the selected run
 
-The export (ONNX conversion, parity check, speed) takes from a few seconds to a minute, so it runs
-in a worker thread that never calls `st.*`; a fragment polls its state (per user, in
-st.session_state) and redraws.
+The export (ONNX or OpenVINO conversion, parity check, speed) takes from a few seconds to a minute,
+so it runs on the app's background runner (ui.state.runner), one export per run at a time; its
+function never calls `st.*`. The session keeps only the handle's id; a fragment polls the handle
+and redraws. A finished export is read from its bundle folder on disk.
 """
 from __future__ import annotations
 
 import io
 import json
-import threading
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
 from inspector.deploy.bundle import FORMATS, default_out_dir
-from inspector.errors import InspectorError
+from inspector.jobs import JobHandle
+from ui.state import runner
 
-_STATE_KEY = "deploy_exports"
-
-
-@dataclass
-class _ExportJob:
-    """One export in flight or done; the worker writes, the page reads."""
-
-    done: threading.Event = field(default_factory=threading.Event)
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    messages: list[str] = field(default_factory=list)
+_STATE_KEY = "deploy_exports"  # run folder -> id of this session's last export handle
+FORMAT_HELP = ("onnx: model.onnx, run with onnxruntime anywhere. openvino: the model converted to OpenVINO's "
+               "model.xml/.bin for Intel CPUs and GPUs (needs the openvino package in this app's environment "
+               "and on the line PC).")
 
 
-def _start(run_dir: Path, fmt: str, ok_classes: list[str]) -> _ExportJob:
-    from inspector.deploy.bundle import export_bundle
+def _start(run_dir: Path, fmt: str, ok_classes: list[str]) -> JobHandle:
+    """Start the export on the runner (or return the one already running for this run)."""
+    def export(report, stop) -> dict:
+        from inspector.deploy.bundle import export_bundle
 
-    job = _ExportJob()
+        return export_bundle(run_dir, fmt=fmt, ok_classes=ok_classes,
+                             progress=lambda message: report(text=message)).to_dict()
 
-    def work() -> None:
-        try:
-            job.result = export_bundle(run_dir, fmt=fmt, ok_classes=ok_classes, progress=job.messages.append).to_dict()
-        except InspectorError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - shown in the page, not lost in a thread
-            job.error = f"Unexpected {type(exc).__name__}: {exc}"
-        finally:
-            job.done.set()
-
-    threading.Thread(target=work, name=f"export-{run_dir.name}", daemon=True).start()
-    return job
+    return runner().start(f"export:{run_dir}", export)
 
 
 def bundle_zip(folder: Path) -> bytes:
@@ -89,26 +73,29 @@ def render_export(run_dir: str | Path, classes: list[str] | None = None) -> None
     """The "Export for the line" section for one run."""
     run_dir = Path(run_dir)
     st.subheader("Export for the line")
-    st.caption("A self-contained folder: model.onnx, predict.py (needs only onnxruntime, numpy and pillow), "
-               "a sample image with its expected output, and a parity check against this app.")
-    jobs: dict[str, _ExportJob] = st.session_state.setdefault(_STATE_KEY, {})
-    fmt = st.selectbox("Format", FORMATS, key=f"fmt-{run_dir}",
-                       help="openvino is not implemented yet: OpenVINO can read the ONNX bundle's model.onnx.")
+    st.caption("A self-contained folder: the model, predict.py (needs only onnxruntime or openvino, numpy and "
+               "pillow), a sample image with its expected output, and a parity check against this app.")
+    ids: dict[str, str] = st.session_state.setdefault(_STATE_KEY, {})
+    fmt = st.selectbox("Format", FORMATS, key=f"fmt-{run_dir}", help=FORMAT_HELP)
     ok_classes = st.multiselect("OK classes (adds an OK/NG verdict)", classes or [], key=f"ok-{run_dir}")
     key = str(run_dir)
-    if st.button("Export for the line", key=f"export-{run_dir}", disabled=key in jobs and not jobs[key].done.is_set()):
-        jobs[key] = _start(run_dir, fmt, ok_classes)
+    running = runner().latest(f"export:{run_dir}")
+    if st.button("Export for the line", key=f"export-{run_dir}", disabled=running is not None and not running.finished):
+        ids[key] = _start(run_dir, fmt, ok_classes).id
     _export_status(key, run_dir, fmt)
 
 
 @st.fragment(run_every=1.0)
 def _export_status(key: str, run_dir: Path, fmt: str) -> None:
-    job: _ExportJob | None = st.session_state.get(_STATE_KEY, {}).get(key)
-    if job is not None and not job.done.is_set():
-        st.info((job.messages[-1] if job.messages else "starting") + "...")
+    ids: dict[str, str] = st.session_state.setdefault(_STATE_KEY, {})
+    handle = runner().get(ids[key]) if key in ids else None
+    if handle is not None and not handle.finished:
+        st.info((handle.text or "starting") + "...")
         return
-    if job is not None and job.error:
-        st.error(job.error)
-    folder = Path(job.result["path"]) if job is not None and job.result else default_out_dir(run_dir, fmt)
+    if handle is not None and handle.status == "failed":
+        st.error(handle.error)  # kept until the runner's time-to-live drops it
+    elif handle is not None:  # read: from now on the bundle on disk shows the result
+        runner().take(ids.pop(key))
+    folder = Path(handle.result["path"]) if handle is not None and handle.result else default_out_dir(run_dir, fmt)
     if (folder / "bundle.json").is_file():
         _show_bundle(folder)

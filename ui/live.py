@@ -1,23 +1,37 @@
-"""Read-only views of typed training events (from Job.events() or a run's metrics.jsonl) for the pages."""
+"""Read-only views of typed training events for the pages.
+
+One source for every run, whoever trains it (this app, the CLI, torchrun, Ray): the run's
+metrics.jsonl, followed by a tail reader that remembers how far it read (MetricsTail), so each
+poll parses only the lines appended since the last.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspector import Job, Run
+import streamlit as st
+
 from inspector.engine import EpochEnd, Event, StepEnd, TrainEnd, TrainFailed, TrainStart, event_from_dict
+from inspector.jobs import JobHandle
+from inspector.runs import MetricsTail
 
 
-def job_events(job: Job) -> list[Event]:
-    return job.events()
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _tail(run_dir: str) -> MetricsTail:
+    """One tail per run folder and server process, shared by every session (it is thread-safe)."""
+    return MetricsTail(run_dir, parse=event_from_dict)
 
 
-def run_events(run_dir: str | Path, jobs: list[Job] = ()) -> list[Event]:
-    """Events of a run: from the live job when this process trains it, else from metrics.jsonl."""
-    for job in jobs:
-        if job.run_dir is not None and Path(job.run_dir) == Path(run_dir):
-            return job_events(job)
-    return [e for e in map(event_from_dict, Run(run_dir).events()) if e is not None]
+def run_events(run_dir: str | Path, jobs: object = ()) -> list[Event]:
+    """The typed events of a run so far, from its metrics.jsonl. (`jobs` is ignored: kept for callers
+    written when a job held its own copy of the events.)"""
+    return _tail(str(Path(run_dir))).read()
+
+
+def handle_events(handle: JobHandle) -> list[Event]:
+    """A training handle's events: none while it prepares (its run folder is not announced yet)."""
+    run_dir = handle.run_dir
+    return run_events(run_dir) if run_dir is not None else []
 
 
 def epochs(events: list[Event], fold: str | None = "final") -> list[EpochEnd]:

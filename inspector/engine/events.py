@@ -33,6 +33,7 @@ class TrainStart(Event):
     n_images: int
     validation: str  # plain-words description of the validation plan
     epochs: int
+    run_dir: str | None = None  # where metrics.jsonl is (None in runs written before it was recorded)
 
 
 @dataclass(frozen=True)
