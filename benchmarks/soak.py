@@ -4,7 +4,7 @@
     python benchmarks/soak.py --minutes 5 --same-seed    # the same without new cached features
     python benchmarks/soak.py --seconds 15 --json        # what tests/test_reliability_soak.py runs
 
-Each cycle trains a linear probe through the JobManager (the app's background worker) with a new
+Each cycle trains a linear probe through the BackgroundRunner (the app's background worker) with a new
 seed, loads the run as a Predictor, predicts a few new parts, draws one heatmap and lists the
 runs. After two warm-up cycles it prints the process's memory (RSS), open file descriptors and
 threads; growth that does not level off is a leak. A new seed means new augmented views, so the
@@ -49,16 +49,16 @@ def sample(process: psutil.Process) -> dict[str, float]:
 
 def make_cycle(work: Path, image_size: int, images_per_class: int):
     """A function running one train + predict cycle; returns the number of images predicted."""
-    from inspector import JobManager, Predictor, RunStore, TrainConfig
+    from inspector import BackgroundRunner, Predictor, RunStore, TrainConfig
     from inspector.sample_data import generate_sample_data
 
     data = generate_sample_data(work / "data", seed=3, images_per_class=images_per_class, new_parts=4)
     new_parts = sorted((data / "new_parts").iterdir())
-    manager, runs = JobManager(), work / "runs"
+    runner, runs = BackgroundRunner(), work / "runs"
 
     def cycle(seed: int) -> int:
         config = TrainConfig(strategy="linear_probe", image_size=image_size, seed=seed, max_folds=2)
-        job = manager.submit(str(data / "train"), config, runs)
+        job = runner.submit_training(str(data / "train"), config, runs)
         while not job.finished:
             time.sleep(0.05)
         if job.status != "completed":

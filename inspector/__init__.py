@@ -21,11 +21,11 @@ _EXPORTS = {
     "evaluation": ["evaluate_predictions"],
     "heatmap": ["overlay_heatmap"],
     "inference": ["Prediction", "Predictor", "Verdict", "load_predictor", "verdict"],
-    "jobs": ["JobManager", "Job"],
+    "jobs": ["BackgroundRunner", "Job", "JobHandle", "JobManager"],
     "runs": ["Run", "RunInfo", "RunStore"],
     "sample_data": ["SAMPLE_CLASSES", "generate_sample_data"],
     "summary": ["RunSummary"],
-    "tasks.base": ["Task", "create_task", "list_tasks", "register_task"],
+    "tasks.base": ["Column", "PredictOptions", "Task", "create_task", "list_tasks", "register_task"],
     "tasks.classification": ["Strategy", "choose_strategy", "list_strategies", "register_strategy"],
     "training": ["TrainResult", "train"],
 }

@@ -4,7 +4,7 @@ Each trial is one `train()` writing its own run folder into the run store, so a 
 live on the app's Train and Compare pages like any other. With Ray installed (`pip install -e
 ".[cluster]"`), trials are Ray tasks: on the cluster at `ray_address`, or on a local cluster sized to
 this machine when no address is given; `runs_dir` must then be a folder every worker can reach.
-Without Ray, the trials run one after the other through the app's job manager.
+Without Ray, the trials run one after the other through the app's background runner (one training lane).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from .config import TrainConfig
 from .errors import InspectorError
-from .jobs import JobManager
+from .jobs import BackgroundRunner
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,9 @@ def _run_on_ray(data: str, trials: list[Trial], base: TrainConfig, runs_dir: Pat
 
 def _run_sequentially(data: str, trials: list[Trial], base: TrainConfig, runs_dir: Path,
                       on_trial: Callable[[dict], None]) -> list[dict]:
-    manager, rows = JobManager(), []
+    runner, rows = BackgroundRunner(), []
     for trial in trials:
-        job = manager.submit(data, trial.config(base), runs_dir)
+        job = runner.submit_training(data, trial.config(base), runs_dir)
         while not job.finished:
             time.sleep(0.2)
         row = _trial_row(trial, job.result.to_dict() if job.result is not None else None, job.error)

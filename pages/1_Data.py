@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from inspector import AUGMENT_PRESETS, InspectorError, build_preview, list_backbones, resolve_preprocessing
-from inspector.commands.advise import default_feature_cache
+from inspector.engine.features import default_feature_cache_dir
 from inspector.data import IMAGE_EXTENSIONS, discover_dataset
 from inspector.evidence.features import frozen_features
 from inspector.evidence.learning_curve import advise_from_features
@@ -12,7 +12,7 @@ from ui.evidence import render_advice
 from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
 from ui.data import checked_dataset, rgb, thumbnail_of
-from ui.state import flash, job_manager_work, page_setup, show_flashes, show_work, user_errors, workspace
+from ui.state import flash, page_setup, runner, show_flashes, show_work, user_errors, workspace
 
 NEW_CLASS = "+ New class..."
 PAGE_SIZE = 24
@@ -214,9 +214,9 @@ if counts and sum(1 for v in counts.values() if v) >= 2:
 
         def measure(report, stop):
             dataset = discover_dataset(data_dir)
-            feats = frozen_features(dataset, cache_dir=default_feature_cache(),
+            feats = frozen_features(dataset, cache_dir=default_feature_cache_dir(),
                                     on_batch=lambda step, steps, rate: report(0.8 * step / max(steps, 1)))
             return advise_from_features(feats.features, feats.labels, feats.classes).to_dict()
 
-        job_manager_work().start("advice", measure)
+        runner().start("advice", measure)
     advice_panel()

@@ -6,20 +6,19 @@ import socket
 
 import streamlit as st
 
-from inspector import (AUGMENT_PRESETS, InspectorError, Run, TrainConfig, choose_strategy, create_task,
-                       describe_device, list_backbones, list_strategies, list_tasks)
+from inspector import AUGMENT_PRESETS, InspectorError, Run, TrainConfig, create_task, list_backbones, list_tasks
 from inspector.jobs import TRAINING, JobHandle
 from inspector.tasks.anomaly import good_classes, min_guaranteed_frr
 from inspector.engine import TrainEnd
 from inspector.evaluation import DetectionEvaluation
 from inspector.backbones import hub_reachable, offline_backbones
-from inspector.commands.advise import default_feature_cache
+from inspector.engine.features import default_feature_cache_dir
 from inspector.evidence.transferability import rank_backbones
 from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
 from ui import charts, live
 from ui.data import checked_dataset
-from ui.state import (flash, job_manager_work, page_setup, runner, runs, show_flashes, show_work, user_errors,
+from ui.state import (flash, page_setup, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
 
 page_setup("Train", ":material/model_training:")
@@ -35,8 +34,11 @@ def backbone_rows() -> list[dict]:
 
 
 @st.cache_resource(show_spinner=False)
-def device_type() -> str:
-    return describe_device().type
+def device():
+    """The device training would use here (auto: the GPU when there is one)."""
+    from inspector.engine.device import resolve_device
+
+    return resolve_device("auto")
 
 
 WEIGHTS = {"bundled": "weights bundled (offline)", "cached": "weights cached (offline)",
@@ -56,12 +58,13 @@ else:
 progress_area = st.container()
 
 # -- task ---------------------------------------------------------------------------------------
-TASK_LABELS = {"classification": "I have labelled defects", "anomaly": "I only have good parts"}
-task = st.radio("What do you have?", list(TASK_LABELS), format_func=TASK_LABELS.get, key="task", horizontal=True,
-                captions=[list_tasks()[name] for name in TASK_LABELS])
+tasks = list(list_tasks())
+task = st.radio("What do you have?", tasks, format_func=lambda name: create_task(name).choice or name, key="task",
+                horizontal=True, captions=[list_tasks()[name] for name in tasks])
+chosen_task = create_task(task)
 ok_classes: tuple[str, ...] | None = None
 target_frr = 0.05
-if task == "anomaly" and dataset is not None:
+if "target_frr" in chosen_task.accepts and dataset is not None:  # learns from good parts: which, and how strict
     st.header("Good parts")
     try:
         guessed = good_classes(dataset.classes)
@@ -82,7 +85,7 @@ if task == "anomaly" and dataset is not None:
 task_problem = None
 if dataset is not None:
     try:
-        create_task(task).check_dataset(dataset, TrainConfig(task=task, ok_classes=ok_classes))
+        chosen_task.check_dataset(dataset, TrainConfig(task=task, ok_classes=ok_classes))
     except InspectorError as exc:
         task_problem = str(exc)
         st.error(f"The dataset needs fixing before training: {task_problem}")
@@ -119,7 +122,7 @@ def ranking_panel() -> None:
     show_work("ranking", "Ranking the offline backbones on your images...", render_ranking, "The ranking failed")
 
 
-if dataset is not None and task == "classification" and task_problem is None:
+if dataset is not None and chosen_task.predicts_classes and task_problem is None:  # LogME ranks class features
     with st.expander("Which backbone should I try first?"):
         st.caption("Ranks the offline backbones on your images by LogME (You et al., 2021), a transferability "
                    "estimate computed from frozen features in seconds, before any training.")
@@ -133,20 +136,20 @@ if dataset is not None and task == "classification" and task_problem is None:
                 def one_done(row):
                     done.append(row)
                     report(len(done) / max(len(candidates), 1))
-                return rank_backbones(data_dir, candidates, cache_dir=default_feature_cache(), on_candidate=one_done)
+                return rank_backbones(data_dir, candidates, cache_dir=default_feature_cache_dir(), on_candidate=one_done)
 
-            job_manager_work().start("ranking", rank)
+            runner().start("ranking", rank)
         ranking_panel()
 
 # -- strategy -----------------------------------------------------------------------------------
 strategy = "auto"
-if task == "classification":
+strategies = chosen_task.strategies()
+if len(strategies) > 1:  # a task with one strategy has nothing to choose
     st.header("2. Strategy")
-    strategies = list_strategies()
-    if dataset is not None:
-        smallest = min(dataset.counts().values())
-        auto_pick, why = choose_strategy(smallest, device_type())
-        st.caption(f"Recommended for your data: **auto**, which would run **{auto_pick}**: {why}.")
+    if dataset is not None and task_problem is None:
+        with user_errors("Recommending a strategy"):
+            auto_pick, why = chosen_task.choose_strategy(TrainConfig(task=task), dataset, device())
+            st.caption(f"Recommended for your data: **auto**, which would run **{auto_pick.name}**: {why}.")
     strategy = st.radio("Strategy", list(strategies), key="strategy", captions=list(strategies.values()),
                         horizontal=False)
 
@@ -188,7 +191,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not
 
 # -- live view -----------------------------------------------------------------------------------
 def job_title(job: JobHandle) -> str:
-    kind = job.config.strategy if job.config.task == "classification" else job.config.task
+    kind = job.config.strategy if len(create_task(job.config.task).strategies()) > 1 else job.config.task
     return job.config.name or f"{job.config.backbone} / {kind}"
 
 
@@ -197,16 +200,20 @@ def show_running(job: JobHandle) -> None:
     progress = live.progress(events)
     st.subheader(f"Training: {job_title(job)}")
     st.progress(progress.fraction, text=progress.text)
-    last = live.epochs(events)
-    best = max((e.val_accuracy for e in last if e.val_accuracy is not None), default=None)
+    job_task = create_task(job.config.task)  # its live panels: a best-so-far figure, curves
     memory = f", {progress.memory_mb:.0f} MB GPU memory in use" if progress.memory_mb else ""
     st.caption(f"Device: {progress.device or '-'}{memory}")
     m2, m3, m4 = st.columns(3)
     m2.metric("Images/s", f"{progress.images_per_s:.0f}" if progress.images_per_s else "-")
     m3.metric("Time left (ETA)", live.duration(progress.eta_s))
-    m4.metric("Best val accuracy", f"{best:.1%}" if best is not None else "-",
-              help="Measured after training by cross-validation when there are few images.")
-    show_chart(job.id, events)
+    if job_task.live_best:
+        field, label = job_task.live_best
+        best = max((getattr(e, field) for e in live.epochs(events) if getattr(e, field, None) is not None),
+                   default=None)
+        m4.metric(label, f"{best:.1%}" if best is not None else "-",
+                  help="Measured after training by cross-validation when there are few images.")
+    if job_task.live_curves:
+        show_chart(job.id, events)
     if st.button("Stop", key=f"stop_{job.id}", icon=":material/stop:",
                  help="Ends within one batch; the best model so far is kept."):
         job.stop()

@@ -14,12 +14,11 @@ from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
 from ui.deploy import render_export
 from ui.evidence import render_comparison
-from ui.state import (flash, job_manager, job_manager_work, page_setup, run_label, runs, show_flashes, show_work,
-                      user_errors, workspace)
+from ui.state import (flash, page_setup, run_label, runner, runs, show_flashes, show_work, user_errors,
+                      workspace)
 
 page_setup("Compare", ":material/compare:")
 ws = workspace()
-jobs = job_manager()
 st.title("Compare models")
 show_flashes()
 infos = runs(ws)
@@ -86,12 +85,12 @@ if with_model and dataset is not None and st.button("Measure inference time", ke
             report((k + 1) / len(targets))
         return timings
 
-    job_manager_work().start("inference_timing", measure_all)
+    runner().start("inference_timing", measure_all)
 
 
 @st.fragment(run_every=1.0)
 def timing_progress() -> None:
-    work = job_manager_work().get("inference_timing")
+    work = runner().latest("inference_timing")
     if work is None or work.status == "completed" and not speeds_pending():
         return
     if not work.finished:
@@ -104,7 +103,7 @@ def timing_progress() -> None:
 
 
 def speeds_pending() -> bool:
-    work = job_manager_work().get("inference_timing")
+    work = runner().latest("inference_timing")
     return work is not None and work.status == "completed" and any(k not in speeds for k in work.result)
 
 
@@ -138,7 +137,7 @@ any_running = any(i.status == "running" for i in chosen)
 @st.fragment(run_every=2 if any_running else None)
 def overlaid_curves() -> None:
     show_folds = st.checkbox("Show cross-validation folds", key="compare_folds")
-    series = {i.name: live.run_events(i.path, jobs.jobs()) for i in chosen}
+    series = {i.name: live.run_events(i.path) for i in chosen}
     st.plotly_chart(charts.curves(series, show_folds), key="compare_curves")
 
 
@@ -198,7 +197,7 @@ st.caption("Both models see the same images: every image in the workspace (at mo
 work_key = f"paired:{run_a}:{run_b}"
 if st.button("Compare predictions", key="pair_go", disabled=run_a == run_b):
     samples = [(s.path, s.label) for s in dataset.samples[:: max(1, len(dataset) // 300)][:300]]
-    job_manager_work().start(work_key, lambda report, stop: paired_predictions(
+    runner().start(work_key, lambda report, stop: paired_predictions(
         by_id[run_a].path, by_id[run_b].path, samples, on_progress=report, stop_event=stop))
 
 

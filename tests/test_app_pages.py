@@ -121,10 +121,11 @@ def test_data_page_upload_and_class_management(env):
 
 
 def wait_for_training(at: AppTest, limit_s: float = 240) -> None:
-    from ui.state import job_manager
+    from inspector.jobs import TRAINING
+    from ui.state import runner
 
     deadline = time.monotonic() + limit_s
-    while job_manager().active():
+    while runner().active(TRAINING):
         assert time.monotonic() < deadline, "training did not finish in time"
         time.sleep(1)
         at.run()  # the page keeps rendering while the worker trains
@@ -171,15 +172,15 @@ def test_train_compare_and_inspect(env):
 
 
 def wait_for_work(at: AppTest, key: str, limit_s: float = 300) -> None:
-    from ui.state import job_manager_work
+    from ui.state import runner
 
     deadline = time.monotonic() + limit_s
-    while not job_manager_work().get(key).finished:
+    while not runner().latest(key).finished:
         assert time.monotonic() < deadline, f"background work {key} did not finish in time"
         time.sleep(1)
     at.run()
     no_exceptions(at)
-    assert job_manager_work().get(key).status == "completed", job_manager_work().get(key).error
+    assert runner().latest(key).status == "completed", runner().latest(key).error
 
 
 def test_evidence_on_the_pages(env):
@@ -212,9 +213,9 @@ def test_backbone_ranking_on_the_train_page(env):
     train.button(key="rank_backbones").click().run()
     no_exceptions(train)
     wait_for_work(train, "ranking")
-    from ui.state import job_manager_work
+    from ui.state import runner
 
-    rows = job_manager_work().get("ranking").result
+    rows = runner().latest("ranking").result
     assert [r["rank"] for r in rows] == list(range(1, len(offline_backbones()) + 1))
     assert {r["backbone"] for r in rows} == set(offline_backbones())
     assert any("LogME" in c.value for c in train.caption)

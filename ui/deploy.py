@@ -52,12 +52,9 @@ def _show_bundle(folder: Path) -> None:
     parity = json.loads((folder / "parity.json").read_text(encoding="utf-8"))
     manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
     cols = st.columns(4)
-    if parity.get("task") == "anomaly":
-        agree, diff = ("Verdicts agree", parity["verdicts_agree"]), ("Max relative score difference",
-                                                                     parity["max_rel_raw_score_diff"])
-    else:
-        agree, diff = ("Labels agree", parity["labels_agree"]), ("Max probability difference",
-                                                                 parity["max_abs_probability_diff"])
+    rule = create_task(parity["task"]).parity  # the task's own names: labels/verdicts, probability/score
+    agree = (f"{rule.decision.capitalize()} agree", parity[f"{rule.decision}_agree"])
+    diff = (f"Max {rule.described}", parity[rule.difference])
     cols[0].metric(agree[0], f"{agree[1]}/{parity['n_images']}")
     cols[1].metric(diff[0], f"{diff[1]:.1e}",
                    help=f"Allowed: {parity['tolerance']:.0e}. Worst image: {parity['worst_image']}")

@@ -14,6 +14,7 @@ import streamlit as st
 from inspector.engine import EpochEnd, Event, StepEnd, TrainEnd, TrainFailed, TrainStart, event_from_dict
 from inspector.jobs import JobHandle
 from inspector.runs import MetricsTail
+from inspector.tasks.base import create_task
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -22,9 +23,9 @@ def _tail(run_dir: str) -> MetricsTail:
     return MetricsTail(run_dir, parse=event_from_dict)
 
 
-def run_events(run_dir: str | Path, jobs: object = ()) -> list[Event]:
-    """The typed events of a run so far, from its metrics.jsonl. (`jobs` is ignored: kept for callers
-    written when a job held its own copy of the events.)"""
+def run_events(run_dir: str | Path) -> list[Event]:
+    """The typed events of a run so far, from its metrics.jsonl (whoever trains it: the app, the CLI,
+    torchrun or Ray)."""
     return _tail(str(Path(run_dir))).read()
 
 
@@ -99,15 +100,5 @@ def duration(seconds: float | None) -> str:
 
 
 def result_words(summary) -> str:
-    """A finished run's figures in one phrase, for any task (a RunSummary)."""
-    m = summary.metrics
-    if summary.task == "anomaly":
-        auroc = m.get("val_auroc")
-        return (f"threshold set from **{m.get('n_good', 0)} good images** for at most "
-                f"**{m.get('target_frr', 0):.0%}** false rejects"
-                + (f", defect-vs-good AUROC **{auroc:.3f}**" if auroc is not None else ""))
-    acc, ci, f1 = m.get("val_accuracy"), m.get("val_accuracy_ci"), m.get("val_macro_f1")
-    if acc is None:
-        return "no accuracy estimate"
-    return (f"validation accuracy **{acc:.1%}**" + (f" (95% CI {ci[0]:.0%}-{ci[1]:.0%})" if ci else "")
-            + (f", macro-F1 **{f1:.2f}**" if f1 is not None else ""))
+    """A finished run's figures in one phrase, in its task's words (a RunSummary)."""
+    return create_task(summary.task).result_words(summary)

@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from inspector import InspectorError, RunInfo, RunStore, load_predictor
-from inspector.jobs import BackgroundRunner, JobManager, WorkRunner
+from inspector.jobs import BackgroundRunner
 from inspector.tasks.base import create_task
 from inspector.workspace import Workspace
 
@@ -45,16 +45,6 @@ def runner() -> BackgroundRunner:
     """ONE background runner per server process, for trainings, short work and exports: they
     survive reruns, page changes and refreshes, and every session sees the same ones."""
     return BackgroundRunner()
-
-
-def job_manager() -> JobManager:
-    """Deprecated view of `runner()` for the trainings (pages not yet ported use it)."""
-    return JobManager(runner=runner())
-
-
-def job_manager_work() -> WorkRunner:
-    """Deprecated view of `runner()` for short work addressed by key (`start(key, fn)`, `get(key)`)."""
-    return WorkRunner(runner())
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=6)

@@ -127,6 +127,10 @@ class Task:
     columns: ClassVar[tuple[Column, ...]] = ()  # its summary figures in run tables
     predicts_classes: ClassVar[bool] = False  # its predictions name a class: confusion matrices, paired tests
     heatmap_caption: ClassVar[str] = "heatmap"  # what the predictor's heatmap shows, in a few words
+    # The live view: does training report epochs worth a curve, and which EpochEnd figure is its best so far
+    # (field name, label); None: the task reports only progress (e.g. one pass over the good images).
+    live_curves: ClassVar[bool] = False
+    live_best: ClassVar[tuple[str, str] | None] = None
 
     # -- training --------------------------------------------------------------------------
     def check_dataset(self, dataset: LabeledDataset, config: TrainConfig) -> None:

@@ -29,6 +29,8 @@ class ClassificationTask(Task):
     runtime_outputs = "probabilities"
     predicts_classes = True
     heatmap_caption = "where the model looked"
+    live_curves = True
+    live_best = ("val_accuracy", "Best val accuracy")
     parity = ParityRule("labels", "probabilities", "max_abs_probability_diff", "|probability difference|",
                         MAX_PROBABILITY_DIFF, lambda predictor, images: predictor.predict_proba(images),
                         lambda bundle, images: bundle.predict_proba(images), compare_probabilities)
