@@ -1,4 +1,5 @@
-"""`inspector predict RUN IMAGE_OR_FOLDER...`: classify new images, or score them with an anomaly run."""
+"""`inspector predict RUN IMAGE_OR_FOLDER...`: classify new images, or score them with an anomaly run
+(the run's task applies the options and builds the result rows)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--ok-classes", default=None, help="comma-separated classes that count as OK: adds an OK/NG verdict")
-    p.add_argument("--threshold", type=float, default=0.5, help="NG when P(defect) >= this (default: 0.5)")
+    # None: the task's own default (0.5), so that a run which takes no threshold can refuse one given.
+    p.add_argument("--threshold", type=float, default=None, help="NG when P(defect) >= this (default: 0.5)")
     p.add_argument("--classifier", default=None, metavar="RUN",
                    help="anomaly runs: a classification run that names the defect type of each NG part")
     p.add_argument("--target-frr", type=float, default=None,
@@ -67,58 +69,24 @@ def read_images(inputs: Sequence[str]) -> tuple[list[Path], list, list[dict[str,
 def run(args: argparse.Namespace) -> None:
     from ..inference import Predictor, load_predictor
     from ..reports import save_csv
+    from ..tasks.base import PredictOptions, create_task
 
     predictor = load_predictor(args.run_dir, device=args.device, compile=args.compile)
+    task = create_task(predictor.task)
+    options = PredictOptions(ok_classes=class_list(args.ok_classes) or (), threshold=args.threshold,
+                             target_frr=args.target_frr,
+                             classifier=Predictor.from_run(args.classifier, device=args.device)
+                             if args.classifier else None)
+    predictor = task.configure(predictor, options)  # refuses the options of other tasks in plain words
     kept, images, skipped = read_images(args.images)
-    if predictor.task == "anomaly":
-        if args.target_frr is not None:
-            predictor = predictor.with_target_frr(args.target_frr)
-        classifier = Predictor.from_run(args.classifier, device=args.device) if args.classifier else None
-        results = _predict_anomaly(predictor, classifier, kept, images)
-        extra = {"task": "anomaly", "threshold": predictor.threshold, "target_frr": predictor.target_frr}
-    else:
-        if args.classifier or args.target_frr is not None:
-            raise InspectorError("--classifier and --target-frr go with an anomaly run; this run is a classifier.")
-        results = _predict_classes(predictor, kept, images, args)
-        extra = {"task": "classification", "classes": predictor.classes}
+    results = [{"path": str(path), **row} for path, row in zip(kept, task.result_rows(predictor, images, options))]
     for item in skipped:
         print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     if args.csv:
         save_csv(args.csv, results)
     if args.json:
-        emit_json({"run_dir": str(predictor.run_dir), **extra, "predictions": results, "skipped": skipped})
+        emit_json({"run_dir": str(predictor.run_dir), **task.result_header(predictor), "predictions": results,
+                   "skipped": skipped})
     else:
         for row in results:
-            if "score" in row:
-                from ..gate import describe
-
-                print(f"{row['path']}\t{describe(row)}")
-            else:
-                extra_text = f"  {row['verdict']}" if "verdict" in row else ""
-                print(f"{row['path']}\t{row['label']}\t{row['confidence']:.3f}{extra_text}")
-
-
-def _predict_anomaly(predictor, classifier, paths: list[Path], images: list) -> list[dict]:
-    from ..gate import gate_row
-
-    types = classifier.predict_batch(images) if classifier is not None else [None] * len(images)
-    return [{"path": str(path), **gate_row(found.to_dict(), kind)}
-            for path, found, kind in zip(paths, predictor.predict_batch(images), types)]
-
-
-def _predict_classes(predictor, paths: list[Path], images: list, args) -> list[dict]:
-    from ..inference import verdict
-
-    ok_classes = list(class_list(args.ok_classes) or ())
-    unknown = [c for c in ok_classes if c not in predictor.classes]
-    if unknown:
-        raise InspectorError(f"--ok-classes names unknown classes: {', '.join(unknown)}. "
-                             f"The model knows: {', '.join(predictor.classes)}.")
-    results = []
-    for path, pred in zip(paths, predictor.predict_batch(images)):
-        row = {"path": str(path), **pred.to_dict()}
-        if ok_classes:
-            v = verdict(pred, ok_classes, args.threshold)
-            row.update(verdict=v.label, defect_probability=v.defect_probability)
-        results.append(row)
-    return results
+            print(f"{row['path']}\t{task.describe_row(row)}")
