@@ -1,7 +1,10 @@
 """Preprocessing and augmentation, always derived from the backbone's timm data config.
 
 `Preprocessing` is saved with every run, so a model is always fed images exactly the way it
-was trained: same size, same aspect-ratio handling, same normalisation.
+was trained: same size, same aspect-ratio handling, same normalisation. The resize to the model's
+input is `inspector.runtime.resize.fit_to_input` on every path (training, evaluation, the app,
+the service and the exported bundle), so they all see the same pixels; albumentations then does
+the augmentations and the normalisation.
 """
 from __future__ import annotations
 
@@ -17,8 +20,7 @@ import torch
 
 from .config import AUGMENT_NAMES, RESIZE_MODES
 from .errors import InspectorError
-
-_INTERPOLATION = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+from .runtime.resize import INTERPOLATIONS, fit_to_input
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class Preprocessing:
         """Letterbox padding in the mean colour, so it normalises to zero."""
         return tuple(int(round(m * 255)) for m in self.mean)
 
+    def resize_settings(self) -> dict[str, Any]:
+        """What `inspector.runtime.resize.fit_to_input` reads (and preprocessing.json holds)."""
+        return {**self.to_dict(), "pad_value": list(self.pad_value)}
+
 
 def resolve_preprocessing(backbone: str, image_size: int | None = None,
                           resize_mode: str = "stretch") -> Preprocessing:
@@ -59,20 +65,8 @@ def resolve_preprocessing(backbone: str, image_size: int | None = None,
     size = image_size or (int(cfg.input_size[-1]) if cfg else 224)
     mean = tuple(cfg.mean) if cfg else timm.data.IMAGENET_DEFAULT_MEAN
     std = tuple(cfg.std) if cfg else timm.data.IMAGENET_DEFAULT_STD
-    interpolation = cfg.interpolation if cfg and cfg.interpolation in _INTERPOLATION else "bicubic"
+    interpolation = cfg.interpolation if cfg and cfg.interpolation in INTERPOLATIONS else "bicubic"
     return Preprocessing(size, mean, std, interpolation, resize_mode)
-
-
-def _resize(prep: Preprocessing) -> list[A.BasicTransform]:
-    size = prep.image_size
-    resize = {"interpolation": _INTERPOLATION[prep.interpolation],
-              "area_for_downscale": "image" if prep.antialias else None}
-    if prep.resize_mode == "stretch":
-        return [A.Resize(size, size, **resize)]
-    if prep.resize_mode == "crop":
-        return [A.SmallestMaxSize(max_size=size, **resize), A.CenterCrop(size, size)]
-    return [A.LongestMaxSize(max_size=size, **resize),
-            A.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, fill=prep.pad_value)]
 
 
 def _light(prep: Preprocessing) -> list[A.BasicTransform]:
@@ -103,12 +97,16 @@ AUGMENT_PRESETS: dict[str, tuple[str, Callable[[Preprocessing], list[A.BasicTran
 assert tuple(AUGMENT_PRESETS) == AUGMENT_NAMES, "config.AUGMENT_NAMES validates these names"
 
 
-def _pipeline(prep: Preprocessing, augment: str, seed: int | None, normalise: bool) -> A.Compose:
+def _pipeline(prep: Preprocessing, augment: str, seed: int | None,
+              normalise: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The runtime's resize, then `augment`'s albumentations (and Normalize): RGB uint8 -> HWC."""
     if augment not in AUGMENT_PRESETS:
         raise InspectorError(f"Unknown augmentation preset {augment!r}; use one of {', '.join(AUGMENT_PRESETS)}.")
     tail = [A.Normalize(mean=prep.mean, std=prep.std, max_pixel_value=255.0)] if normalise else []
     # Albumentations keeps its own random generator: a seed here makes augmentation reproducible.
-    return A.Compose(_resize(prep) + AUGMENT_PRESETS[augment][1](prep) + tail, seed=seed)
+    compose = A.Compose(AUGMENT_PRESETS[augment][1](prep) + tail, seed=seed)
+    settings = prep.resize_settings()
+    return lambda image: compose(image=fit_to_input(image, settings))["image"]
 
 
 def build_transform(prep: Preprocessing, augment: str = "none",
@@ -117,7 +115,7 @@ def build_transform(prep: Preprocessing, augment: str = "none",
     pipeline = _pipeline(prep, augment, seed, normalise=True)
 
     def transform(image: np.ndarray) -> torch.Tensor:
-        out = pipeline(image=image)["image"]
+        out = pipeline(image)
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
     return transform
@@ -125,8 +123,7 @@ def build_transform(prep: Preprocessing, augment: str = "none",
 
 def build_preview(prep: Preprocessing, augment: str, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """Like build_transform but returns the augmented uint8 image (for the app's preview)."""
-    pipeline = _pipeline(prep, augment, seed, normalise=False)
-    return lambda image: pipeline(image=image)["image"]
+    return _pipeline(prep, augment, seed, normalise=False)
 
 
 def letterbox_box(prep: Preprocessing, width: int, height: int) -> tuple[int, int, int, int]:

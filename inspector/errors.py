@@ -1,16 +1,13 @@
-"""The one exception type a user's mistake raises, with a message a quality engineer understands."""
+"""The one exception type a user's mistake raises, with a message a quality engineer understands.
+
+`InspectorError` and `ImageLoadError` are defined in `inspector.runtime.errors` (the exported
+bundle raises them too) and are the very same classes here.
+"""
 from __future__ import annotations
 
+from .runtime.errors import ImageLoadError, InspectorError
 
-class InspectorError(Exception):
-    """A problem the user can fix: bad file, wrong folder, unknown backbone, no network...
-
-    The CLI prints it on one line and exits non-zero; the app shows it as an error box.
-    """
-
-
-class ImageLoadError(InspectorError):
-    """One image could not be read; the message says why (used as a skip reason)."""
+__all__ = ["ImageLoadError", "InspectorError", "UnsafeArchiveError"]
 
 
 class UnsafeArchiveError(InspectorError):

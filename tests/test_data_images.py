@@ -19,8 +19,8 @@ from image_factories import (
 from PIL import Image
 
 from inspector.data import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, content_hash, is_image_path, load_image, to_rgb_array
-from inspector.data import images as images_module
 from inspector.errors import ImageLoadError, InspectorError
+from inspector.runtime import images as images_module  # the code; inspector.data.images re-exports it
 
 RED = (220, 20, 20)
 

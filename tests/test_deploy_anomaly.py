@@ -42,12 +42,14 @@ def test_anomaly_bundle_records_parity_and_the_calibration(anomaly_bundle, anoma
     assert parity["task"] == "anomaly" and parity["passed"]
     assert parity["verdicts_agree"] == parity["n_images"] >= 20
     assert parity["max_rel_raw_score_diff"] <= 1e-4 and parity["tolerance"] == 1e-4
-    assert parity["sources"] == {"given": 10, "run": 16, "generated": 9}  # new good parts, the run's defects, probes
+    assert parity["sources"] == {"given": 10, "run": 16, "generated": 11}  # new good parts, the run's defects, probes
+    print(anomaly_bundle.parity.summary())
     predictor = load_predictor(anomaly_run.run_dir, device="cpu")
     labels = json.loads((folder / "labels.json").read_text())
     assert labels["task"] == "anomaly" and labels["ok_classes"] == ["ok"] and labels["target_frr"] == 0.05
     assert labels["threshold"] == predictor.threshold and labels["score_scale"] == predictor.scale.to_dict()
     assert len(labels["calibration_scores"]) == 24 and labels["outputs"] == ["raw_score", "patch_distances"]
+    assert labels["runtime_outputs"] == "anomaly_score"
     assert "--target-frr" in (folder / "README.md").read_text()
     assert "verdicts agree" in anomaly_bundle.parity.summary()
 

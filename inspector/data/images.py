@@ -1,215 +1,25 @@
-"""Safe image loading: any file a plant engineer has becomes an RGB image or one clear reason.
-
-Every failure is an :class:`~inspector.errors.ImageLoadError` whose message is a short,
-plain-English reason (it is shown to users as the skip reason of a file).
-"""
+"""Safe image loading (re-exported): the code lives in `inspector.runtime.images`, which the
+exported bundle carries too, so the app and a line PC decode a file the same way."""
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import re
-from pathlib import Path
-
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from inspector.errors import ImageLoadError
+from ..runtime.images import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    content_hash,
+    is_image_path,
+    load_image,
+    read_bytes,
+    to_rgb_array,
+)
+from ..runtime.errors import ImageLoadError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
+    "ImageLoadError",
     "content_hash",
     "is_image_path",
     "load_image",
     "read_bytes",
     "to_rgb_array",
 ]
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-)
-MAX_IMAGE_PIXELS = 80_000_000
-
-# Decoders we trust with arbitrary bytes. Restricting Image.open to these keeps exotic
-# plugins (EPS runs Ghostscript, for instance) away from user files. The JPEG opener
-# also returns the multi-picture (MPO) images many phones write.
-_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
-# Bit depths a 16-bit container may really hold (cameras write 10, 12 or 14 bit data).
-_BIT_DEPTHS = (8, 10, 12, 14, 16)
-_WHITE = (255, 255, 255)
-_NO_MEMORY = "not enough memory to decode the image"
-
-
-def is_image_path(path: str | os.PathLike) -> bool:
-    """True if the file name has one of :data:`IMAGE_EXTENSIONS` (any letter case)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def content_hash(data: bytes) -> str:
-    """SHA-256 hex digest of a file's bytes (duplicate detection, feature caches)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """Read a whole file, turning every OS problem into an :class:`ImageLoadError`."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ImageLoadError("file not found") from None
-    except IsADirectoryError:
-        raise ImageLoadError("is a folder, not a file") from None
-    except MemoryError:
-        raise ImageLoadError("file too large to read into memory") from None
-    except PermissionError:
-        raise ImageLoadError("permission denied (is the file open in another program?)") from None
-    except (OSError, ValueError) as exc:  # ValueError: NUL byte in the path
-        raise ImageLoadError(f"could not read the file ({exc})") from None
-
-
-def load_image(
-    source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS
-) -> Image.Image:
-    """Decode a file (path or bytes) into a fully loaded RGB image.
-
-    - EXIF orientation is applied, so phone photos come out upright.
-    - Transparency is composited onto white (cut-out product shots usually sit on white).
-    - 16/32-bit grey images are scaled to 8 bit by the bit depth they really use: the
-      smallest of 8, 10, 12, 14 or 16 bits that holds the maximum value. A 12-bit camera
-      image in a 16-bit file therefore keeps its contrast instead of turning black.
-      Float images in [0, 1] are scaled by 255; signed data or data beyond 16 bits is
-      stretched over the range it uses.
-    - Animated GIF/WebP and multi-page TIFF: the first frame.
-    - The pixel count is checked from the header before decoding (decompression bombs).
-      Pillow's own hard limit (twice ``Image.MAX_IMAGE_PIXELS``) still applies on top.
-
-    Raises:
-        ImageLoadError: with a short plain-English reason; never any other exception.
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    else:
-        data = read_bytes(source)
-    if not data:
-        raise ImageLoadError("empty file")
-    with _open(data, max_pixels) as im:
-        _decode(im)
-        return _convert(im)
-
-
-def to_rgb_array(img: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 C-contiguous, writable array of an image (converted to RGB if needed)."""
-    rgb = img if img.mode == "RGB" else _to_rgb(img)
-    return np.array(rgb, dtype=np.uint8, copy=True, order="C")
-
-
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Open (header only) and enforce the pixel limit before any pixel is decoded."""
-    try:
-        im = Image.open(io.BytesIO(data), formats=_FORMATS)
-    except UnidentifiedImageError:
-        raise ImageLoadError("not an image (or an unsupported format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow refuses before we can look (its global limit); report the size anyway.
-        raise ImageLoadError(_too_large_message(_header_size(data), max_pixels, str(exc))) from None
-    except MemoryError:
-        raise ImageLoadError(_NO_MEMORY) from None
-    except Exception:  # noqa: BLE001 - a recognised format with a broken header
-        raise ImageLoadError("truncated or corrupt image data") from None
-    width, height = im.size
-    if width <= 0 or height <= 0:
-        im.close()
-        raise ImageLoadError("image has no pixels (0 width or height)")
-    if width * height > max_pixels:
-        im.close()
-        raise ImageLoadError(_too_large_message((width, height), max_pixels))
-    return im
-
-
-def _decode(im: Image.Image) -> None:
-    """Decode all pixels of the current frame (this is where damaged data shows)."""
-    try:
-        im.load()
-    except MemoryError:
-        raise ImageLoadError(_NO_MEMORY) from None
-    except Exception:  # noqa: BLE001 - decoders raise anything on hostile bytes
-        raise ImageLoadError("truncated or corrupt image data") from None
-
-
-def _convert(im: Image.Image) -> Image.Image:
-    """Upright RGB copy of a decoded image."""
-    try:
-        return _to_rgb(_upright(im))
-    except MemoryError:
-        raise ImageLoadError(_NO_MEMORY) from None
-    except Exception:  # noqa: BLE001 - e.g. a LAB TIFF Pillow cannot convert
-        raise ImageLoadError(f"unsupported colour mode ({im.mode})") from None
-
-
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """Best effort: read width x height with the format plugin, bypassing Pillow's bomb check."""
-    prefix = data[:16]
-    for fmt in _FORMATS:
-        factory, accept = Image.OPEN.get(fmt, (None, None))
-        try:
-            if factory is not None and (accept is None or accept(prefix) is True):
-                return factory(io.BytesIO(data), None).size
-        except Exception:  # noqa: BLE001 - only used to word an error message
-            continue
-    return None
-
-
-def _too_large_message(size: tuple[int, int] | None, max_pixels: int, pil_message: str = "") -> str:
-    limit = f"limit {max_pixels / 1e6:g} MP"
-    if size is not None:
-        return f"image too large: {size[0]} x {size[1]} pixels ({limit})"
-    found = re.search(r"\((\d+) pixels\)", pil_message)
-    pixels = f"{int(found.group(1)) / 1e6:.0f} MP" if found else "too many pixels"
-    return f"image too large: {pixels} ({limit})"
-
-
-def _upright(im: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block is ignored rather than fatal.
-
-    Always returns a new image: the caller closes the opened one.
-    """
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001 - the pixels are fine, only the metadata is not
-        return im.copy()
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB (alpha onto white, high bit depth rescaled)."""
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        return Image.fromarray(_scale_to_uint8(np.asarray(im))).convert("RGB")
-    if _has_alpha(im):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (
-        im.mode in ("P", "L", "RGB") and "transparency" in im.info
-    )
-
-
-def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Map a single-channel integer/float array onto 0..255 (see :func:`load_image`)."""
-    values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if arr.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
-        scaled = values * 255.0
-    elif low >= 0.0 and high <= 2**16 - 1:
-        bits = next(b for b in _BIT_DEPTHS if high <= 2**b - 1)
-        scaled = values * (255.0 / (2**bits - 1))
-    elif high > low:
-        # Signed or >16-bit data in arbitrary units: stretch the range actually used.
-        scaled = (values - low) * (255.0 / (high - low))
-    else:
-        scaled = np.zeros_like(values)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -4,9 +4,12 @@
       model.onnx            uint8 resized RGB (batch, size, size, 3) -> probabilities (batch, classes);
                             anomaly runs: -> raw_score (batch,), patch_distances (batch, H', W')
       preprocessing.json    size, resize mode, interpolation, mean/std, channel order, padding colour
-      labels.json           task, classes, OK classes and threshold (anomaly: the score scale, the target
-                            false-reject rate and the good parts' calibration scores)
-      predict.py            python predict.py IMAGE... [--json]  (onnxruntime, numpy, pillow only)
+      labels.json           task, classes, runtime_outputs (how to read model.onnx's outputs), OK classes and
+                            threshold (anomaly: the score scale, the target false-reject rate and the good
+                            parts' calibration scores): the task's `bundle_labels`
+      predict.py            python predict.py IMAGE... [--json], or `import predict` (onnxruntime, numpy,
+                            pillow only): inspector/deploy/predict_entry.py, copied unchanged
+      inspector_runtime/    the code predict.py runs: inspector/runtime/*.py, copied unchanged
       requirements.txt      README.md
       sample/               one image and expected.json, its expected output
       parity.json           the export-time comparison with the PyTorch predictor
@@ -31,19 +34,15 @@ import numpy as np
 
 from .._io import storage_errors
 from ..errors import InspectorError
+from ..runtime.outputs import output_reader
+from ..tasks.base import Task, create_task
 from .onnx_export import create_exporter, load_run_predictor, task_of_run
 from .parity import ParityReport, check_parity, probe_images, require_parity, run_images
 
 FORMATS = ("onnx", "openvino")
-TEMPLATE = Path(__file__).with_name("predict_template.py")
-_PACKAGE = Path(__file__).resolve().parents[1]
-# (marker in the template, inspector module copied there, its one inspector import -> a stand-in)
-INLINED = [("# >>> IMAGE LOADER (inlined at export) <<<", _PACKAGE / "data" / "images.py",
-            "from inspector.errors import ImageLoadError",
-            'class ImageLoadError(Exception):\n    """An image could not be read; the message says why."""'),
-           ("# >>> SCORE CALIBRATION (inlined at export) <<<", _PACKAGE / "tasks" / "anomaly" / "calibration.py",
-            "from ...errors import InspectorError",
-            'class InspectorError(Exception):\n    """A plain error for the user (a bad setting)."""')]
+RUNTIME_SOURCE = Path(__file__).resolve().parents[1] / "runtime"  # copied as <bundle>/inspector_runtime/
+RUNTIME_FOLDER = "inspector_runtime"
+PREDICT_ENTRY = Path(__file__).with_name("predict_entry.py")  # copied as <bundle>/predict.py
 REQUIREMENTS = {"onnx": "onnxruntime>=1.16\nnumpy>=1.24\npillow>=10.0\n",
                 "openvino": "openvino>=2024.0\nnumpy>=1.24\npillow>=10.0\n"}
 SPEED_BATCH = 32
@@ -68,46 +67,32 @@ def default_out_dir(run_dir: str | os.PathLike, fmt: str = "onnx") -> Path:
     return Path(run_dir) / f"export-{fmt}"
 
 
-def render_predict_script() -> str:
-    """predict_template.py with inspector's image loader and the anomaly score calibration inlined
-    (one file, no inspector import)."""
-    source = TEMPLATE.read_text(encoding="utf-8")
-    for marker, module, their_import, stand_in in INLINED:
-        code = module.read_text(encoding="utf-8").replace("from __future__ import annotations\n", "")
-        if marker not in source or their_import not in code:
-            raise RuntimeError(f"predict_template.py or {module.name} changed shape: update bundle.INLINED")
-        code = code.replace(their_import, stand_in)
-        name = module.relative_to(_PACKAGE.parent).as_posix()
-        source = source.replace(marker, f"# ---- a copy of {name} ----\n{code.strip()}\n# ---- end of the copy ----\n")
-    return source
+def copy_runtime(folder: Path) -> None:
+    """predict.py and the runtime package beside the model, both copied byte for byte."""
+    target = folder / RUNTIME_FOLDER
+    target.mkdir()
+    for module in sorted(RUNTIME_SOURCE.glob("*.py")):
+        shutil.copyfile(module, target / module.name)
+    shutil.copyfile(PREDICT_ENTRY, folder / "predict.py")
 
 
-def _readme(run_id: str, labels: dict[str, Any], prep: dict[str, Any], views: int, parity: ParityReport) -> str:
-    if labels["task"] == "anomaly":
-        usage = "python predict.py /path/to/images --target-frr 0.01  # another false-reject target, no re-export"
-        what = (f"- Anomaly detection: learned from good parts ({', '.join(labels['ok_classes'])}) only. `score` is "
-                f"0..1, exactly 0.5 at the threshold; `verdict` is NG above it. The threshold keeps the false-reject "
-                f"rate at {labels['target_frr']:.1%} (target set at training; `--target-frr` moves it).")
-        rest = "the patch features and their distances to the good parts' memory bank"
-        api = "b.score([rgb_uint8_array])  # raw scores, patch distance maps"
-    else:
-        usage = "python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict"
-        what = f"- Classes: {', '.join(labels['classes'])}."
-        rest = f"{views} symmetric view(s) averaged inside the model"
-        api = "b.predict_proba([rgb_uint8_array])"
+def _readme(run_id: str, labels: dict[str, Any], prep: dict[str, Any], details: dict[str, Any],
+            parity: ParityReport) -> str:
+    words = output_reader(labels).readme(details)  # the task's own words, from how its outputs are read
     return f"""# Defect Inspector model: {run_id}
 
 ```
 pip install -r requirements.txt
 python predict.py sample/{{image}} --json        # last line: {{"predictions": [...]}}
-{usage}
+{words['usage']}
 ```
 
-{what}
+{words['what']}
 - Input: any image file Pillow reads (16-bit TIFFs are scaled by the bit depth they use); it is
-  resized to {prep['image_size']} x {prep['image_size']} ({prep['resize_mode']}) in predict.py, exactly as in
-  the training app, then the model file does the rest ({rest}).
-- Use from Python: `import predict; b = predict.Bundle(); {api}`.
+  resized to {prep['image_size']} x {prep['image_size']} ({prep['resize_mode']}) by the same code as in
+  the training app, then the model file does the rest ({words['inside']}).
+- Use from Python (this folder on sys.path): `import predict; bundle = predict.load_bundle();
+  {words['api']}`. The code is in inspector_runtime/ (documented there); predict.py only loads it.
 - Checked at export: {parity.summary()}. See parity.json; `sample/expected.json` is the
   expected output for the sample image.
 - Needs Python 3.10+, onnxruntime, numpy and pillow (requirements.txt); no PyTorch.
@@ -152,8 +137,9 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
                   progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run to a checked, self-contained bundle folder (see the module docstring).
 
-    Anomaly runs keep the OK classes and threshold they were trained with (`ok_classes` must be empty).
-    `max_diff`: the parity limit, by default the task's (parity.COMPARISONS).
+    Anomaly runs keep the OK classes and threshold they were trained with (`ok_classes` must be empty:
+    the task's `bundle_labels` refuses them). `max_diff`: the parity limit, by default the task's
+    (`Task.parity`).
 
     Raises:
         InspectorError: unknown format or OK class, a model ONNX cannot express, a failed parity
@@ -170,15 +156,11 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
                                  "(or use --format onnx).") from None
     run_dir = Path(run_dir)
     task = task_of_run(run_dir)
-    create_exporter(task)  # an unknown task fails here, before anything is loaded
+    create_exporter(task)  # a task that cannot export fails here, before anything is loaded
+    hook = create_task(task)
     predictor = predictor or load_run_predictor(run_dir)
-    if task == "anomaly" and ok_classes:
-        raise InspectorError("An anomaly run keeps the good classes it was trained with "
-                             f"({', '.join(predictor.ok_classes)}); leave out the OK classes.")
-    unknown = [c for c in ok_classes if c not in predictor.classes]
-    if unknown:
-        raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "
-                             f"The model knows: {', '.join(predictor.classes)}.")
+    # The task's fields of labels.json; its OK classes are checked here, before anything is written.
+    task_labels = hook.bundle_labels(predictor, list(ok_classes), threshold)
     out = Path(out) if out is not None else default_out_dir(run_dir, fmt)
     _check_target(out)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
@@ -186,8 +168,7 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
         with storage_errors(out.parent, "create the export folder in"):
             out.parent.mkdir(parents=True, exist_ok=True)
             staging.mkdir()
-        result = _build(run_dir, staging, predictor, task, fmt, list(ok_classes), threshold, parity_images,
-                        max_diff, say)
+        result = _build(run_dir, staging, predictor, hook, task_labels, fmt, parity_images, max_diff, say)
         with storage_errors(out, "write the export to"):
             _swap_into_place(staging, out)
     finally:
@@ -195,22 +176,22 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
     return replace(result, path=out)
 
 
-def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_classes: list[str],
-           threshold: float, parity_images: Sequence[str | os.PathLike], max_diff: float | None,
+def _build(run_dir: Path, folder: Path, predictor: Any, hook: Task, task_labels: dict[str, Any], fmt: str,
+           parity_images: Sequence[str | os.PathLike], max_diff: float | None,
            say: Callable[[str], None]) -> ExportResult:
+    task = hook.name
     say(f"converting the {task} model to ONNX")
-    graph = create_exporter(task)(predictor, folder / "model.onnx")
+    graph = hook.export_graph(predictor, folder / "model.onnx")
     prep = predictor.preprocessing
-    preprocessing = {**prep.to_dict(), "pad_value": list(prep.pad_value), "channel_order": "RGB",
+    preprocessing = {**prep.resize_settings(), "channel_order": "RGB",
                      "model_input": "uint8 (batch, size, size, 3), resized; normalisation is inside model.onnx",
-                     "resize": "OpenCV cv2.resize semantics (area to shrink when antialias, else interpolation)"}
-    labels = {"task": task, "classes": predictor.classes, "ok_classes": ok_classes, "threshold": threshold,
-              "output": graph.output_names[0]}
-    if task == "anomaly":
-        labels.update(_anomaly_labels(predictor), outputs=graph.output_names)
+                     "resize": "inspector_runtime/resize.py: OpenCV cv2.resize semantics (area to shrink when "
+                               "antialias, else interpolation), the training app's own resize"}
+    labels = {"task": task, "classes": predictor.classes, "output": graph.output_names[0],
+              "outputs": graph.output_names, **task_labels}
     _write_json(folder / "preprocessing.json", preprocessing)
     _write_json(folder / "labels.json", labels)
-    (folder / "predict.py").write_text(render_predict_script(), encoding="utf-8")
+    copy_runtime(folder)
     (folder / "requirements.txt").write_text(REQUIREMENTS[fmt], encoding="utf-8")
     if fmt == "openvino":  # OpenVINO's own converter; the bundle then carries model.xml/.bin only
         import openvino as ov
@@ -235,20 +216,12 @@ def _build(run_dir: Path, folder: Path, predictor: Any, task: str, fmt: str, ok_
 
     say("measuring speed")
     first, rate = _measure_speed(folder, prep.image_size)
-    (folder / "README.md").write_text(_readme(Path(run_dir).name, labels, preprocessing,
-                                              graph.details.get("views", 1), parity)
+    (folder / "README.md").write_text(_readme(Path(run_dir).name, labels, preprocessing, graph.details, parity)
                                       .replace("{image}", sample.name), encoding="utf-8")
     _write_json(folder / "bundle.json", _manifest(run_dir, fmt, graph, first, rate))
+    for cache in (folder / "__pycache__", folder / RUNTIME_FOLDER / "__pycache__"):  # from loading it above
+        shutil.rmtree(cache, ignore_errors=True)
     return ExportResult(folder, fmt, parity, graph.seconds, rate, first)
-
-
-def _anomaly_labels(predictor: Any) -> dict[str, Any]:
-    """What predict.py needs for an anomaly run's score and verdict: the threshold and scale at the
-    trained false-reject target, and the good parts' out-of-sample raw scores to move it."""
-    return {"ok_classes": list(predictor.ok_classes), "threshold": predictor.threshold,
-            "score_scale": predictor.scale.to_dict(), "target_frr": predictor.target_frr,
-            "calibration_scores": [float(v) for v in predictor.model.calibration_scores_],
-            "score": "0.5 * (1 + tanh((raw_score - threshold) / (2 * scale))); verdict NG when raw_score > threshold"}
 
 
 def _predict_sample(folder: Path, sample: Path) -> dict[str, Any]:

@@ -4,10 +4,9 @@ The bundle's own predict.py is imported from the bundle folder and run with onnx
 parity images (the run's own images where they still exist, any images the user adds, and a set
 of generated probes of awkward sizes and formats: odd aspect ratios that shrink one side and
 enlarge the other, a 16-bit grey TIFF, transparency). Each image is decoded by predict.py's
-loader and by inspector's, and predicted by both; the export fails unless every label matches
-and the largest probability difference is at most `MAX_PROBABILITY_DIFF` (anomaly runs: every
-OK/NG verdict matches and each raw score differs by at most `MAX_RELATIVE_SCORE_DIFF` of itself).
-Each task's comparison is a `Comparison` in `COMPARISONS`.
+loader and by inspector's, and predicted by both. How they are compared is the task's
+`ParityRule` (`Task.parity`): classifiers must agree on every label and differ by at most 1e-4 in
+probability; anomaly models on every OK/NG verdict, each raw score within 1e-4 of itself.
 """
 from __future__ import annotations
 
@@ -19,52 +18,23 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..errors import ImageLoadError, InspectorError
+from ..tasks.base import DEFAULT_TASK, ParityRule, create_task
 
-MAX_PROBABILITY_DIFF = 1e-4
-MAX_RELATIVE_SCORE_DIFF = 1e-4
 MAX_RUN_IMAGES = 24
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """How one task's bundle is compared with its PyTorch predictor."""
-
-    decision: str  # what must agree on every image: "labels", "verdicts"
-    values: str  # what is compared in numbers: "probabilities", "raw scores"
-    difference: str  # the key of the largest difference in parity.json
-    described: str  # the difference in words
-    tolerance: float  # its default limit
-    torch_outputs: Callable[[Any, list], Any]  # (predictor, RGB arrays) -> outputs
-    bundle_outputs: Callable[[Any, list], Any]  # (predict.py's Bundle, RGB arrays) -> outputs
-    # (bundle outputs, predictor outputs, bundle, predictor) -> (decisions agree (n,), difference (n,))
-    compare: Callable[[Any, Any, Any, Any], tuple[np.ndarray, np.ndarray]]
-
-
-def _compare_probabilities(got: np.ndarray, expected: np.ndarray, bundle: Any, predictor: Any):
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    return got.argmax(1) == expected.argmax(1), diff.max(axis=1)
-
-
-def _compare_raw_scores(got: np.ndarray, expected: np.ndarray, bundle: Any, predictor: Any):
-    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    agree = (got > bundle.scale.threshold) == (expected > predictor.threshold)
-    return agree, np.abs(got - expected) / np.maximum(np.abs(expected), 1e-12)
-
-
-COMPARISONS: dict[str, Comparison] = {
-    "classification": Comparison("labels", "probabilities", "max_abs_probability_diff", "|probability difference|",
-                                 MAX_PROBABILITY_DIFF, lambda p, images: p.predict_proba(images),
-                                 lambda b, images: b.predict_proba(images), _compare_probabilities),
-    "anomaly": Comparison("verdicts", "raw scores", "max_rel_raw_score_diff", "relative raw-score difference",
-                          MAX_RELATIVE_SCORE_DIFF, lambda p, images: p.score(images)[0],
-                          lambda b, images: b.score(images)[0], _compare_raw_scores),
-}
+def parity_rule(task: str) -> ParityRule:
+    """The task's rule (what must agree, what is compared in numbers, the default limit)."""
+    rule = create_task(task).parity
+    if rule is None:
+        raise InspectorError(f"Runs of the task '{task}' cannot be exported.")
+    return rule
 
 
 @dataclass(frozen=True)
@@ -77,15 +47,15 @@ class ParityReport:
     worst_image: str
     onnxruntime_images_per_second: float
     sources: dict[str, int] = field(default_factory=dict)
-    task: str = "classification"
+    task: str = DEFAULT_TASK
 
     @property
     def passed(self) -> bool:
         return self.agree == self.n_images and self.max_diff <= self.tolerance
 
     @property
-    def comparison(self) -> Comparison:
-        return COMPARISONS[self.task]
+    def comparison(self) -> ParityRule:
+        return parity_rule(self.task)
 
     def to_dict(self) -> dict[str, Any]:
         """parity.json: the task's own names (labels_agree / max_abs_probability_diff for classifiers,
@@ -103,7 +73,9 @@ class ParityReport:
 
 
 def load_bundle_module(folder: Path) -> ModuleType:
-    """Import the bundle's predict.py under a private name (the same code a line PC runs)."""
+    """Import the bundle's predict.py under a private name (the same code a line PC runs). The
+    predict.py loads its inspector_runtime/ under a name of its own each time, so two bundles (or
+    a bundle and inspector.runtime) in one process never share modules."""
     name = f"_inspector_bundle_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, Path(folder) / "predict.py")
     if spec is None or spec.loader is None:
@@ -132,8 +104,11 @@ def probe_images(seed: int = 0) -> list[tuple[str, bytes]]:
         image.save(buffer, format=fmt)
         return buffer.getvalue()
 
+    # Odd sizes that shrink one side and enlarge the other, whole multiples, and extreme strips
+    # (a line-scan camera's frame: one side shrinks 70x while the other is enlarged 5x).
     probes = [(f"probe_{h}x{w}.png", encode(Image.fromarray(texture(h, w)), "PNG"))
-              for h, w in ((97, 131), (272, 219), (123, 286), (600, 244), (448, 448), (1000, 750))]
+              for h, w in ((97, 131), (272, 219), (123, 286), (600, 244), (448, 448), (1000, 750), (48, 16384),
+                           (16384, 48))]
     grey16 = (np.clip(texture(180, 260)[..., 0].astype(np.float64) * 16, 0, 4095)).astype(np.uint16)
     probes.append(("probe_12bit_grey.tif", encode(Image.fromarray(grey16), "TIFF")))
     rgba = np.dstack([texture(150, 200), np.linspace(0, 255, 200, dtype=np.uint8)[None, :].repeat(150, 0)])
@@ -159,9 +134,9 @@ def run_images(run_dir: Path, limit: int = MAX_RUN_IMAGES) -> list[Path]:
 
 
 def check_parity(bundle_dir: Path, predictor: Any, images: Sequence[tuple[str, bytes]],
-                 tolerance: float | None = None, task: str = "classification") -> ParityReport:
+                 tolerance: float | None = None, task: str = DEFAULT_TASK) -> ParityReport:
     """Run the bundle's predict.py and the PyTorch Predictor on the same files and compare them as
-    `COMPARISONS[task]` says (tolerance: its default unless given)."""
+    the task's `ParityRule` says (tolerance: its default unless given)."""
     from ..data import load_image, to_rgb_array
 
     module = load_bundle_module(bundle_dir)
@@ -176,7 +151,7 @@ def check_parity(bundle_dir: Path, predictor: Any, images: Sequence[tuple[str, b
         names.append(name)
     if not names:
         raise InspectorError("No readable image to check the export with.")
-    c = COMPARISONS[task]
+    c = parity_rule(task)
     expected = c.torch_outputs(predictor, ours)
     c.bundle_outputs(bundle, theirs[:1])  # first call: session warm-up, not timed
     start = time.perf_counter()

@@ -1,0 +1,161 @@
+"""Reading an exported bundle folder: model.onnx (or OpenVINO's model.xml), preprocessing.json and
+labels.json; onnxruntime or openvino is imported only when a Bundle is opened.
+
+How an image becomes the model input (this is what makes the bundle agree with the training app):
+1. decoding with the app's own loader (images.py: EXIF orientation, transparency onto white,
+   16-bit scaled by the bit depth it really uses, the pixel limit);
+2. resizing to the model's square input with the resize mode in preprocessing.json (resize.py,
+   the very code the training pipeline uses);
+3. everything else (normalisation, symmetric views, pooling, the head, softmax; for anomaly models
+   the patch features and their distances to the good parts' memory bank) is inside the model,
+   whose input is the resized uint8 RGB image, shape (batch, size, size, 3).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import ImageLoadError, InspectorError
+from .images import IMAGE_EXTENSIONS, load_image, to_rgb_array
+from .outputs import output_reader
+from .resize import fit_to_input
+
+MODEL_FILE, OPENVINO_FILE = "model.onnx", "model.xml"
+PREPROCESSING_FILE, LABELS_FILE = "preprocessing.json", "labels.json"
+
+
+class Bundle:
+    """An exported model folder, ready to predict.
+
+    `run(batch)` gives the model's first output and `run_all(batch)` all of them, for a uint8
+    batch (n, size, size, 3); `prepare` resizes one RGB image to that input. `rows(images)` gives
+    one result dict per image as `inspector predict --json` does. `outputs` reads the model's
+    outputs (see outputs.py); its fields (anomaly models: `scale`, `threshold`, `target_frr`,
+    `ok_classes`) are attributes of the bundle too.
+
+    threads: ONNX Runtime / OpenVINO threads (default: $INSPECTOR_THREADS, else all cores).
+    target_frr: anomaly models: another false-reject target than the trained one.
+    Raises InspectorError when the folder is no bundle or target_frr is outside (0, 1).
+    """
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None,
+                 target_frr: float | None = None) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / LABELS_FILE).is_file():
+            raise InspectorError(f"{self.folder} is not an exported bundle (no {LABELS_FILE}).")
+        self.preprocessing: dict[str, Any] = json.loads((self.folder / PREPROCESSING_FILE).read_text(encoding="utf-8"))
+        self.labels: dict[str, Any] = json.loads((self.folder / LABELS_FILE).read_text(encoding="utf-8"))
+        self.classes = list(self.labels["classes"])
+        self.task = self.labels.get("task")  # the task's name, as the run stored it (for headers)
+        self.outputs = output_reader(self.labels, target_frr)
+        vars(self).update(self.outputs.fields())
+        threads = threads or int(os.environ.get("INSPECTOR_THREADS", 0)) or (os.cpu_count() or 1)
+        if (self.folder / OPENVINO_FILE).is_file():
+            self.backend, self.run_all = "openvino", _openvino_runner(self.folder / OPENVINO_FILE, threads)
+        else:
+            self.backend, self.run_all = "onnxruntime", _onnxruntime_runner(self.folder / MODEL_FILE, threads)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's first output for a uint8 batch (n, size, size, 3)."""
+        return self.run_all(batch)[0]
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) of any size -> the model input (size, size, 3)."""
+        return fit_to_input(image, self.preprocessing)
+
+    def _batches(self, images: Sequence[np.ndarray], batch_size: int) -> Iterable[list]:
+        for first in range(0, len(images), batch_size):
+            yield self.run_all(np.stack([self.prepare(im) for im in images[first:first + batch_size]]))
+
+    def predict_proba(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Classifiers: class probabilities (n, classes) float32 of RGB uint8 arrays of any size."""
+        out = [np.asarray(outputs[0], dtype=np.float32) for outputs in self._batches(images, batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def score(self, images: Sequence[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Anomaly models: raw scores (n,) and patch-distance maps (n, H', W'), float32."""
+        raw, maps = [], []
+        for outputs in self._batches(images, batch_size):
+            raw.append(np.asarray(outputs[0], dtype=np.float32))
+            maps.append(np.asarray(outputs[1], dtype=np.float32))
+        if not raw:
+            return np.zeros(0, dtype=np.float32), np.zeros((0, 0, 0), dtype=np.float32)
+        return np.concatenate(raw), np.concatenate(maps)
+
+    def rows(self, images: Sequence[np.ndarray], ok_classes: Sequence[str] | None = None,
+             threshold: float | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
+        """One result dict per RGB image, as `inspector predict --json` (OK classes and threshold:
+        classifiers, default those in labels.json)."""
+        return self.outputs.rows(self, images, ok_classes, threshold, batch_size)
+
+
+def _onnxruntime_runner(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})
+
+
+def _openvino_runner(path: Path, threads: int):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                          "PERFORMANCE_HINT": "LATENCY",
+                                                          "INFERENCE_PRECISION_HINT": "f32"})
+
+    def run_all(batch: np.ndarray) -> list:
+        result = compiled(batch)
+        return [result[i] for i in range(len(compiled.outputs))]
+
+    return run_all
+
+
+def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Image files of files and folders (folders: recursively, hidden entries left out, sorted);
+    a missing path is listed in the second list as {"path", "reason"}."""
+    paths: list[Path] = []
+    skipped: list[dict[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            skipped.append({"path": str(item), "reason": "file not found"})
+    return paths, skipped
+
+
+def read_images(paths: Sequence[Path]) -> tuple[list[np.ndarray], list[Path], list[dict[str, str]]]:
+    """(RGB arrays, the paths they came from, {"path", "reason"} of the unreadable ones)."""
+    images, kept, skipped = [], [], []
+    for path in paths:
+        try:
+            images.append(to_rgb_array(load_image(path)))
+            kept.append(path)
+        except ImageLoadError as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+    return images, kept, skipped
+
+
+def predict_paths(bundle: Bundle, inputs: Iterable[str | os.PathLike], ok_classes: Sequence[str] | None = None,
+                  threshold: float | None = None, batch_size: int = 32) -> dict[str, Any]:
+    """Decode, resize and predict every image of `inputs` (files or folders); unreadable files are
+    listed under `skipped`. The dict `predict.py --json` prints:
+    {"bundle", <the outputs' header fields>, "predictions": [{"path", **row}], "skipped"}."""
+    paths, missing = collect_images(inputs)
+    images, kept, unreadable = read_images(paths)
+    rows = bundle.rows(images, ok_classes, threshold, batch_size)
+    return {"bundle": str(bundle.folder), **bundle.outputs.header(),
+            "predictions": [{"path": str(p), **r} for p, r in zip(kept, rows)], "skipped": missing + unreadable}

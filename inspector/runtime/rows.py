@@ -1,0 +1,51 @@
+"""The one result-row builder: model outputs -> the dicts `inspector predict --json`, the service,
+the app and the exported bundle's predict.py all return (one dict per image, no path).
+
+    probabilities (classifiers): {"label", "confidence", "probabilities": {class: p}}
+        + with OK classes: {"verdict": "OK" | "NG", "defect_probability"}
+    anomaly scores:             {"score", "raw_score", "verdict": "OK" | "NG"}
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .calibration import ScoreScale
+
+
+def defect_probability(probabilities: dict[str, float], ok_classes: Sequence[str]) -> float:
+    """P(defect) = 1 - P(any OK class), clipped to [0, 1] (float rounding can leave 1 - sum < 0)."""
+    ok = set(ok_classes)
+    return min(1.0, max(0.0, 1.0 - sum(p for name, p in probabilities.items() if name in ok)))
+
+
+def probability_row(classes: Sequence[str], probabilities: Sequence[float], ok_classes: Sequence[str] = (),
+                    threshold: float = 0.5) -> dict[str, Any]:
+    """One image's row from its class probabilities (C,): the most probable class and its
+    probability; with `ok_classes` also the verdict, NG when P(defect) >= `threshold`."""
+    probs = {str(c): float(p) for c, p in zip(classes, probabilities)}
+    label = str(classes[int(np.argmax(np.asarray(probabilities)))])
+    row: dict[str, Any] = {"label": label, "confidence": probs[label], "probabilities": probs}
+    if ok_classes:
+        p_defect = defect_probability(probs, ok_classes)
+        row.update(verdict="OK" if p_defect < threshold else "NG", defect_probability=p_defect)
+    return row
+
+
+def probability_rows(classes: Sequence[str], probabilities: np.ndarray, ok_classes: Sequence[str] = (),
+                     threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Rows of a classifier's probabilities (n, C), in the order of `classes`."""
+    return [probability_row(classes, row, ok_classes, threshold) for row in np.asarray(probabilities)]
+
+
+def score_row(raw_score: float, scale: ScoreScale) -> dict[str, Any]:
+    """One image's row from its raw anomaly score: `score` is 0..1 and exactly 0.5 at the threshold;
+    NG when the raw score is above the threshold."""
+    raw = float(raw_score)
+    return {"score": float(scale.readable(raw)), "raw_score": raw, "verdict": "NG" if raw > scale.threshold else "OK"}
+
+
+def score_rows(raw_scores: np.ndarray, scale: ScoreScale) -> list[dict[str, Any]]:
+    """Rows of raw anomaly scores (n,)."""
+    return [score_row(raw, scale) for raw in np.asarray(raw_scores).ravel()]
