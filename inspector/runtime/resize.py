@@ -5,9 +5,10 @@ The training pipeline (inspector.augment), the app, the service and the exported
 classifier's probabilities by up to 1e-2). The arithmetic is OpenCV's `cv2.resize` for 8-bit
 images (imgproc/src/resize.cpp): fixed-point bilinear tables with its SIMD vertical pass, float32
 area sums for INTER_AREA, float32 bicubic sums as the IPP build of OpenCV computes them. It gives
-cv2's pixels exactly when shrinking (area) and with nearest / bilinear; bicubic enlarging differs
-from cv2 by one grey level on about 1e-4 of the pixels (cv2 hands it to Intel IPP, whose float
-summation order depends on the CPU).
+cv2's pixels exactly for area averaging, bilinear and nearest; bicubic differs from cv2 by one
+grey level on about 1e-3 of the values (up to 1.6e-2 on 48 x 16384 strips), because cv2 hands
+bicubic to Intel IPP, whose arithmetic depends on the CPU (measured on an AVX-512 machine). The
+numpy code gives the same pixels on every machine, which is why everything uses it.
 
 Resize modes (`preprocessing.json` / `inspector.augment.Preprocessing`):
     stretch    the whole image to size x size (albumentations' A.Resize)
@@ -99,15 +100,15 @@ def _channels(index: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.nda
     return columns, np.repeat(weight, 3, axis=0)
 
 
-def _source_rows(image: np.ndarray, yi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The source rows the vertical taps read, flattened to (rows, W * 3), and the taps renumbered
-    into them: the horizontal pass then runs on these rows only (each row is independent, so the
-    result is the same; a centre crop or a shrinking bicubic reads a fraction of the rows)."""
+def _source_rows(image: np.ndarray, yi: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(the image as (H, W * 3) rows, the rows the vertical taps read or None for all, the taps
+    renumbered into them): the horizontal pass runs on these rows only (each row is independent,
+    so the result is the same; a centre crop or a shrinking bicubic reads a fraction of them)."""
     flat = image.reshape(image.shape[0], -1)
     used, inverse = np.unique(yi, return_inverse=True)
     if len(used) == image.shape[0]:
-        return flat, yi
-    return np.take(flat, used, axis=0), inverse.reshape(yi.shape)
+        return flat, None, yi
+    return flat, used, inverse.reshape(yi.shape)
 
 
 def _vertical_f32(line: np.ndarray, yi: np.ndarray, yw: np.ndarray) -> np.ndarray:
@@ -118,22 +119,35 @@ def _vertical_f32(line: np.ndarray, yi: np.ndarray, yw: np.ndarray) -> np.ndarra
     return out
 
 
-def _horizontal_f32(source: np.ndarray, xi: np.ndarray, xw: np.ndarray) -> np.ndarray:
-    """Float32 horizontal pass, tap by tap in source order: (rows, W * 3) uint8 -> (rows, n * 3)."""
-    line = np.take(source, xi[:, 0], axis=1) * xw[:, 0]
-    taken, term = np.empty(line.shape, dtype=np.uint8), np.empty_like(line)
-    for k in range(1, xi.shape[1]):
-        np.take(source, xi[:, k], axis=1, out=taken)
-        line += np.multiply(taken, xw[:, k], out=term)
-    return line
+def _horizontal_f32(flat: np.ndarray, used: np.ndarray | None, xi: np.ndarray, xw: np.ndarray,
+                    rows: int = 128) -> np.ndarray:
+    """Float32 horizontal pass of the `used` rows of `flat` (None: all), tap by tap in source order:
+    (H, W * 3) uint8 -> (rows used, n * 3). Runs `rows` rows at a time in reused buffers, so each
+    tap's work stays in the CPU cache (1.4-2x faster than whole-image passes; the same sums)."""
+    count = flat.shape[0] if used is None else len(used)
+    out = np.empty((count, xi.shape[0]), dtype=_F32)
+    taken = np.empty((min(rows, count), xi.shape[0]), dtype=np.uint8)
+    term = np.empty(taken.shape, dtype=_F32)
+    for first in range(0, count, rows):
+        part = flat[first:first + rows] if used is None else np.take(flat, used[first:first + rows], axis=0)
+        line, got, product = out[first:first + rows], taken[:len(part)], term[:len(part)]
+        np.take(part, xi[:, 0], axis=1, out=got)
+        line[...] = got
+        line *= xw[:, 0]  # 0.0 + the first tap, as OpenCV's sums start
+        for k in range(1, xi.shape[1]):
+            np.take(part, xi[:, k], axis=1, out=got)
+            product[...] = got
+            product *= xw[:, k]
+            line += product
+    return out
 
 
 def _resize_cubic(image: np.ndarray, sx: float, sy: float, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """8-bit bicubic as OpenCV's IPP path: float32 coefficients, float32 sums tap by tap."""
     xi, xc = _channels(*_cubic_taps(image.shape[1], sx, cols))
     yi, yc = _cubic_taps(image.shape[0], sy, rows)
-    source, yi = _source_rows(image, yi)
-    out = _vertical_f32(_horizontal_f32(source, xi, xc), yi, yc)
+    flat, used, yi = _source_rows(image, yi)
+    out = _vertical_f32(_horizontal_f32(flat, used, xi, xc), yi, yc)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(len(rows), len(cols), 3)
 
 
@@ -143,7 +157,8 @@ def _resize_fixed(image: np.ndarray, area: bool, sx: float, sy: float, ix: float
     (int32 is wide enough: 255 * 2048 * 2 horizontally, 32640 * 2048 vertically)."""
     xi, xc = _channels(*_fixed_taps(image.shape[1], sx, ix, cols, area, horizontal=True))
     yi, yc = _fixed_taps(image.shape[0], sy, iy, rows, area, horizontal=False)
-    source, yi = _source_rows(image, yi)
+    flat, used, yi = _source_rows(image, yi)
+    source = flat if used is None else np.take(flat, used, axis=0)
     xc = xc.astype(np.int32)
     line = np.take(source, xi[:, 0], axis=1) * xc[:, 0] + np.take(source, xi[:, 1], axis=1) * xc[:, 1]
     line >>= 4
@@ -166,8 +181,8 @@ def _resize_area(image: np.ndarray, sx: float, sy: float, rows: np.ndarray, cols
         return np.clip(np.rint(total.astype(_F32) * _F32(1.0 / (ix * iy))), 0, 255).astype(np.uint8)
     xi, xw = _channels(*_area_taps(image.shape[1], sx, cols))
     yi, yw = _area_taps(image.shape[0], sy, rows)
-    source, yi = _source_rows(image, yi)
-    out = _vertical_f32(_horizontal_f32(source, xi, xw), yi, yw)  # resizeArea_ starts from 0.0 + the first tap
+    flat, used, yi = _source_rows(image, yi)
+    out = _vertical_f32(_horizontal_f32(flat, used, xi, xw), yi, yw)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(len(rows), len(cols), 3)
 
 
@@ -201,8 +216,8 @@ def fit_to_input(image: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray
     bilinear / nearest), antialias (area averaging to shrink; absent: False) and, for letterbox,
     pad_value (the RGB padding colour). Raises ValueError for an unknown mode or interpolation.
     """
-    size, mode, interpolation = int(preprocessing["image_size"]), preprocessing["resize_mode"], \
-        preprocessing["interpolation"]
+    size = int(preprocessing["image_size"])
+    mode, interpolation = preprocessing["resize_mode"], preprocessing["interpolation"]
     if mode not in RESIZE_MODES or interpolation not in INTERPOLATIONS:
         raise ValueError(f"Unknown resize {mode!r} / interpolation {interpolation!r}.")
     antialias = bool(preprocessing.get("antialias", False))
