@@ -117,3 +117,45 @@ def test_train_and_evaluate_accept_a_zip_and_leave_no_extracted_files(tiny_data,
     assert main(["evaluate", result["run_dir"], archive, "--json"]) == 0
     assert _json_tail(capsys.readouterr().out)["n_images"] == 24
     assert list(scratch.iterdir()) == []  # the extracted copies are gone
+
+
+def test_predict_and_runs_print_what_the_task_says(trained, tiny_data, capsys):
+    from inspector.runs import RunStore
+    from inspector.tasks.base import create_task
+
+    run_dir = trained[0]["run_dir"]
+    images = sorted(str(p) for p in (tiny_data / "ok").iterdir())[:2]
+    assert main(["predict", run_dir, *images, "--ok-classes", "ok"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == images
+    assert all(len(line.split("\t")) == 3 and line.split("\t")[2].split()[-1] in {"OK", "NG"} for line in lines)
+    # Options of another task are refused in plain words, not ignored.
+    assert main(["predict", run_dir, *images, "--target-frr", "0.1"]) == 2
+    assert "--target-frr does not apply" in capsys.readouterr().err
+
+    runs_dir = run_dir.rsplit("/", 1)[0]
+    assert main(["runs", "--runs-dir", runs_dir]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    info = RunStore(runs_dir).list_runs()[0]
+    assert header.split()[-1] == "result"
+    assert row.split()[-1] == create_task(info.task).headline(info.run_summary)
+
+
+def test_every_command_is_one_module_and_the_parser_loads_no_torch():
+    code = ("import sys\n"
+            "from inspector.cli import build_parser\n"
+            "from inspector.commands import COMMANDS, command_modules\n"
+            "sub = next(a for a in build_parser()._actions if a.dest == 'command')\n"
+            "print(len(sub.choices) == len(COMMANDS) == len(command_modules()), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_backbones_rank_is_another_spelling_of_rank_backbones(monkeypatch, tmp_path):
+    from inspector.commands import rank
+
+    calls = []
+    monkeypatch.setattr(rank, "rank_and_report", lambda data, **kw: calls.append((data, kw["as_json"])))
+    assert main(["backbones", "--rank", str(tmp_path), "--json"]) == 0
+    assert main(["rank-backbones", str(tmp_path), "--json"]) == 0
+    assert calls == [(str(tmp_path), True)] * 2

@@ -65,11 +65,3 @@ def run(args: argparse.Namespace) -> None:
              str(c["suggested_extra_images"]), c["status"]] for name, c in result["per_class"].items()]
     print()
     print_table(rows, ["class", "images", "recall now", f"recall at {advice.at}", "add", "curve"])
-
-
-def default_feature_cache() -> Path:
-    """Deprecated: use inspector.engine.features.default_feature_cache_dir (kept until the pages
-    that still import it from here are moved over)."""
-    from ..engine.features import default_feature_cache_dir
-
-    return default_feature_cache_dir()

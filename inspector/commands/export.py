@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from ..cli import class_list, emit_json
 
 
 def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
@@ -30,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..deploy.bundle import export_bundle
 
-    ok_classes = [c for c in (args.ok_classes or "").split(",") if c]
+    ok_classes = list(class_list(args.ok_classes) or ())
     result = export_bundle(args.run_dir, args.out, args.format, ok_classes=ok_classes, threshold=args.threshold,
                            parity_images=args.parity_images, max_diff=args.max_diff,
                            progress=lambda message: print(message, file=sys.stderr, flush=True))
@@ -38,4 +39,4 @@ def run(args: argparse.Namespace) -> None:
     print(f"Bundle written to {result.path} (export {result.export_seconds:.1f} s, "
           f"{result.images_per_second:.1f} images/s at batch 32 here)", file=sys.stderr)
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        emit_json(result.to_dict())

@@ -50,17 +50,11 @@ def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[dict[str, st
 
 def read_images(inputs: Sequence[str]) -> tuple[list[Path], list, list[dict[str, str]]]:
     """(readable paths, their RGB arrays, skipped rows); an error when none is readable."""
-    from ..data import load_image, to_rgb_array
-    from ..errors import ImageLoadError
+    from ..runtime.bundle import read_images as decode  # the one decoder of the app, service and bundle
 
     paths, skipped = collect_images(inputs)
-    images, kept = [], []
-    for path in paths:
-        try:
-            images.append(to_rgb_array(load_image(path)))
-            kept.append(path)
-        except ImageLoadError as exc:
-            skipped.append({"path": str(path), "reason": str(exc)})
+    images, kept, unreadable = decode(paths)
+    skipped += unreadable
     if not kept:
         raise InspectorError("No readable image to predict. " + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped))
     return kept, images, skipped

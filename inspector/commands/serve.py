@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..cli import class_list
+
 
 def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p = sub.add_parser("serve", help="serve a run over HTTP: POST /predict, GET /health, GET /model, docs at /docs")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> None:
     from ..deploy.service import ServiceConfig, create_app, serve
 
     config = ServiceConfig(api_key=args.api_key or os.environ.get("INSPECTOR_API_KEY") or None,
-                           ok_classes=tuple(c for c in (args.ok_classes or "").split(",") if c),
+                           ok_classes=class_list(args.ok_classes) or (),
                            threshold=args.threshold, target_frr=args.target_frr, max_files=args.max_files,
                            max_file_bytes=int(args.max_mb * 1024 * 1024))
     key = "an API key (X-API-Key)" if config.api_key else "no API key"

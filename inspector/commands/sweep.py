@@ -7,8 +7,9 @@ last stdout line lists every trial with its run_dir and accuracy, best first.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from ..cli import emit_json
 
 
 def _names(text: str) -> list[str]:
@@ -22,7 +23,7 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be whole numbers separated by commas, got {text!r}") from None
 
 
-def add_parser(sub, common: dict) -> None:
+def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p = sub.add_parser("sweep", help="train every combination of backbones, strategies and seeds (on Ray if installed)")
     p.add_argument("data", help="folder with one sub-folder per class, or a .zip of such folders (on a folder every "
                                 "worker can read)")
@@ -65,4 +66,4 @@ def run(args: argparse.Namespace) -> None:
     print(f"sweep done in {summary['wall_seconds']:.1f} s ({summary['sum_train_seconds']:.1f} s of training), "
           f"{summary['n_completed']} of {summary['n_trials']} trials completed", file=sys.stderr)
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False, default=str))
+        emit_json(summary)
