@@ -89,10 +89,12 @@ python predict.py sample/{{image}} --json        # last line: {{"predictions": [
 
 {words['what']}
 - Input: any image file Pillow reads (16-bit TIFFs are scaled by the bit depth they use); it is
-  resized to {prep['image_size']} x {prep['image_size']} ({prep['resize_mode']}) by the same code as in
-  the training app, then the model file does the rest ({words['inside']}).
-- Use from Python (this folder on sys.path): `import predict; bundle = predict.load_bundle();
-  {words['api']}`. The code is in inspector_runtime/ (documented there); predict.py only loads it.
+  resized to {prep['image_size']} x {prep['image_size']} ({prep['resize_mode']}) by the training app's own code,
+  then the model file does the rest ({words['inside']}).
+- Use from Python, with this folder on sys.path:
+  `import predict; bundle = predict.load_bundle(); rows = predict.predict(bundle, ["part.png"])`
+  gives one dict per image (paths or RGB uint8 arrays), as `--json` does; {words['api']}.
+  The code is in inspector_runtime/ (documented there); predict.py only loads it.
 - Checked at export: {parity.summary()}. See parity.json; `sample/expected.json` is the
   expected output for the sample image.
 - Needs Python 3.10+, onnxruntime, numpy and pillow (requirements.txt); no PyTorch.

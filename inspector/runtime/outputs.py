@@ -45,7 +45,9 @@ class Outputs:
         raise NotImplementedError
 
     def readme(self, details: dict[str, Any]) -> dict[str, str]:
-        """The bundle README's words for this kind: usage, what, inside, api (details: the graph's)."""
+        """The bundle README's words for this kind (Markdown): usage (a command line), what (a bullet),
+        inside (what the model does after the resize), api (its own outputs from Python); details:
+        the exported graph's (e.g. views)."""
         raise NotImplementedError
 
 
@@ -66,7 +68,7 @@ class ProbabilityOutputs(Outputs):
         return {"usage": "python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict",
                 "what": f"- Classes: {', '.join(self.classes)}.",
                 "inside": f"{details.get('views', 1)} symmetric view(s) averaged inside the model",
-                "api": "predict.predict(bundle, [rgb_uint8_array])  # or bundle.predict_proba([...])"}
+                "api": "`bundle.predict_proba([rgb_uint8_array])`: the probabilities (n, classes)"}
 
 
 class AnomalyScoreOutputs(Outputs):
@@ -100,8 +102,7 @@ class AnomalyScoreOutputs(Outputs):
                         f"the threshold; `verdict` is NG above it. The threshold keeps the false-reject rate at "
                         f"{self.target_frr:.1%} (target set at training; `--target-frr` moves it).",
                 "inside": "the patch features and their distances to the good parts' memory bank",
-                "api": "predict.predict(bundle, [rgb_uint8_array])  # or bundle.score([...]): raw scores, "
-                       "patch distance maps"}
+                "api": "`bundle.score([rgb_uint8_array])`: raw scores (n,) and patch distance maps (n, H', W')"}
 
 
 READERS: dict[str, type[Outputs]] = {cls.kind: cls for cls in (ProbabilityOutputs, AnomalyScoreOutputs)}
