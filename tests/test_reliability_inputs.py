@@ -115,7 +115,7 @@ def test_battery_through_the_cli_train_json(tmp_path, capsys):
     assert "empty_class" in err and "warning:" in err  # the empty class folder is reported
     assert "Traceback" not in err
     summary = RunStore(tmp_path / "runs").list_runs()[0].summary
-    assert summary["n_images"] == 4 + 4 + len(ACCEPTED) and summary["classes"] == ["nok", "ok"]
+    assert summary.n_images == 4 + 4 + len(ACCEPTED) and summary.classes == ["nok", "ok"]
 
 
 def test_battery_through_the_upload_path(tmp_path):

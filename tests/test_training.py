@@ -110,7 +110,7 @@ def test_run_records_per_image_predictions_and_inference_speed(tiny_run):
     assert {r["label"] for r in rows} == {"crack", "ok", "scratch"}
     assert sum(r["label"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(evaluation["accuracy"])
     summary = Run(tiny_run.run_dir).info().summary
-    assert summary["inference_ms_per_image"] > 0 and summary["best_epoch"] is not None
+    assert summary.inference_ms_per_image > 0 and summary.best_epoch is not None
 
 
 def test_without_cross_validation_one_fit_makes_the_model_and_no_accuracy_is_claimed(tiny_data, tmp_path):

@@ -30,27 +30,11 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.set_defaults(func=run)
 
 
-def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
-    """The image files named or found under the folders named; the missing ones as skipped rows."""
-    from ..data import is_image_path
-    from ..data.types import is_ignored_name
-
-    paths, skipped = [], []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)
-                            and not any(is_ignored_name(part) for part in p.relative_to(path).parts))
-        elif path.is_file():
-            paths.append(path)
-        else:
-            skipped.append({"path": item, "reason": "file not found"})
-    return paths, skipped
-
-
 def read_images(inputs: Sequence[str]) -> tuple[list[Path], list, list[dict[str, str]]]:
     """(readable paths, their RGB arrays, skipped rows); an error when none is readable."""
-    from ..runtime.bundle import read_images as decode  # the one decoder of the app, service and bundle
+    # The runtime's own file finder and decoder: the bundle's predict.py reads folders the same way.
+    from ..runtime.bundle import collect_images
+    from ..runtime.bundle import read_images as decode
 
     paths, skipped = collect_images(inputs)
     images, kept, unreadable = decode(paths)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime.images import is_ignored_name  # one rule for datasets, `inspector predict` and the bundle
+
 __all__ = ["Skipped", "display_path", "is_ignored_name"]
 
-# Files operating systems and archivers leave behind; never data, never worth a warning.
-_OS_LITTER = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "__macosx", "$recycle.bin"})
 
 
 @dataclass(frozen=True)
@@ -16,14 +16,6 @@ class Skipped:
 
     path: str
     reason: str
-
-
-def is_ignored_name(name: str) -> bool:
-    """True for hidden files/folders (``.`` prefix) and OS litter such as ``Thumbs.db``.
-
-    These are ignored silently: users did not put them there on purpose.
-    """
-    return name.startswith(".") or name.lower() in _OS_LITTER
 
 
 def display_path(path: Path, root: Path | None) -> str:

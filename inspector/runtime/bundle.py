@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import ImageLoadError, InspectorError
-from .images import IMAGE_EXTENSIONS, load_image, to_rgb_array
+from .images import is_ignored_name, is_image_path, load_image, to_rgb_array
 from .outputs import output_reader
 from .resize import fit_to_input
 
@@ -121,15 +121,15 @@ def _openvino_runner(path: Path, threads: int):
 
 
 def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Image files of files and folders (folders: recursively, hidden entries left out, sorted);
+    """Image files of files and folders (folders: recursively, hidden entries and OS litter left out, sorted);
     a missing path is listed in the second list as {"path", "reason"}."""
     paths: list[Path] = []
     skipped: list[dict[str, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)
+                            and not any(is_ignored_name(part) for part in p.relative_to(path).parts))
         elif path.is_file():
             paths.append(path)
         else:

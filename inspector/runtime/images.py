@@ -18,6 +18,7 @@ from .errors import ImageLoadError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "is_ignored_name",
     "MAX_IMAGE_PIXELS",
     "content_hash",
     "is_image_path",
@@ -44,6 +45,18 @@ _NO_MEMORY = "not enough memory to decode the image"
 def is_image_path(path: str | os.PathLike) -> bool:
     """True if the file name has one of :data:`IMAGE_EXTENSIONS` (any letter case)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# Files operating systems and archivers leave behind; never data, never worth a warning.
+_OS_LITTER = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "__macosx", "$recycle.bin"})
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for hidden files/folders (``.`` prefix) and OS litter such as ``Thumbs.db``.
+
+    These are ignored silently: users did not put them there on purpose.
+    """
+    return name.startswith(".") or name.lower() in _OS_LITTER
 
 
 def content_hash(data: bytes) -> str:
