@@ -9,7 +9,6 @@ from ..runtime.images import is_ignored_name  # one rule for datasets, `inspecto
 __all__ = ["Skipped", "display_path", "is_ignored_name"]
 
 
-
 @dataclass(frozen=True)
 class Skipped:
     """A file that was not used, and why (``path`` is relative to the dataset root if possible)."""
