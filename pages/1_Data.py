@@ -216,7 +216,7 @@ if counts and sum(1 for v in counts.values() if v) >= 2:
             dataset = discover_dataset(data_dir)
             feats = frozen_features(dataset, cache_dir=default_feature_cache_dir(),
                                     on_batch=lambda step, steps, rate: report(0.8 * step / max(steps, 1)))
-            return advise_from_features(feats.features, feats.labels, feats.classes).to_dict()
+            return advise_from_features(feats.features, feats.labels, feats.classes)
 
         runner().start("advice", measure)
     advice_panel()

@@ -13,7 +13,7 @@ from inspector.engine import TrainEnd
 from inspector.evaluation import DetectionEvaluation
 from inspector.backbones import hub_reachable, offline_backbones
 from inspector.engine.features import default_feature_cache_dir
-from inspector.evidence.transferability import rank_backbones
+from inspector.evidence.transferability import BackboneRank, rank_backbones
 from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
 from ui import charts, live
@@ -133,7 +133,7 @@ if dataset is not None and chosen_task.predicts_classes and task_problem is None
                 candidates = offline_backbones()
                 done = []
 
-                def one_done(row):
+                def one_done(row: BackboneRank) -> None:
                     done.append(row)
                     report(len(done) / max(len(candidates), 1))
                 return rank_backbones(data_dir, candidates, cache_dir=default_feature_cache_dir(), on_candidate=one_done)

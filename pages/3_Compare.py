@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from inspector import Run, RunStore
-from inspector.comparison import compare_runs, paired_predictions, time_per_image
+from inspector.comparison import PairedPrediction, compare_runs, paired_predictions, time_per_image
 from inspector.evaluation import WIDE_INTERVAL, ClassificationEvaluation, DetectionEvaluation
 from inspector.tasks.base import create_task
 from ui import charts, live
@@ -201,8 +201,8 @@ if st.button("Compare predictions", key="pair_go", disabled=run_a == run_b):
         by_id[run_a].path, by_id[run_b].path, samples, on_progress=report, stop_event=stop))
 
 
-def show_disagreements(rows: list[dict]) -> None:
-    differ = [r for r in rows if r["a"] != r["b"]]
+def show_disagreements(rows: list[PairedPrediction]) -> None:
+    differ = [r for r in rows if r.disagree]
     m1, m2, m3 = st.columns(3)
     m1.metric("Images", len(rows))
     m2.metric("Models agree", f"{1 - len(differ) / max(len(rows), 1):.0%}")
@@ -212,12 +212,12 @@ def show_disagreements(rows: list[dict]) -> None:
     cols = st.columns(6)
     for k, r in enumerate(differ[:36]):
         with cols[k % 6]:
-            thumb = thumbnail_of(Path(r["path"]))
+            thumb = thumbnail_of(Path(r.path))
             if thumb:
                 st.image(thumb, width="stretch")
-            mark = lambda label: "✅" if label == r["true"] else "❌"  # noqa: E731
-            st.caption(f"**{Path(r['path']).name}** (labeled {r['true']})  \n"
-                       f"A: {r['a']} {r['pa']:.0%} {mark(r['a'])}  \nB: {r['b']} {r['pb']:.0%} {mark(r['b'])}")
+            mark = lambda label: "✅" if label == r.true else "❌"  # noqa: E731
+            st.caption(f"**{Path(r.path).name}** (labeled {r.true})  \n"
+                       f"A: {r.a} {r.pa:.0%} {mark(r.a)}  \nB: {r.b} {r.pb:.0%} {mark(r.b)}")
 
 
 @st.fragment(run_every=1.0)

@@ -108,16 +108,31 @@ def test_different_images_are_refused_in_plain_words():
         compare_predictions(a + a[:1], b)
 
 
+def _info(name, strategy, val_accuracy, n_images=60, classes=("crack", "ok")):
+    from pathlib import Path
+
+    from inspector.runs import RunInfo
+    from inspector.summary import RunSummary
+
+    summary = RunSummary(n_images=n_images, classes=list(classes), metrics={"val_accuracy": val_accuracy})
+    return RunInfo(name or "r1", Path("/runs/r1"), name, "completed", 0.0, strategy=strategy, summary=summary)
+
+
 def test_negative_transfer_is_said_only_when_fine_tuning_lost_on_the_same_data():
-    tuned = {"name": "ft", "strategy": "fine_tune", "val_accuracy": 0.70, "n_images": 60}
-    probe = {"name": "lp", "strategy": "linear_probe", "val_accuracy": 0.76, "n_images": 60}
+    from dataclasses import replace
+
+    tuned, probe = _info("ft", "fine_tune", 0.70), _info("lp", "linear_probe", 0.76)
     note = negative_transfer_note(tuned, probe)
-    assert note and note.startswith("Fine-tuning hurt here") and "negative transfer" in note
+    assert note and note.startswith("Fine-tuning hurt here: ft (fine_tune) scored 0.70") and "negative transfer" in note
     assert negative_transfer_note(probe, tuned) == note  # either order
-    assert negative_transfer_note({**tuned, "val_accuracy": 0.8}, probe) is None
-    assert negative_transfer_note({**tuned, "n_images": 120}, probe) is None  # different data
-    assert negative_transfer_note({**tuned, "strategy": "linear_probe"}, probe) is None
-    assert negative_transfer_note({"summary": {"val_accuracy": 0.5}, "strategy": "l2_sp"}, probe)
+    assert negative_transfer_note(_info("ft", "fine_tune", 0.8), probe) is None
+    assert negative_transfer_note(_info("ft", "fine_tune", 0.7, n_images=120), probe) is None  # different data
+    assert negative_transfer_note(_info("ft", "fine_tune", 0.7, classes=("a", "b")), probe) is None
+    assert negative_transfer_note(_info("ft", "linear_probe", 0.7), probe) is None
+    assert negative_transfer_note(replace(tuned, summary=None), probe) is None  # not finished: no accuracy
+    # A summary that never recorded its images or classes is not "different data"; a run without a name is "run A".
+    bare = _info("", "l2_sp", 0.5, n_images=0, classes=())
+    assert negative_transfer_note(bare, probe).startswith("Fine-tuning hurt here: run A (l2_sp)")
 
 
 # -- learning curve ---------------------------------------------------------------------------
@@ -265,6 +280,12 @@ def test_compare_cli_on_stored_predictions(tmp_path, capsys):
     b = _fake_run(store, "lp", "linear_probe", _rows(paths, labels, labels), 1.0)
     assert main(["compare", a.run_id, b.run_id, "--runs-dir", str(store.root), "--json"]) == 0
     result = _last_json(capsys.readouterr().out)
+    assert list(result) == ["name_a", "name_b", "n_images", "accuracy_a", "accuracy_b", "difference", "difference_ci",
+                            "p_value", "only_a_right", "only_b_right", "verdict", "sentence", "run_a", "run_b",
+                            "scored_on", "negative_transfer", "inference_ms_a", "inference_ms_b"]  # the contract
+    assert (result["name_a"], result["run_a"], result["scored_on"]) == ("A (ft)", str(a.path),
+                                                                        "the runs' validation predictions")
+    assert result["inference_ms_a"] is None and result["only_b_right"] == 10
     assert result["accuracy_a"] == pytest.approx(50 / 60) and result["accuracy_b"] == 1.0
     assert result["difference"] == pytest.approx(-10 / 60) and result["n_images"] == 60
     assert result["verdict"] == "b_better" and result["p_value"] == pytest.approx(2 / 2 ** 10)
@@ -335,14 +356,59 @@ def test_compare_cli_on_trained_runs_with_data(tiny_labeled, tmp_path, capsys):
 
 
 # -- the page helpers (thin: they only draw) ----------------------------------------------------
+def test_rank_backbones_json_rows(tmp_path, capsys, monkeypatch):
+    """Typed rows inside, the same JSON rows outside (keys in order), best first; stderr reports each one."""
+    from PIL import Image
+
+    from inspector.cli import main
+    from inspector.evidence import features
+    from inspector.evidence.features import FeatureSet
+
+    for c, colour in (("crack", 0), ("ok", 255)):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (colour, i, 0)).save(tmp_path / "data" / c / f"{i}.png")
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 4)
+
+    def fake_features(dataset, backbone, size, **_):
+        signal = {"good": 3.0, "poor": 0.1}[backbone]  # features that separate the classes well / hardly
+        x = signal * np.eye(2)[y] @ rng.normal(size=(2, 6)) + rng.normal(size=(8, 6))
+        return FeatureSet(x, y, ["crack", "ok"], [], backbone, size or 224, False, 0.0)
+
+    monkeypatch.setattr(features, "frozen_features", fake_features)
+    assert main(["rank-backbones", str(tmp_path / "data"), "--backbones", "poor", "good", "--json"]) == 0
+    out, err = capsys.readouterr()
+    ranking = _last_json(out)["ranking"]
+    assert [list(r) for r in ranking] == [["backbone", "image_size", "logme", "n_images", "n_features", "seconds",
+                                           "rank"]] * 2
+    assert [(r["backbone"], r["rank"], r["n_images"], r["n_features"]) for r in ranking] == [("good", 1, 8, 6),
+                                                                                            ("poor", 2, 8, 6)]
+    assert ranking[0]["logme"] > ranking[1]["logme"]
+    assert err.splitlines()[-2].startswith("poor at 224 px: LogME")
+
+
+def test_rank_features_is_typed_and_keeps_ties_in_order():
+    from inspector.evidence.transferability import rank_features
+
+    y = np.repeat(np.arange(3), 10)
+    same = np.eye(3)[y] + np.random.default_rng(0).normal(0, 0.1, (30, 3))
+    ranked = rank_features([("first", same), ("noise", np.random.default_rng(1).normal(size=(30, 3))),
+                            ("second", same)], y)
+    assert [(r.candidate, r.rank) for r in ranked] == [("first", 1), ("second", 2), ("noise", 3)]
+
+
 def test_page_helpers_render_the_answers():
     from streamlit.testing.v1 import AppTest
 
+    from inspector.comparison import RunComparison
+    from inspector.evidence.transferability import BackboneRank
+
     x, y, _ = _gaussian_classes(8)
-    advice = advise_from_features(x, y, list("abcd"), at=16, repeats=1, n_boot=30).to_dict()
-    comparison = {**compare_correctness(*_pairs(50, 0.9, 0.6, 0)).to_dict(),
-                  "negative_transfer": "Fine-tuning hurt here: ..."}
-    ranking = [{"rank": 1, "backbone": "tf_efficientnet_lite0", "image_size": 224, "logme": -0.2, "seconds": 3.0}]
+    advice = advise_from_features(x, y, list("abcd"), at=16, repeats=1, n_boot=30)
+    comparison = RunComparison(compare_correctness(*_pairs(50, 0.9, 0.6, 0)), "/runs/a", "/runs/b",
+                               "the runs' validation predictions", "Fine-tuning hurt here: ...", 3.0, None)
+    ranking = [BackboneRank("tf_efficientnet_lite0", 224, -0.2, 40, 1280, 3.0, rank=1)]
 
     def page(advice, comparison, ranking):
         from ui.evidence import render_advice, render_comparison, render_ranking
@@ -354,5 +420,5 @@ def test_page_helpers_render_the_answers():
     at = AppTest.from_function(page, args=(advice, comparison, ranking), default_timeout=60).run()
     assert not at.exception
     assert any("Fine-tuning hurt here" in w.value for w in at.warning)
-    assert any(comparison["sentence"] == s.value for s in at.success)
+    assert any(comparison.paired.sentence == s.value for s in at.success)
     assert len(at.dataframe) == 2

@@ -53,15 +53,14 @@ def run(args: argparse.Namespace) -> None:
                             device=args.device, cache_dir=cache_dir)
     advice = advise_from_features(feats.features, feats.labels, feats.classes, args.at, seed=args.seed,
                                   repeats=args.repeats)
-    result = {**advice.to_dict(), "data": str(args.data), "backbone": args.backbone,
-              "image_size": feats.image_size, "n_images": len(dataset),
-              "feature_seconds": round(feats.seconds, 2), "seconds": round(time.perf_counter() - started, 2)}
     if args.json:
-        emit_json(result)
+        emit_json({**advice.to_dict(), "data": str(args.data), "backbone": args.backbone,
+                   "image_size": feats.image_size, "n_images": len(dataset),
+                   "feature_seconds": round(feats.seconds, 2), "seconds": round(time.perf_counter() - started, 2)})
         return
     print("\n".join(advice.sentences))
-    rows = [[name, str(c["images"]), f"{c['recall']:.2f}",
-             "-" if c["predicted_recall"] is None else f"{c['predicted_recall']:.2f}",
-             str(c["suggested_extra_images"]), c["status"]] for name, c in result["per_class"].items()]
+    rows = [[c.name, str(c.images), f"{c.recall:.2f}",
+             "-" if c.predicted_recall is None else f"{c.predicted_recall:.2f}", str(c.suggested_extra_images),
+             c.status] for c in advice.per_class]
     print()
     print_table(rows, ["class", "images", "recall now", f"recall at {advice.at}", "add", "curve"])

@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> None:
     result = compare_runs(args.run_a, args.run_b, args.data, runs_dir=args.runs_dir, device=args.device,
                           alpha=args.alpha, extract_dir=getattr(args, "scratch", None))
     if args.json:
-        emit_json(result)
+        emit_json(result.to_dict())
         return
-    print(f"accuracy A {result['accuracy_a']:.3f}, B {result['accuracy_b']:.3f} on {result['n_images']} images "
-          f"({result['scored_on']})")
-    print(result["sentence"])
-    if result["negative_transfer"]:
-        print(result["negative_transfer"])
-    print(f"verdict: {result['verdict']}", file=sys.stderr)
+    paired = result.paired
+    print(f"accuracy A {paired.accuracy_a:.3f}, B {paired.accuracy_b:.3f} on {paired.n_images} images "
+          f"({result.scored_on})")
+    print(paired.sentence)
+    if result.negative_transfer:
+        print(result.negative_transfer)
+    print(f"verdict: {paired.verdict}", file=sys.stderr)

@@ -41,13 +41,12 @@ def rank_and_report(data: str, *, backbones: Sequence[str] | None = None, image_
     dataset = discover_dataset(data, extract_dir=extract_dir)
     rows = rank_backbones(dataset, backbones, image_sizes, symmetric=symmetric, device=device,
                           cache_dir=default_feature_cache_dir(),
-                          on_candidate=lambda row: print(f"{row['backbone']} at {row['image_size']} px: LogME "
-                                                         f"{row['logme']:.3f} ({row['seconds']:.1f} s)",
-                                                         file=sys.stderr))
+                          on_candidate=lambda row: print(f"{row.backbone} at {row.image_size} px: LogME "
+                                                         f"{row.logme:.3f} ({row.seconds:.1f} s)", file=sys.stderr))
     if as_json:
-        emit_json({"data": str(data), "ranking": rows})
+        emit_json({"data": str(data), "ranking": [row.to_dict() for row in rows]})
         return
-    print_table([[str(r["rank"]), r["backbone"], f"{r['image_size']} px", f"{r['logme']:.3f}", f"{r['seconds']:.1f}"]
-                 for r in rows], ["rank", "backbone", "input", "LogME", "seconds"])
+    print_table([[str(r.rank), r.backbone, f"{r.image_size} px", f"{r.logme:.3f}", f"{r.seconds:.1f}"] for r in rows],
+                ["rank", "backbone", "input", "LogME", "seconds"])
     print("\nLogME (You et al., ICML 2021): higher means the frozen features fit your classes better. Train the "
           "top one first; close scores are a tie.")

@@ -199,8 +199,10 @@ def _cross_validate(x: np.ndarray, y: np.ndarray, counts: np.ndarray, fractions:
 
 
 # -- the advice ------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class ClassAdvice:
+    """One class's recall now (0-1, with its interval) and at `Advice.at` images per class."""
+
     name: str
     images: int
     recall: float
@@ -219,8 +221,13 @@ class ClassAdvice:
                 "sentence": self.sentence}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Advice:
+    """What `advise` found: accuracies are 0-1, intervals (low, high) at the bootstrap's level.
+
+    The app draws it as it is (ui.evidence.render_advice); `to_dict()` is the JSON of `inspector advise`.
+    """
+
     at: int  # the images per class the prediction is for
     current_accuracy: float
     current_interval: tuple[float, float]

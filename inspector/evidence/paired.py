@@ -7,18 +7,21 @@ test asks whether those disagreements split more unevenly than a fair coin would
 bootstrap interval over images. Runs scored on different images are refused: comparing two
 accuracies measured on different images as if they were paired hides the luck of the split.
 
-Pure numpy/scipy: no torch, no run store (inspector/commands/compare.py reads the runs).
+Pure numpy/scipy: no torch, no run store (inspector/comparison.py reads the runs).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 from scipy.stats import binom
 
 from ..errors import InspectorError
+
+if TYPE_CHECKING:  # types only: this module never imports the run store
+    from ..runs import RunInfo
 
 VERDICTS = ("a_better", "b_better", "no_significant_difference")
 FINE_TUNING_STRATEGIES = frozenset({"fine_tune", "partial_fine_tune", "lp_ft", "l2_sp"})
@@ -182,46 +185,43 @@ def describe(verdict: str, name_a: str, name_b: str, diff: float, ci: tuple[floa
             f"{_points(diff)} points, {interval}, {basis}): pick the faster one.{note}")
 
 
-def _field(info: Any, name: str, default: Any = None) -> Any:
-    if isinstance(info, Mapping):
-        if name in info:
-            return info[name]
-        return (info.get("summary") or {}).get(name, default)
-    value = getattr(info, name, None)
-    if value is None:
-        value = (getattr(info, "summary", None) or {}).get(name, default)
-    return value
-
-
 def is_fine_tuning(strategy: str | None) -> bool:
     return bool(strategy) and (strategy in FINE_TUNING_STRATEGIES or "fine_tune" in str(strategy))
 
 
-def negative_transfer_note(run_a_info: Any, run_b_info: Any, comparison: PairedComparison | None = None) -> str | None:
+def negative_transfer_note(run_a: RunInfo, run_b: RunInfo, comparison: PairedComparison | None = None) -> str | None:
     """A plain warning when a fine-tuned run scores below a frozen-feature run on the same data.
 
-    Takes run records (inspector.runs.RunInfo, its to_dict(), or dicts with "strategy", "val_accuracy"
-    and optionally "n_images", "classes", "name"), in either order. Returns None when the runs are not a
-    fine-tuning / linear-probe pair, were trained on different data, or fine-tuning did not score lower.
-    Passing the paired comparison lets the note say whether the gap is significant.
+    Args:
+        run_a, run_b: the two runs' records (`inspector.runs.RunInfo`), in either order. Read: name,
+            strategy, and from the summary val_accuracy (0-1), n_images and classes; a run without a
+            summary or without val_accuracy gives no note.
+        comparison: the paired comparison of the two, if any: the note then says whether the gap is
+            significant.
+
+    Returns:
+        The warning (plain sentences), or None when the runs are not a fine-tuning / linear-probe pair,
+        were trained on different data, or fine-tuning did not score lower.
     """
-    pair = [(run_a_info, "A"), (run_b_info, "B")]
-    tuned = [(info, tag) for info, tag in pair if is_fine_tuning(_field(info, "strategy"))]
-    frozen = [(info, tag) for info, tag in pair if _field(info, "strategy") in FROZEN_FEATURE_STRATEGIES]
+    pair = [(run_a, "A"), (run_b, "B")]
+    tuned = [(info, tag) for info, tag in pair if is_fine_tuning(info.strategy)]
+    frozen = [(info, tag) for info, tag in pair if info.strategy in FROZEN_FEATURE_STRATEGIES]
     if len(tuned) != 1 or len(frozen) != 1:
         return None
     (tuned_info, tuned_tag), (frozen_info, frozen_tag) = tuned[0], frozen[0]
-    acc_tuned, acc_frozen = _field(tuned_info, "val_accuracy"), _field(frozen_info, "val_accuracy")
+    tuned_summary, frozen_summary = tuned_info.run_summary, frozen_info.run_summary
+    acc_tuned, acc_frozen = tuned_summary.val_accuracy, frozen_summary.val_accuracy
     if acc_tuned is None or acc_frozen is None or acc_tuned >= acc_frozen:
         return None
     for name in ("n_images", "classes"):
-        left, right = _field(tuned_info, name), _field(frozen_info, name)
-        if left is not None and right is not None and left != right:
+        # 0 images / no classes is how a summary that never recorded them reads: unknown, not different
+        left, right = tuned_summary.value(name), frozen_summary.value(name)
+        if left and right and left != right:
             return None  # different data: the two accuracies say nothing about each other
-    tuned_name = _field(tuned_info, "name") or f"run {tuned_tag}"
-    frozen_name = _field(frozen_info, "name") or f"run {frozen_tag}"
+    tuned_name = tuned_info.name or f"run {tuned_tag}"
+    frozen_name = frozen_info.name or f"run {frozen_tag}"
     gap = 100 * (acc_frozen - acc_tuned)
-    text = (f"Fine-tuning hurt here: {tuned_name} ({_field(tuned_info, 'strategy')}) scored {acc_tuned:.2f} on "
+    text = (f"Fine-tuning hurt here: {tuned_name} ({tuned_info.strategy}) scored {acc_tuned:.2f} on "
             f"held-out images against {acc_frozen:.2f} for the frozen-feature {frozen_name}, {gap:.0f} points "
             "lower on the same data. This is negative transfer: with only a few images per class, training the "
             "whole network lets it fit these few photos (their background, lighting, one-off marks) and "

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -93,13 +93,42 @@ def logme(features: np.ndarray, labels: Sequence[int]) -> float:
     return float(np.mean(scores))
 
 
-def rank_features(candidates: Iterable[tuple[dict[str, Any], np.ndarray]], labels: Sequence[int]) -> list[dict]:
-    """Rows (each a dict describing the candidate plus "logme"), best first, with "rank" from 1."""
-    rows = [{**info, "logme": logme(features, labels)} for info, features in candidates]
-    rows.sort(key=lambda row: row["logme"], reverse=True)
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
-    return rows
+@dataclass(frozen=True)
+class FeatureRank:
+    """One candidate of `rank_features`: the caller's description of it, its LogME, its place (1 = best)."""
+
+    candidate: Any
+    logme: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class BackboneRank:
+    """One backbone x input size of `rank_backbones`.
+
+    `to_dict()` is one row of `inspector rank-backbones --json`'s "ranking" (the same keys, in this order).
+    """
+
+    backbone: str  # timm name
+    image_size: int  # input size in pixels
+    logme: float  # per-image log evidence: higher transfers better
+    n_images: int
+    n_features: int
+    seconds: float  # feature extraction + LogME on this machine, rounded to 0.01 s
+    rank: int | None = None  # 1 = best; None in the row `on_candidate` gets, before all are scored
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank_features(candidates: Iterable[tuple[Any, np.ndarray]], labels: Sequence[int]) -> list[FeatureRank]:
+    """LogME of each (description, n x d features) pair for `labels`, best first, ranked from 1.
+
+    Ties keep the candidates' order.
+    """
+    scored = [(candidate, logme(features, labels)) for candidate, features in candidates]
+    scored.sort(key=lambda pair: pair[1], reverse=True)  # stable: ties keep their order
+    return [FeatureRank(candidate, score, rank) for rank, (candidate, score) in enumerate(scored, start=1)]
 
 
 def offline_backbones() -> list[str]:
@@ -111,7 +140,7 @@ def offline_backbones() -> list[str]:
 
 def rank_backbones(data, backbones: Sequence[str] | None = None, image_sizes: Sequence[int | None] | None = None,
                    *, symmetric: bool = False, device: str = "auto", cache_dir=None,
-                   on_candidate=None) -> list[dict]:
+                   on_candidate: Callable[[BackboneRank], None] | None = None) -> list[BackboneRank]:
     """Rank backbones x input sizes by LogME on the images of `data`, best first.
 
     Args:
@@ -121,11 +150,13 @@ def rank_backbones(data, backbones: Sequence[str] | None = None, image_sizes: Se
         symmetric: average features over the 8 flips and quarter turns as the linear probe does
             (8x slower; the default single view keeps this "in seconds", and is what the ranking
             measured in docs/BENCHMARKS.md, "Backbone ranking by LogME", used).
-        on_candidate: called with each row as it is scored (progress for the app).
+        on_candidate: called with each row as it is scored, before it is ranked (progress for the app).
 
     Returns:
-        One dict per candidate: backbone, image_size, logme, rank (1 = best), n_images, n_features,
-        seconds (feature extraction + LogME on this machine).
+        One BackboneRank per candidate, best first (rank 1 = the highest LogME; ties keep the order tried).
+
+    Raises:
+        InspectorError: fewer than two classes, no backbone usable offline, or features LogME cannot score.
     """
     from ..data import LabeledDataset, discover_dataset
     from .features import frozen_features
@@ -141,13 +172,10 @@ def rank_backbones(data, backbones: Sequence[str] | None = None, image_sizes: Se
         for size in (list(image_sizes) if image_sizes else [None]):
             start = time.perf_counter()
             feats = frozen_features(dataset, backbone, size, symmetric=symmetric, device=device, cache_dir=cache_dir)
-            row = {"backbone": backbone, "image_size": feats.image_size, "logme": logme(feats.features, feats.labels),
-                   "n_images": len(feats.labels), "n_features": int(feats.features.shape[1]),
-                   "seconds": round(time.perf_counter() - start, 2)}
+            row = BackboneRank(backbone, feats.image_size, logme(feats.features, feats.labels), len(feats.labels),
+                               int(feats.features.shape[1]), round(time.perf_counter() - start, 2))
             rows.append(row)
             if on_candidate:
                 on_candidate(row)
-    rows.sort(key=lambda row: row["logme"], reverse=True)
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
-    return rows
+    rows.sort(key=lambda row: row.logme, reverse=True)  # stable: ties keep the order tried
+    return [replace(row, rank=rank) for rank, row in enumerate(rows, start=1)]
