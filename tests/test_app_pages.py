@@ -216,6 +216,6 @@ def test_backbone_ranking_on_the_train_page(env):
     from ui.state import runner
 
     rows = runner().latest("ranking").result
-    assert [r["rank"] for r in rows] == list(range(1, len(offline_backbones()) + 1))
-    assert {r["backbone"] for r in rows} == set(offline_backbones())
+    assert [r.rank for r in rows] == list(range(1, len(offline_backbones()) + 1))
+    assert {r.backbone for r in rows} == set(offline_backbones())
     assert any("LogME" in c.value for c in train.caption)
