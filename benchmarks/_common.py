@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -70,13 +69,9 @@ def read_images(paths: list[Path]) -> list[np.ndarray]:
 def split_sample_data(root: Path, n_train: int = 16) -> tuple[Path, Path]:
     """The sample data copied into root/train and root/test: per class, the first `n_train` images
     (by name) train and the others test, the same split every time."""
-    for folder in sorted(p for p in SAMPLE_DATA.iterdir() if p.is_dir()):
-        images = sorted(folder.iterdir())
-        for part, chosen in (("train", images[:n_train]), ("test", images[n_train:])):
-            (root / part / folder.name).mkdir(parents=True, exist_ok=True)
-            for image in chosen:
-                shutil.copy(image, root / part / folder.name / image.name)
-    return root / "train", root / "test"
+    from inspector.sample_data import split_by_name
+
+    return split_by_name(SAMPLE_DATA, root, n_train)
 
 
 def held_out_accuracy(run_dir: str | Path, folder: Path) -> float:

@@ -80,6 +80,21 @@ def generate_sample_data(out_dir: str | Path, *, seed: int = 0, images_per_class
     return out
 
 
+def split_by_name(source: str | Path, out: str | Path, n_train: int = 16) -> tuple[Path, Path]:
+    """Copy a folder of class sub-folders into out/train and out/test: per class, the first `n_train`
+    images by file name train and the others test (the same split every time; for tests and benchmarks)."""
+    import shutil
+
+    out = Path(out)
+    for folder in sorted(p for p in Path(source).iterdir() if p.is_dir()):
+        images = sorted(folder.iterdir())
+        for part, chosen in (("train", images[:n_train]), ("test", images[n_train:])):
+            (out / part / folder.name).mkdir(parents=True, exist_ok=True)
+            for image in chosen:
+                shutil.copy(image, out / part / folder.name / image.name)
+    return out / "train", out / "test"
+
+
 def render_image(label: str, rng: np.random.Generator, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
     """One inspection photo as an (H, W, 3) uint8 array; `label` is "ok" or a key of DEFECTS.
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -56,13 +55,9 @@ def test_nproc_is_removed_from_the_command_torchrun_repeats():
 
 def _split_sample(root: Path, n_train: int = 16) -> tuple[Path, Path]:
     """The sample data split per class into a training and a test folder (the same split every time)."""
-    for klass in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
-        files = sorted(klass.iterdir())
-        for part, chosen in (("train", files[:n_train]), ("test", files[n_train:])):
-            (root / part / klass.name).mkdir(parents=True, exist_ok=True)
-            for f in chosen:
-                shutil.copy(f, root / part / klass.name / f.name)
-    return root / "train", root / "test"
+    from inspector.sample_data import split_by_name
+
+    return split_by_name(SAMPLE, root, n_train)
 
 
 def _test_accuracy(run_dir: str, test: Path) -> float:

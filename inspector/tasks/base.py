@@ -125,6 +125,7 @@ class Task:
     runtime_outputs: ClassVar[str] = ""  # the inspector.runtime output reader of its exported model
     parity: ClassVar[ParityRule | None] = None  # None: the task cannot be exported
     columns: ClassVar[tuple[Column, ...]] = ()  # its summary figures in run tables
+    evaluation_type: ClassVar[Any] = None  # the typed evaluation.json: a class with from_dict(data)
     predicts_classes: ClassVar[bool] = False  # its predictions name a class: confusion matrices, paired tests
     heatmap_caption: ClassVar[str] = "heatmap"  # what the predictor's heatmap shows, in a few words
     # The live view: does training report epochs worth a curve, and which EpochEnd figure is its best so far
@@ -167,8 +168,9 @@ class Task:
 
     # -- reading what training stored ------------------------------------------------------
     def read_evaluation(self, data: dict[str, Any] | None) -> Any:
-        """The typed view of this task's stored evaluation.json (None stays None)."""
-        return None
+        """The typed view of this task's stored evaluation.json (None stays None): its
+        `evaluation_type.from_dict`. Raises KeyError/TypeError on a report of another shape."""
+        return self.evaluation_type.from_dict(data) if data and self.evaluation_type is not None else None
 
     def headline(self, summary: RunSummary) -> str:
         """The run's main figure in a few words for run labels, e.g. "93%" ("" when there is none)."""

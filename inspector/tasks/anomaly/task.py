@@ -14,7 +14,7 @@ import torch
 from ...data import ValidationPlan
 from ...engine.device import resolve_device
 from ...errors import InspectorError
-from ...evaluation import auroc
+from ...evaluation import DetectionEvaluation, auroc
 from ..base import Column, Evaluation, ParityRule, PredictOptions, Task, register_task
 from .calibration import calibrate, frr_guarantee_message, min_guaranteed_frr
 from .detector import DetectorConfig, PatchDetector
@@ -62,6 +62,7 @@ class AnomalyTask(Task):
     parity = ParityRule("verdicts", "raw scores", "max_rel_raw_score_diff", "relative raw-score difference",
                         MAX_RELATIVE_SCORE_DIFF, lambda predictor, images: predictor.score(images)[0],
                         lambda bundle, images: bundle.score(images)[0], compare_raw_scores)
+    evaluation_type = DetectionEvaluation
     columns = (Column("val_auroc", "AUROC", "%.3f", "Good (out of sample) vs defect images."),
                Column("target_frr", "false rejects (target)", "%.2f"),
                Column("val_detection_rate", "defects caught", "%.2f", "Share of the defect images past the threshold."))
@@ -136,11 +137,6 @@ class AnomalyTask(Task):
         return AnomalyPredictor.from_recipe(recipe, state, device, **options)
 
     # -- reading what training stored ------------------------------------------------------
-    def read_evaluation(self, data):
-        from ...evaluation import DetectionEvaluation
-
-        return DetectionEvaluation.from_dict(data) if data else None
-
     def headline(self, summary) -> str:
         auroc = summary.metrics.get("val_auroc")
         return f"anomaly, AUROC {auroc:.2f}" if isinstance(auroc, (int, float)) else "anomaly"

@@ -11,7 +11,7 @@ import torch
 
 from ...data import plan_validation, validate_dataset
 from ...errors import InspectorError
-from ...evaluation import evaluate_predictions
+from ...evaluation import ClassificationEvaluation, evaluate_predictions
 from ...models import architecture_recipe, build_model
 from ..base import Column, Evaluation, ParityRule, PredictOptions, Task, register_task
 from .export import compare_probabilities, export_classifier
@@ -34,6 +34,7 @@ class ClassificationTask(Task):
     parity = ParityRule("labels", "probabilities", "max_abs_probability_diff", "|probability difference|",
                         MAX_PROBABILITY_DIFF, lambda predictor, images: predictor.predict_proba(images),
                         lambda bundle, images: bundle.predict_proba(images), compare_probabilities)
+    evaluation_type = ClassificationEvaluation
     columns = (Column("val_accuracy", "val accuracy", "percent", "Accuracy on images the model did not train on."),
                Column("val_accuracy_ci", "95% CI", ""),
                Column("val_macro_f1", "macro-F1", "%.3f"))
@@ -97,11 +98,6 @@ class ClassificationTask(Task):
         return ClassificationPredictor.from_recipe(recipe, state, device, **options)
 
     # -- reading what training stored ------------------------------------------------------
-    def read_evaluation(self, data):
-        from ...evaluation import ClassificationEvaluation
-
-        return ClassificationEvaluation.from_dict(data) if data else None
-
     def headline(self, summary) -> str:
         acc = summary.metrics.get("val_accuracy")
         return f"{acc:.0%}" if isinstance(acc, (int, float)) else ""
