@@ -62,7 +62,9 @@ def _train_until(moment: tuple[str, int], data: Path, runs: Path, log: Path) -> 
     """Start `inspector train` and return once the moment is reached (the process still running)."""
     known = {p.name for p in runs.iterdir()} if runs.is_dir() else set()
     with log.open("w") as stderr:
-        proc = subprocess.Popen([*CLI, "train", str(data), "--strategy", "fine_tune", "--epochs", "4",
+        # 30 epochs: on a quiet machine 4 epochs of this tiny run end in about 1.3 s, inside the kill's
+        # random delay (up to 1 s), so the run could complete before the kill it is meant to survive.
+        proc = subprocess.Popen([*CLI, "train", str(data), "--strategy", "fine_tune", "--epochs", "30",
                                  "--image-size", "64", "--max-folds", "2", "--runs-dir", str(runs)],
                                 stdout=subprocess.DEVNULL, stderr=stderr, env=SUBPROCESS_ENV)
     kind, n = moment

@@ -52,6 +52,15 @@ def test_the_builtin_tasks_load_on_first_use_in_a_fresh_interpreter():
     assert out.strip() == str(sorted(BUILTIN))
 
 
+def test_the_default_task_comes_first_whatever_was_imported_first():
+    import subprocess
+    import sys
+
+    code = "import inspector.tasks.anomaly; from inspector.tasks.base import list_tasks; print(list(list_tasks()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(BUILTIN), "the Train page's first choice and the CLI's default is classification"
+
+
 def test_a_second_task_under_a_taken_name_is_an_error():
     class Impostor(Task):
         name = "classification"

@@ -279,9 +279,12 @@ def _load_tasks() -> None:
 
 
 def list_tasks() -> dict[str, str]:
-    """name -> one-line explanation, the built-in tasks first."""
+    """name -> one-line explanation: the built-in tasks first, in BUILTIN_TASKS' order (the first is
+    the default everywhere), then the others as they registered. Import order never reorders them."""
     _load_tasks()
-    return {name: cls.summary for name, cls in TASKS.items()}
+    builtin = [module.rpartition(".")[2] for module in BUILTIN_TASKS]
+    order = sorted(TASKS, key=lambda name: builtin.index(name) if name in builtin else len(builtin))
+    return {name: TASKS[name].summary for name in order}
 
 
 def create_task(name: str | None) -> Task:
