@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_anomaly_task import anomaly_run, parts  # noqa: F401 - the anomaly task's own trained run
@@ -134,3 +135,35 @@ def test_the_bundle_runtime_scores_an_anomaly_run_like_pytorch(anomaly_bundle, a
         assert a["verdict"] == b["verdict"] and abs(a["raw_score"] - b["raw_score"]) <= 1e-4 * abs(b["raw_score"])
     looser = fast.with_target_frr(0.3)
     assert looser.target_frr == 0.3 and looser.threshold < fast.threshold
+
+
+def _export_panel(run_dir: str, classes: list) -> None:
+    """The Compare page's export section for one run (an AppTest script: imports inside)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path.cwd()))
+    from ui.deploy import render_export
+
+    render_export(run_dir, classes)
+
+
+@pytest.mark.slow
+def test_the_export_panel_shows_each_tasks_parity_figures(anomaly_run, tiny_run, monkeypatch):  # noqa: F811
+    """The app's export panel names the parity figures by the task's rule and offers OK classes only
+    to a task that takes them."""
+    from streamlit.testing.v1 import AppTest
+
+    from inspector.deploy.bundle import default_out_dir, export_bundle
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    shown = {}
+    for run in (tiny_run, anomaly_run):
+        export_bundle(run.run_dir, default_out_dir(run.run_dir))
+        at = AppTest.from_function(_export_panel, args=(str(run.run_dir), list(run.summary.classes)),
+                                   default_timeout=60).run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown[run.summary.task] = ({m.label for m in at.metric}, len(at.multiselect))
+    assert "Labels agree" in shown["classification"][0] and "Max |probability difference|" in shown["classification"][0]
+    assert "Verdicts agree" in shown["anomaly"][0] and "Max relative raw-score difference" in shown["anomaly"][0]
+    assert shown["classification"][1] == 1 and shown["anomaly"][1] == 0, "OK classes only where the task takes them"

@@ -18,7 +18,9 @@ from pathlib import Path
 import streamlit as st
 
 from inspector.deploy.bundle import FORMATS, default_out_dir
+from inspector.deploy.onnx_export import task_of_run
 from inspector.jobs import JobHandle
+from inspector.tasks.base import create_task
 from ui.state import runner
 
 _STATE_KEY = "deploy_exports"  # run folder -> id of this session's last export handle
@@ -74,7 +76,9 @@ def render_export(run_dir: str | Path, classes: list[str] | None = None) -> None
                "pillow), a sample image with its expected output, and a parity check against this app.")
     ids: dict[str, str] = st.session_state.setdefault(_STATE_KEY, {})
     fmt = st.selectbox("Format", FORMATS, key=f"fmt-{run_dir}", help=FORMAT_HELP)
-    ok_classes = st.multiselect("OK classes (adds an OK/NG verdict)", classes or [], key=f"ok-{run_dir}")
+    ok_classes: list[str] = []
+    if "ok_classes" in create_task(task_of_run(run_dir)).accepts:  # e.g. an anomaly run keeps its own good classes
+        ok_classes = st.multiselect("OK classes (adds an OK/NG verdict)", classes or [], key=f"ok-{run_dir}")
     key = str(run_dir)
     running = runner().latest(f"export:{run_dir}")
     if st.button("Export for the line", key=f"export-{run_dir}", disabled=running is not None and not running.finished):
