@@ -204,7 +204,7 @@ def main() -> None:
             services[f"exported bundle (serve --runtime {args.format})"] = BundlePredictor(result.path)
             latencies = {name: service_latency(served, args.requests, args.clients)
                          for name, served in services.items()}
-    print(f"\n| path | images/s | x reference | machine |\n|---|---:|---:|---|")
+    print("\n| path | images/s | x reference | machine |\n|---|---:|---:|---|")
     for name, rate, load in rows:
         print(f"| {name} | {rate:.1f} | {rate / ref:.2f} | {load} |")
     print(f"\nexport: {result.export_seconds:.1f} s ONNX conversion, {export_total:.1f} s in all with the parity "
