@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -123,11 +123,20 @@ class ClassificationEvaluation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassificationEvaluation:
-        """From evaluation.json. Raises KeyError/TypeError on a report of another shape."""
+        """From evaluation.json (or `evaluate_predictions`' dict plus "predictions"). Raises
+        KeyError/TypeError on a report of another shape."""
         return cls(data.get("method", ""), data["n_images"], data["accuracy"], tuple(data["accuracy_ci"]),
                    data["macro_f1"], list(data["classes"]),
                    {name: ClassScores(**scores) for name, scores in data["per_class"].items()},
                    data["confusion_matrix"], list(data.get("predictions", [])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """evaluation.json: `evaluate_predictions`' keys, then the per-image predictions."""
+        return {"method": self.method, "n_images": self.n_images, "accuracy": self.accuracy,
+                "accuracy_ci": list(self.accuracy_ci), "interval_too_wide": interval_warning(self.accuracy_ci) is not None,
+                "macro_f1": self.macro_f1, "classes": list(self.classes),
+                "per_class": {name: asdict(scores) for name, scores in self.per_class.items()},
+                "confusion_matrix": self.confusion_matrix, "predictions": list(self.predictions)}
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,9 @@ class ScoredImage:
 
 @dataclass(frozen=True)
 class DetectionEvaluation:
-    """An anomaly run's evaluation.json, typed: good images' out-of-sample scores, defect scores."""
+    """An anomaly run's evaluation.json, typed: good images' out-of-sample scores, defect scores.
+
+    Scores are readable (0..1, 0.5 at the threshold); raw scores are patch distances."""
 
     method: str
     n_good: int
@@ -152,6 +163,10 @@ class DetectionEvaluation:
     detection_rate_per_class: dict[str, float]
     good_scores: list[float]
     defects: list[ScoredImage]
+    min_guaranteed_frr: float | None = None
+    frr_warning: str | None = None
+    score_scale: dict[str, float] = field(default_factory=dict)  # ScoreScale.to_dict()
+    good_raw_scores: list[float] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectionEvaluation:
@@ -159,4 +174,17 @@ class DetectionEvaluation:
         return cls(data.get("method", ""), data["n_good"], data["n_defect"], data["threshold"], data["target_frr"],
                    data.get("val_auroc"), data.get("val_detection_rate"),
                    dict(data.get("detection_rate_per_class", {})), list(data["good_scores"]),
-                   [ScoredImage(d["path"], d["label"], d["score"], d["raw_score"]) for d in data.get("defects", [])])
+                   [ScoredImage(d["path"], d["label"], d["score"], d["raw_score"]) for d in data.get("defects", [])],
+                   data.get("min_guaranteed_frr"), data.get("frr_warning"), dict(data.get("score_scale", {})),
+                   list(data.get("good_raw_scores", [])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """evaluation.json, in the order it has always been written."""
+        return {"method": self.method, "n_good": self.n_good, "n_defect": self.n_defect, "threshold": self.threshold,
+                "target_frr": self.target_frr, "min_guaranteed_frr": self.min_guaranteed_frr,
+                "frr_warning": self.frr_warning, "val_auroc": self.val_auroc,
+                "val_detection_rate": self.val_detection_rate, "score_scale": dict(self.score_scale),
+                "detection_rate_per_class": dict(self.detection_rate_per_class), "good_scores": list(self.good_scores),
+                "good_raw_scores": list(self.good_raw_scores),
+                "defects": [{"path": d.path, "label": d.label, "raw_score": d.raw_score, "score": d.score}
+                            for d in self.defects]}

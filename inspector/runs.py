@@ -229,8 +229,11 @@ class Run:
         atomic_write_bytes(self.file(WEIGHTS_FILE), save(tensors, metadata={"format": "pt"}))
         atomic_write_json(self.file(MODEL_FILE), model_meta)
 
-    def save_evaluation(self, evaluation: dict[str, Any]) -> None:
-        atomic_write_json(self.file(EVALUATION_FILE), evaluation)
+    def save_evaluation(self, evaluation: Any) -> None:
+        """evaluation.json: a task's typed report (its `to_dict()`) or a plain dict. The run store is
+        where reports become JSON."""
+        atomic_write_json(self.file(EVALUATION_FILE), evaluation.to_dict() if hasattr(evaluation, "to_dict")
+                          else evaluation)
 
 
 class RunStore:

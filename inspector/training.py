@@ -40,7 +40,7 @@ class TrainResult:
     strategy: str
     strategy_reason: str
     summary: RunSummary
-    evaluation: dict[str, Any] | None
+    evaluation: Any  # the task's typed evaluation report (e.g. ClassificationEvaluation), None when none
     skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property

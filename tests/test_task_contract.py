@@ -132,6 +132,9 @@ def test_task_contract_predict_evaluate_and_read_back(trained, tiny_data):
     assert shown and all(c.text(info.summary.value(c.key)) != "-" for c in shown)
     assert Run(result.run_dir).evaluation_report() == task.read_evaluation(Run(result.run_dir).evaluation())
     assert Run(result.run_dir).evaluation_report() is not None
+    stored = Run(result.run_dir).evaluation()
+    assert task.read_evaluation(stored).to_dict() == stored, "the typed report and evaluation.json say the same"
+    assert isinstance(result.evaluation, task.evaluation_type), "training hands back the typed report"
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ def test_linear_probe_run_is_stored_and_beats_chance(tiny_run):
     assert {"run.json", "config.json", "metrics.jsonl", "model.safetensors", "model.json", "evaluation.json"} <= files
     assert "cross-validation" in tiny_run.validation  # 8 images per class: no single hold-out split
     assert tiny_run.val_accuracy > 0.6  # chance is 1/3
-    low, high = tiny_run.evaluation["accuracy_ci"]
+    low, high = tiny_run.evaluation.accuracy_ci
     assert low <= tiny_run.val_accuracy <= high
 
 

@@ -35,7 +35,8 @@ class Evaluation:
     """What a task reports after training: the figures for the summary and the stored report."""
 
     metrics: dict[str, Any]  # flat figures for RunSummary.metrics (val_accuracy, val_auroc, ...)
-    report: dict[str, Any] | None  # evaluation.json (None: nothing was evaluated)
+    report: Any  # the task's typed report (its evaluation_type, with to_dict()); the run store writes it
+    # as evaluation.json. None: nothing was evaluated.
 
 
 @dataclass(frozen=True)

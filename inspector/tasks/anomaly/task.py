@@ -14,7 +14,7 @@ import torch
 from ...data import ValidationPlan
 from ...engine.device import resolve_device
 from ...errors import InspectorError
-from ...evaluation import DetectionEvaluation, auroc
+from ...evaluation import DetectionEvaluation, ScoredImage, auroc
 from ..base import Column, Evaluation, ParityRule, PredictOptions, Task, register_task
 from .calibration import calibrate, frr_guarantee_message, min_guaranteed_frr
 from .detector import DetectorConfig, PatchDetector
@@ -124,11 +124,12 @@ class AnomalyTask(Task):
                    "target_frr": target, "min_guaranteed_frr": min_guaranteed_frr(len(scores)),
                    "frr_warning": frr_guarantee_message(len(scores), target), "val_auroc": area,
                    "val_detection_rate": float(caught.mean()) if len(caught) else None}
-        report = {"method": plan.description, **metrics, "score_scale": scale.to_dict(),
-                  "detection_rate_per_class": per_class,
-                  "good_scores": scale.readable(scores).tolist(), "good_raw_scores": scores.tolist(),
-                  "defects": [{"path": str(dataset.samples[i].path), "label": lab, "raw_score": float(r),
-                               "score": float(scale.readable(r))} for i, lab, r in zip(evaluated, labels, raw_defects)]}
+        report = DetectionEvaluation(
+            plan.description, metrics["n_good"], metrics["n_defect"], scale.threshold, target, area,
+            metrics["val_detection_rate"], per_class, scale.readable(scores).tolist(),
+            [ScoredImage(str(dataset.samples[i].path), lab, float(scale.readable(r)), float(r))
+             for i, lab, r in zip(evaluated, labels, raw_defects)],
+            metrics["min_guaranteed_frr"], metrics["frr_warning"], scale.to_dict(), scores.tolist())
         return Evaluation(metrics, report)
 
     def load_predictor(self, recipe, state, device, **options):

@@ -75,11 +75,12 @@ class ClassificationTask(Task):
             return Evaluation({"val_accuracy": None, "val_accuracy_ci": None, "val_macro_f1": None}, None)
         predicted = outputs.argmax(1)
         truth = np.asarray(dataset.labels)[evaluated]
-        report = evaluate_predictions(truth, predicted, dataset.classes, method=plan.description)
-        report["predictions"] = [{"path": str(dataset.samples[i].path), "label": dataset.classes[t],
-                                  "predicted": dataset.classes[p]} for i, t, p in zip(evaluated, truth, predicted)]
-        return Evaluation({"val_accuracy": report["accuracy"], "val_accuracy_ci": report["accuracy_ci"],
-                           "val_macro_f1": report["macro_f1"]}, report)
+        rows = [{"path": str(dataset.samples[i].path), "label": dataset.classes[t], "predicted": dataset.classes[p]}
+                for i, t, p in zip(evaluated, truth, predicted)]
+        report = ClassificationEvaluation.from_dict(
+            {**evaluate_predictions(truth, predicted, dataset.classes, method=plan.description), "predictions": rows})
+        return Evaluation({"val_accuracy": report.accuracy, "val_accuracy_ci": list(report.accuracy_ci),
+                           "val_macro_f1": report.macro_f1}, report)
 
     def inference_ms(self, model, images, preprocessing, device) -> float:
         import time
