@@ -18,6 +18,7 @@ from inspector.data.archive import extract_zip
 from inspector.data.images import MAX_IMAGE_PIXELS, content_hash, is_image_path, load_image, read_bytes
 from inspector.data.types import Skipped, display_path, is_ignored_name
 from inspector.errors import ImageLoadError, InspectorError
+from inspector.runtime.images import broken_link_reason, walk_files
 
 __all__ = ["LabeledDataset", "Sample", "Skipped", "discover_dataset", "natural_key"]
 
@@ -131,9 +132,9 @@ def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int) -> Lab
         raise InspectorError(f"No class folders found in '{root.name}'. {_LAYOUT_HINT}.")
     skipped = list(skipped)
     for f in _stray_files(top, root):  # above the class root: shown relative to what was given
-        skipped.append(Skipped(display_path(f, top), _non_image_reason(f)))
+        skipped.append(Skipped(display_path(f, top), broken_link_reason(f) or _non_image_reason(f)))
     for f in files:
-        reason = "not in a class folder" if is_image_path(f) else _non_image_reason(f)
+        reason = broken_link_reason(f) or ("not in a class folder" if is_image_path(f) else _non_image_reason(f))
         skipped.append(Skipped(display_path(f, root), reason))
     candidates: list[tuple[Path, str]] = []
     for class_dir in dirs:
@@ -167,14 +168,21 @@ def _discover_pairs(pairs: Iterable[tuple[str | os.PathLike, str]], max_pixels: 
 
 def _class_root(root: Path) -> Path:
     """Descend through single folders that wrap the class folders (``dataset/ok/...``)."""
+    seen = {_identity(root)}
     while True:
         dirs, files = _visible_children(root)
         if len(dirs) != 1 or any(is_image_path(f) for f in files):
             return root
         inner_dirs, inner_files = _visible_children(dirs[0])
-        if not inner_dirs or any(is_image_path(f) for f in inner_files):
-            return root  # dirs[0] is itself a class folder
+        if not inner_dirs or any(is_image_path(f) for f in inner_files) or _identity(dirs[0]) in seen:
+            return root  # dirs[0] is itself a class folder (or a link back to a wrapping folder)
+        seen.add(_identity(dirs[0]))
         root = dirs[0]
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
 
 
 def _stray_files(top: Path, root: Path) -> list[Path]:
@@ -197,16 +205,11 @@ def _visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _walk_files(folder: Path, root: Path, skipped: list[Skipped]) -> list[Path]:
-    """All visible files below ``folder``, in natural order; unreadable sub-folders are skipped."""
-    found: list[Path] = []
-
-    def unreadable(exc: OSError) -> None:
-        where = Path(exc.filename) if exc.filename else folder
-        skipped.append(Skipped(display_path(where, root), f"folder could not be opened ({exc.strerror or exc})"))
-
-    for current, dirnames, filenames in os.walk(folder, onerror=unreadable):
-        dirnames[:] = [d for d in dirnames if not is_ignored_name(d)]
-        found.extend(Path(current, f) for f in filenames if not is_ignored_name(f))
+    """All visible files below ``folder``, in natural order, symbolic links followed (each folder
+    walked once, each file used once); broken links and unreadable sub-folders are skipped with
+    their reason."""
+    found, left_out = walk_files(folder)
+    skipped.extend(Skipped(display_path(path, root), reason) for path, reason in left_out)
     return sorted(found, key=lambda p: natural_key(str(p)))
 
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import ImageLoadError, InspectorError
-from .images import is_ignored_name, is_image_path, load_image, to_rgb_array
+from .images import broken_link_reason, is_image_path, load_image, to_rgb_array, walk_files
 from .outputs import output_reader
 from .resize import fit_to_input
 
@@ -121,19 +121,21 @@ def _openvino_runner(path: Path, threads: int):
 
 
 def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Image files of files and folders (folders: recursively, hidden entries and OS litter left out, sorted);
-    a missing path is listed in the second list as {"path", "reason"}."""
+    """Image files of files and folders (folders: recursively, symbolic links followed with loop
+    protection, each file once, hidden entries and OS litter left out, sorted); a missing path, a
+    broken link and a folder that cannot be opened are listed in the second list as {"path", "reason"}."""
     paths: list[Path] = []
     skipped: list[dict[str, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)
-                            and not any(is_ignored_name(part) for part in p.relative_to(path).parts))
+            files, left_out = walk_files(path)
+            paths += sorted(p for p in files if is_image_path(p))
+            skipped += [{"path": str(p), "reason": reason} for p, reason in left_out]
         elif path.is_file():
             paths.append(path)
         else:
-            skipped.append({"path": str(item), "reason": "file not found"})
+            skipped.append({"path": str(item), "reason": broken_link_reason(path) or "file not found"})
     return paths, skipped
 
 

@@ -5,10 +5,12 @@ plain-English reason (it is shown to users as the skip reason of a file).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from .errors import ImageLoadError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "broken_link_reason",
     "is_ignored_name",
     "MAX_IMAGE_PIXELS",
     "content_hash",
@@ -25,6 +28,7 @@ __all__ = [
     "load_image",
     "read_bytes",
     "to_rgb_array",
+    "walk_files",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -57,6 +61,91 @@ def is_ignored_name(name: str) -> bool:
     These are ignored silently: users did not put them there on purpose.
     """
     return name.startswith(".") or name.lower() in _OS_LITTER
+
+
+def walk_files(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every visible file below ``folder``, following symbolic links to files and folders.
+
+    Returns ``(files, left_out)``: the files as reached (paths under ``folder``; in each folder
+    the real entries in name order, then the links) and ``(path, reason)`` for everything else that was not used.
+    Hidden entries and OS litter are ignored silently (:func:`is_ignored_name`). Each folder is
+    walked once, so a link back to a folder above it cannot loop and a link to a folder already
+    walked is not walked again; a file reached twice (two links to it) is listed once. Broken
+    links, unreadable folders and the links not followed are in ``left_out`` with the reason.
+    """
+    top = Path(folder)
+    files: list[Path] = []
+    left_out: list[tuple[Path, str]] = []
+    try:
+        seen_dirs: dict[tuple[int, int], Path] = {_identity(os.stat(top)): top}
+    except OSError as exc:
+        return files, [(top, _link_or_os_reason(top, exc))]
+    seen_files: dict[tuple[int, int], Path] = {}
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                # Links after the real entries: of a file reached twice, the real one is kept.
+                names = [n for _, n in sorted((e.is_symlink(), e.name) for e in entries if not is_ignored_name(e.name))]
+        except OSError as exc:
+            left_out.append((current, f"folder could not be opened ({exc.strerror or exc})"))
+            continue
+        sub_folders: list[Path] = []
+        for name in names:
+            path = current / name
+            try:
+                info = os.stat(path)  # follows links
+            except OSError as exc:
+                left_out.append((path, _link_or_os_reason(path, exc)))
+                continue
+            key = _identity(info)
+            if stat.S_ISDIR(info.st_mode):
+                first = seen_dirs.get(key)
+                if first is None:
+                    seen_dirs[key] = path
+                    sub_folders.append(path)
+                elif first == top or first in path.parents:
+                    left_out.append((path, f"link back to the folder '{first.name}' above it (not followed: it would loop)"))
+                else:
+                    left_out.append((path, f"link to a folder already included as '{first}'"))
+            elif key in seen_files and info.st_ino:
+                left_out.append((path, f"the same file as '{seen_files[key]}' (used once)"))
+            else:
+                seen_files[key] = path
+                files.append(path)
+        stack.extend(reversed(sub_folders))
+    return files, left_out
+
+
+def broken_link_reason(path: str | os.PathLike) -> str | None:
+    """The skip reason of a symbolic link that points nowhere, or None if ``path`` is no broken link."""
+    path = Path(path)
+    try:
+        if not path.is_symlink():
+            return None
+        os.stat(path)
+        return None
+    except OSError as exc:
+        return _link_or_os_reason(path, exc)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _link_or_os_reason(path: Path, exc: OSError) -> str:
+    if path.is_symlink():
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        if exc.errno == errno.ELOOP:  # links pointing at each other
+            return f"broken link (points to '{target}', a chain of links that loops)"
+        if isinstance(exc, FileNotFoundError):
+            return f"broken link (points to '{target}', which does not exist)"
+        return f"broken link (points to '{target}', which cannot be opened: {exc.strerror or exc})"
+    return f"could not be read ({exc.strerror or exc})"
 
 
 def content_hash(data: bytes) -> str:
