@@ -120,12 +120,12 @@ def _measure_speed(folder: Path, size: int) -> tuple[float, float]:
 
 
 def _parity_images(run_dir: Path, extra: Sequence[str | os.PathLike]) -> tuple[list[tuple[str, bytes]], dict]:
-    from ..data import is_image_path
+    from ..runtime.bundle import collect_images  # folders as predict does: links followed, litter left out
 
-    files: list[Path] = []
-    for item in extra:
-        path = Path(item)
-        files += sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p)) if path.is_dir() else [path]
+    absent = [str(item) for item in extra if not Path(item).exists()]
+    if absent:  # the user named them: never drop them without a word
+        raise InspectorError(f"Parity images not found: {', '.join(absent[:3])}.")
+    files, _ = collect_images(extra)
     own = run_images(run_dir)
     images = [(str(p), p.read_bytes()) for p in [*files, *own] if p.is_file()]
     probes = probe_images()
