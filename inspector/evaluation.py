@@ -51,7 +51,10 @@ def per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
                          *, method: str = "hold-out") -> dict[str, Any]:
-    """Accuracy with its interval, macro-F1, per-class precision/recall/F1, confusion matrix."""
+    """Accuracy with its interval, macro-F1, per-class precision/recall/F1, confusion matrix.
+
+    A class absent from the data (support 0) is not scored: its precision, recall and F1 are None
+    (null in the JSON), never 0, and it stays out of macro-F1."""
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     n = int(y_true.size)
     correct = int((y_true == y_pred).sum())
@@ -67,11 +70,22 @@ def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: 
         "interval_too_wide": interval_warning(ci) is not None,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "classes": list(classes),
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                             "f1": float(f1[i]), "support": int(support[i])}
+        "per_class": {name: class_scores(precision[i], recall[i], f1[i], support[i])
                       for i, name in enumerate(classes)},
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def class_scores(precision: float, recall: float, f1: float, support: int) -> dict[str, Any]:
+    """One class's row of `per_class`: None scores for a class absent from the data (support 0)."""
+    if int(support) == 0:
+        return {"precision": None, "recall": None, "f1": None, "support": 0}
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(support)}
+
+
+def absent_classes(per_class: dict[str, dict[str, Any]]) -> list[str]:
+    """The classes of a `per_class` dict with no image in the data (also old reports that scored them 0)."""
+    return [name for name, scores in per_class.items() if not scores.get("support")]
 
 
 def mean_log_loss(probabilities: np.ndarray, labels: Sequence[int]) -> float:
@@ -101,10 +115,17 @@ def auroc(negative_scores: Sequence[float], positive_scores: Sequence[float]) ->
 
 @dataclass(frozen=True)
 class ClassScores:
-    precision: float
-    recall: float
-    f1: float
+    """One class's scores; None for a class absent from the evaluated data (support 0)."""
+
+    precision: float | None
+    recall: float | None
+    f1: float | None
     support: int
+
+    @property
+    def absent(self) -> bool:
+        """No image of this class in the evaluated data: its scores mean nothing (old reports stored 0)."""
+        return self.support == 0
 
 
 @dataclass(frozen=True)
@@ -127,7 +148,8 @@ class ClassificationEvaluation:
         KeyError/TypeError on a report of another shape."""
         return cls(data.get("method", ""), data["n_images"], data["accuracy"], tuple(data["accuracy_ci"]),
                    data["macro_f1"], list(data["classes"]),
-                   {name: ClassScores(**scores) for name, scores in data["per_class"].items()},
+                   {name: ClassScores(**class_scores(s["precision"], s["recall"], s["f1"], s["support"]))
+                    for name, s in data["per_class"].items()},  # old reports scored absent classes 0
                    data["confusion_matrix"], list(data.get("predictions", [])))
 
     def to_dict(self) -> dict[str, Any]:

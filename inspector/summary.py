@@ -49,6 +49,19 @@ class RunSummary:
         """A plain warning when the accuracy interval is too wide to trust."""
         return interval_warning(self.val_accuracy_ci)
 
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning of this run, in plain sentences, for every front end to show the same list:
+        the accuracy interval's (classification), the false-reject guarantee's (anomaly: frr_warning)
+        and any task metric named `*_warning` / `warnings`."""
+        found = [self.warning]
+        for key, value in self.metrics.items():
+            if key == "warnings" and isinstance(value, (list, tuple)):
+                found.extend(str(v) for v in value)
+            elif key.endswith("_warning") and isinstance(value, str):
+                found.append(value)
+        return list(dict.fromkeys(w for w in found if w))
+
     def to_dict(self) -> dict[str, Any]:
         common = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metrics"}
         return {**common, **self.metrics}

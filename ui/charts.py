@@ -63,14 +63,24 @@ def confusion(matrix: list[list[int]], classes: list[str], title: str) -> go.Fig
     return fig
 
 
-def per_class_f1(rows: dict[str, dict[str, float]]) -> go.Figure:
-    """rows: run name -> {class: F1}."""
+def per_class_f1(rows: dict[str, dict[str, float | None]]) -> go.Figure:
+    """rows: run name -> {class: F1, or None for a class absent from that run's evaluation data}.
+
+    An absent class gets no bar (it is not scored 0): its tick says "absent" when no run has it,
+    else the run's legend entry names it."""
+    classes = list(dict.fromkeys(c for scores in rows.values() for c in scores))
+    absent_everywhere = {c for c in classes if all(scores.get(c) is None for scores in rows.values())}
+    ticks = [f"{c}<br>(absent)" if c in absent_everywhere else c for c in classes]
     fig = go.Figure()
     for i, (name, scores) in enumerate(rows.items()):
-        fig.add_trace(go.Bar(name=name, x=list(scores), y=list(scores.values()),
-                             marker_color=PALETTE[i % len(PALETTE)]))
+        absent = [c for c in classes if c in scores and scores[c] is None and c not in absent_everywhere]
+        label = f"{name} (absent: {', '.join(absent)})" if absent else name
+        values = [scores.get(c) for c in classes]
+        fig.add_trace(go.Bar(name=label, x=ticks, y=values, marker_color=PALETTE[i % len(PALETTE)],
+                             hovertext=["absent from the data: not scored" if v is None else f"F1 {v:.2f}"
+                                        for v in values], hoverinfo="text+name"))
     fig.update_layout(barmode="group", height=320, yaxis=dict(range=[0, 1.05], title="F1"),
-                      margin=dict(l=10, r=10, t=40, b=10), title="F1 per class")
+                      margin=dict(l=10, r=10, t=40, b=10), title="F1 per class", showlegend=True)
     return fig
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..cli import class_list, emit_json, print_table
 
@@ -18,6 +19,21 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.set_defaults(func=run)
 
 
+def evaluation_warnings(report: dict, dataset, predictor) -> list[str]:
+    """Every warning of an evaluation, the same in plain and JSON mode: classes with no image in the
+    data (not scored), an accuracy interval too wide to trust, the run's false-reject guarantee."""
+    from ..evaluation import absent_classes, interval_warning
+
+    found = [f"class folder '{name}' has no usable images: it is absent from this evaluation, not scored"
+             for name in dataset.empty_classes]
+    absent = [c for c in absent_classes(report.get("per_class", {})) if c not in dataset.empty_classes]
+    if absent:
+        found.append(f"no test image of {', '.join(absent)}: absent from this evaluation, not scored")
+    found.append(interval_warning(report.get("accuracy_ci")))
+    found.append(getattr(predictor, "frr_warning", None))  # an anomaly run's false-reject guarantee
+    return [w for w in dict.fromkeys(found) if w]
+
+
 def run(args: argparse.Namespace) -> None:
     from ..data import discover_dataset
     from ..inference import load_predictor
@@ -29,6 +45,11 @@ def run(args: argparse.Namespace) -> None:
     options = PredictOptions(ok_classes=class_list(args.ok_classes) or ())
     report = task.evaluate_predictor(predictor, dataset, options, source=args.data)
     report["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
+    report["warnings"] = evaluation_warnings(report, dataset, predictor)
+    for item in dataset.skipped:  # in both modes, as train and predict do
+        print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+    for message in report["warnings"]:
+        print(f"warning: {message}", file=sys.stderr)
     if args.json:
         emit_json(report)
         return

@@ -58,13 +58,18 @@ def run(args: argparse.Namespace) -> None:
     predictor = task.configure(predictor, options)  # refuses the options of other tasks in plain words
     kept, images, skipped = read_images(args.images)
     results = [{"path": str(path), **row} for path, row in zip(kept, task.result_rows(predictor, images, options))]
+    # Warnings in plain and JSON mode alike: e.g. an anomaly run whose false-reject target is below
+    # what its good images can guarantee (after --target-frr moved it).
+    warnings = [w for w in (getattr(predictor, "frr_warning", None),) if w]
     for item in skipped:
         print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    for message in warnings:
+        print(f"warning: {message}", file=sys.stderr)
     if args.csv:
         save_csv(args.csv, results)
     if args.json:
         emit_json({"run_dir": str(predictor.run_dir), **task.result_header(predictor), "predictions": results,
-                   "skipped": skipped})
+                   "skipped": skipped, "warnings": warnings})
     else:
         for row in results:
             print(f"{row['path']}\t{task.describe_row(row)}")

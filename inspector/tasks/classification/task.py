@@ -156,12 +156,23 @@ class ClassificationTask(Task):
         return evaluate_predictions(y_true, y_pred, predictor.classes, method=f"evaluation on {source}")
 
     def evaluation_lines(self, report: dict[str, Any]) -> list[str]:
+        from ...evaluation import absent_classes
+
         low, high = report["accuracy_ci"]
-        return [f"accuracy {report['accuracy']:.3f} (95% CI {low:.2f}-{high:.2f}), macro-F1 {report['macro_f1']:.3f}, "
-                f"{report['n_images']} images"]
+        absent = absent_classes(report["per_class"])
+        scored = len(report["per_class"]) - len(absent)
+        over = f" over the {scored} classes present" if absent else ""
+        lines = [(f"accuracy {report['accuracy']:.3f} (95% CI {low:.2f}-{high:.2f}), macro-F1 {report['macro_f1']:.3f}"
+                  f"{over}, {report['n_images']} images")]
+        if absent:
+            lines.append(f"absent from the data, not scored: {', '.join(absent)}")
+        return lines
 
     def evaluation_table(self, report: dict[str, Any]) -> tuple[list[str], list[list[Any]]] | None:
-        rows = [[c, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
+        def cell(value: float | None, support: int) -> str:
+            return "absent" if not support or value is None else f"{value:.2f}"
+
+        rows = [[c, *(cell(v[k], v["support"]) for k in ("precision", "recall", "f1")), v["support"]]
                 for c, v in report["per_class"].items()]
         return ["class", "precision", "recall", "f1", "images"], rows
 
