@@ -178,7 +178,7 @@ class AnomalyTask(Task):
 
     def decision_rule(self, predictor, options: PredictOptions) -> dict[str, Any]:
         return {"ok_classes": list(predictor.ok_classes), "threshold": predictor.threshold,
-                "target_frr": predictor.target_frr}
+                "target_frr": predictor.target_frr, "frr_warning": getattr(predictor, "frr_warning", None)}
 
     def describe_row(self, row: dict[str, Any]) -> str:
         from .gate import describe
