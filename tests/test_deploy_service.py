@@ -163,3 +163,56 @@ def test_serve_runtime_onnx_answers_through_the_exported_bundle_like_pytorch(mon
     for row, pred in zip(seen["rows"], expected):
         assert max(abs(row["probabilities"][c] - p) for c, p in pred.probabilities.items()) <= 1e-4
         assert row["verdict"] in ("OK", "NG") and 0.0 <= row["defect_probability"] <= 1.0
+
+
+@pytest.mark.parametrize("how", ["field file", "field image", "raw image/png body", "base64 JSON"])
+def test_an_image_sent_any_other_way_gets_one_sentence_naming_the_files_field(client, how):
+    """Not FastAPI's list of error objects: one plain sentence saying what was expected."""
+    import base64
+
+    png = _png()
+    if how.startswith("field"):
+        response = client.post("/predict", files={how.split()[1]: ("a.png", png, "image/png")})
+    elif how.startswith("raw"):
+        response = client.post("/predict", content=png, headers={"content-type": "image/png"})
+    else:
+        response = client.post("/predict", json={"image": base64.b64encode(png).decode()})
+    assert 400 <= response.status_code < 500
+    body = response.json()
+    assert set(body) == {"detail"} and isinstance(body["detail"], str), body
+    detail = body["detail"]
+    assert "`files`" in detail and "multipart/form-data" in detail and detail.endswith(".")
+    assert detail.count(". ") == 0 and "\n" not in detail  # one sentence
+
+
+def test_other_request_errors_are_one_sentence_too(client):
+    for response in (client.post("/predict", files={"files": (None, "just text")}),  # a text field, not a file
+                     client.post("/predict", data={"files": "a.png"}),  # urlencoded form
+                     client.post("/predict", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=x"}),
+                     client.get("/predict"), client.get("/nowhere")):
+        assert 400 <= response.status_code < 500
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and detail.endswith(".") and "\n" not in detail, detail
+        assert response.url.path != "/predict" or "`files`" in detail, detail
+
+
+def test_a_batch_with_one_unreadable_image_predicts_the_others_and_lists_it_skipped(client):
+    files = [("files", ("a.png", _png(seed=1), "image/png")), ("files", ("cut.png", _png()[:200], "image/png")),
+             ("files", ("c.png", _png(seed=2), "image/png"))]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [row["filename"] for row in body["predictions"]] == ["a.png", "c.png"]
+    assert [item["path"] for item in body["skipped"]] == ["cut.png"]
+    assert "truncated" in body["skipped"][0]["reason"]
+    alone = client.post("/predict", files=files[:1]).json()["predictions"][0]
+    assert body["predictions"][0]["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
+
+
+def test_a_batch_with_no_readable_image_stays_a_400(client):
+    files = [("files", ("bad.jpg", b"definitely not a jpeg", "image/jpeg")),
+             ("files", ("cut.png", _png()[:200], "image/png"))]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "bad.jpg: not an image" in detail and "cut.png: truncated" in detail

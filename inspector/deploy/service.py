@@ -8,9 +8,16 @@ any task (`inspector.inference.load_predictor`).
     GET  /model     what is loaded: run, task, classes, preprocessing, OK classes, threshold, limits
     GET  /docs      OpenAPI documentation (machine-readable at /openapi.json)
 
-Errors are plain JSON `{"detail": "..."}` with a 4xx status: 400 unreadable image, 401 missing or
-wrong API key, 413 too many files or a file too large. The API key, when set, travels in the
-`X-API-Key` header. The service listens on localhost unless told otherwise.
+A batch answers HTTP 200 as long as one image is readable: `predictions` for the readable ones,
+`skipped: [{"path": <the upload's filename>, "reason": ...}]` for the others (the shape of
+`predict --json`).
+
+Every error is plain JSON `{"detail": "..."}`, one sentence, with a 4xx status: 400 no readable image
+in the request, 401 missing or wrong API key, 404 no such endpoint, 405 wrong method, 413 too many
+files or a file too large, 415 a body that is not multipart/form-data (a raw image or base64 JSON),
+422 a multipart form without image files in the field `files` (e.g. under `file` or `image`).
+The API key, when set, travels in the `X-API-Key` header. The service listens on localhost unless
+told otherwise.
 """
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
 import hmac
@@ -47,11 +54,66 @@ def _with_score(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+FILES_HINT = "send each image as a file in the multipart/form-data field `files`"
+ENDPOINTS = "POST /predict, GET /health, GET /model, GET /docs"
+
+
+def _refusal(status: int, detail: str) -> Exception:
+    """An HTTP error worded by the endpoint itself (as opposed to FastAPI's own, from parsing the body)."""
+    from fastapi import HTTPException
+
+    error = HTTPException(status, detail)
+    error.from_service = True
+    return error
+
+
+def _sentence(text: str) -> str:
+    """`text` as one plain sentence: no line breaks, ending with a full stop."""
+    text = " ".join(str(text).split()).rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+async def _form_fields(request: Any) -> list[str]:
+    """The field names of the request's multipart form as FastAPI read it (empty when unreadable)."""
+    try:
+        form = await request.form()  # cached by the request that FastAPI parsed
+    except Exception:  # noqa: BLE001 - only used to word an error message
+        return []
+    return sorted(set(form.keys()))
+
+
+async def _validation_detail(request: Any, errors: list[dict[str, Any]]) -> tuple[int, str]:
+    """(status, one sentence) for a request FastAPI could not validate, saying what was expected."""
+    if request.url.path.rstrip("/") == "/predict":
+        media = _media_type(request.headers.get("content-type"))
+        if media != "multipart/form-data":
+            got = f"{'an' if media[:1] in 'aeiou' else 'a'} {media} body" if media else "a request without a content type"
+            if media == "application/json":
+                got += " (base64 or JSON images are not accepted)"
+            elif media.startswith("image/"):
+                got += " (a raw image body is not accepted)"
+            return 415, f"Expected multipart/form-data with the images in the field `files` but got {got}; {FILES_HINT}."
+        fields = await _form_fields(request)
+        if "files" in fields:
+            return 422, f"The field `files` must hold image files, not text; {FILES_HINT}."
+        got = ("fields " + ", ".join(f"`{f}`" for f in fields)) if fields else "no field"
+        return 422, f"No field `files` in the multipart form (got {got}); {FILES_HINT}."
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "request"
+    return 422, _sentence(f"Invalid {where}: {first.get('msg', 'not understood')}")
+
+
 def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: str = "cpu", predictor: Any = None):
     """The FastAPI app for a run folder of any task (or an already loaded predictor, shared read-only)."""
     from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from fastapi.security import APIKeyHeader
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from ..data import load_image, to_rgb_array
     from ..inference import load_predictor
@@ -73,6 +135,27 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
     def check_key(key: str | None = Depends(key_header)) -> None:
         if config.api_key and not (key and hmac.compare_digest(key.encode(), config.api_key.encode())):
             raise HTTPException(401, "Missing or wrong API key (header X-API-Key).")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        # FastAPI's default is a list of error objects; the service's contract is one sentence.
+        status, detail = await _validation_detail(request, list(exc.errors()))
+        return JSONResponse({"detail": detail}, status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            detail = f"No endpoint {request.url.path} (the service answers {ENDPOINTS})."
+        elif exc.status_code == 405 and request.url.path.rstrip("/") == "/predict":
+            detail = f"{request.method} is not allowed on /predict: POST the images, {FILES_HINT}."
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path} (the service answers {ENDPOINTS})."
+        elif exc.status_code == 400 and request.url.path.rstrip("/") == "/predict" and not getattr(exc, "from_service", False):
+            # FastAPI or Starlette could not parse the body before the endpoint ran
+            detail = f"The body could not be read as multipart/form-data ({str(exc.detail).rstrip('.')}); {FILES_HINT}."
+        else:
+            detail = _sentence(exc.detail)
+        return JSONResponse({"detail": detail}, exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -100,20 +183,29 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
     def predict(files: list[UploadFile] = File(..., description="image files (PNG, JPEG, BMP, TIFF, WebP, GIF)")
                 ) -> dict[str, Any]:
         if len(files) > config.max_files:
-            raise HTTPException(413, f"Too many images: {len(files)} (limit {config.max_files} per request).")
-        images = []
-        for upload in files:
+            raise _refusal(413, f"Too many images: {len(files)} (limit {config.max_files} per request).")
+        names = [upload.filename or f"file {i + 1}" for i, upload in enumerate(files)]
+        contents = []
+        for name, upload in zip(names, files):
             data = upload.file.read(config.max_file_bytes + 1)
-            if len(data) > config.max_file_bytes:
-                raise HTTPException(413, f"{upload.filename}: file too large (limit {config.max_file_bytes} bytes).")
+            if len(data) > config.max_file_bytes:  # a request limit: the sender must split the file off
+                raise _refusal(413, f"{name}: file too large (limit {config.max_file_bytes} bytes).")
+            contents.append(data)
+        images, kept, skipped = [], [], []
+        for name, data in zip(names, contents):  # like `predict`: skip the unreadable, predict the rest
             try:
                 images.append(to_rgb_array(load_image(data, max_pixels=config.max_pixels)))
+                kept.append(name)
             except ImageLoadError as exc:
-                raise HTTPException(400, f"{upload.filename}: {exc}") from None
+                skipped.append({"path": name, "reason": str(exc).rstrip(".")})
+        if not images:
+            reasons = "; ".join(f"{item['path']}: {item['reason']}" for item in skipped)
+            raise _refusal(400, reasons if len(skipped) == 1 else f"No readable image among {len(skipped)}: {reasons}")
         start = time.perf_counter()
         results = task.result_rows(predictor, images, options)  # the Predictor holds its own lock
-        rows = [{"filename": f.filename, **_with_score(row)} for f, row in zip(files, results)]
-        return {"run_id": run_id, "predictions": rows, "seconds": round(time.perf_counter() - start, 4)}
+        rows = [{"filename": name, **_with_score(row)} for name, row in zip(kept, results)]
+        return {"run_id": run_id, "predictions": rows, "skipped": skipped,
+                "seconds": round(time.perf_counter() - start, 4)}
 
     app.state.config = asdict(config) | {"api_key": bool(config.api_key)}
     return app
