@@ -116,6 +116,11 @@ def test_service_scores_an_anomaly_run(anomaly_run, parts):  # noqa: F811
     looser = create_app(None, ServiceConfig(target_frr=0.3), predictor=predictor)
     with TestClient(looser) as client:
         assert client.get("/model").json()["threshold"] == predictor.with_target_frr(0.3).threshold
+        assert client.get("/model").json()["warnings"] == []
+    stricter = create_app(None, ServiceConfig(target_frr=0.01), predictor=predictor)  # 24 good images guarantee 4 %
+    with TestClient(stricter) as client:
+        model = client.get("/model").json()
+        assert model["warnings"] == [predictor.with_target_frr(0.01).frr_warning] and model["frr_warning"]
     with pytest.raises(InspectorError, match="keeps the good classes"):
         create_app(None, ServiceConfig(ok_classes=("ok",)), predictor=predictor)
 

@@ -5,7 +5,8 @@ any task (`inspector.inference.load_predictor`).
                     classifiers: label, confidence, probabilities, score (+ verdict with OK classes);
                     anomaly runs: score (0..1, 0.5 at the threshold), raw_score, verdict
     GET  /health    {"status": "ok"}
-    GET  /model     what is loaded: run, task, classes, preprocessing, OK classes, threshold, limits
+    GET  /model     what is loaded: run, task, classes, preprocessing, OK classes, threshold, limits,
+                    warnings (e.g. an anomaly run with too few good images for its false-reject target)
     GET  /docs      OpenAPI documentation (machine-readable at /openapi.json)
 
 A batch answers HTTP 200 as long as one image is readable: `predictions` for the readable ones,
@@ -176,6 +177,7 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
                 "preprocessing": predictor.preprocessing.to_dict(), "limits": config.limits(),
                 "device": str(predictor.device)}
         info.update(task.decision_rule(predictor, options))
+        info["warnings"] = [w for w in (info.get("frr_warning"),) if w]  # e.g. too few good images for the target
         return info
 
     @app.post("/predict", summary="Classify or score one or several images (multipart field `files`)",
