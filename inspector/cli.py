@@ -48,7 +48,10 @@ def common_options() -> dict[str, dict[str, Any]]:
                              help="folder holding the runs (default: %(default)s)"),
             "device": dict(default="auto", choices=["auto", "cpu", "cuda", "mps"],
                            help="where to compute (default: auto)"),
-            "as_json": dict(action="store_true", help="print one JSON object as the last line of stdout")}
+            "as_json": dict(action="store_true", help="print one JSON object as the last line of stdout"),
+            "max_megapixels": dict(default=None, metavar="N",
+                                   help="refuse images of more than N megapixels per image (default: "
+                                        "$INSPECTOR_MAX_MEGAPIXELS, else 80; raise it for line-scan images)")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,12 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .runtime.images import pixel_limit
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        # A .zip is extracted into a scratch folder that is removed when the command ends.
-        with tempfile.TemporaryDirectory(prefix="inspector-") as scratch:
+        # --max-megapixels becomes INSPECTOR_MAX_MEGAPIXELS for the command (torchrun ranks and the
+        # service inherit it); a .zip is extracted into a scratch folder removed when the command ends.
+        with pixel_limit(getattr(args, "max_megapixels", None)), \
+                tempfile.TemporaryDirectory(prefix="inspector-") as scratch:
             args.scratch = Path(scratch)
             code = args.func(args)
     except InspectorError as exc:

@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                         "$INSPECTOR_CACHE_DIR/features, else ~/.cache/inspector/features)")
     p.add_argument("--no-feature-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

@@ -14,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                    help="rank the offline backbones on these images (a folder of class sub-folders or a .zip) "
                         "by a transferability estimate (LogME), in seconds, before any training")
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

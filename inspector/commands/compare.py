@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
     p.add_argument("--runs-dir", **common["runs_dir"])
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

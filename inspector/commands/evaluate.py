@@ -15,6 +15,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                    help="anomaly runs: comma-separated test classes that are good parts (default: those named "
                         "like the run's good classes); every other class is a defect")
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                    help="largest difference the parity check accepts: probability for classifiers, relative "
                         "raw score for anomaly runs (default: 1e-4)")
     p.add_argument("--json", **common["as_json"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.set_defaults(func=run)
 
 

@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model first: ~1 min once, then faster (for hundreds of images)")
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--symmetric", action="store_true",
                    help="average features over flips and quarter turns as the linear probe does (8x slower)")
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

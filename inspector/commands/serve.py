@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                    help="answer with PyTorch (default), or export the run first (parity checked, as 'inspector "
                         "export') and answer with ONNX Runtime or OpenVINO: faster on CPUs")
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.set_defaults(func=run)
 
 

@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--no-cv", action="store_true", help="skip the cross-validated accuracy estimate (faster)")
     p.add_argument("--runs-dir", **common["runs_dir"])
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

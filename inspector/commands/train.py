@@ -68,6 +68,7 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--name", default=None, help="a display name for the run")
     p.add_argument("--runs-dir", **common["runs_dir"])
     p.add_argument("--device", **common["device"])
+    p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.add_argument("--json", **common["as_json"])
     p.set_defaults(func=run)
 

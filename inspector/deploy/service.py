@@ -15,7 +15,8 @@ A batch answers HTTP 200 as long as one image is readable: `predictions` for the
 
 Every error is plain JSON `{"detail": "..."}`, one sentence, with a 4xx status: 400 no readable image
 in the request, 401 missing or wrong API key, 404 no such endpoint, 405 wrong method, 413 too many
-files or a file too large, 415 a body that is not multipart/form-data (a raw image or base64 JSON),
+files or a file too large or an image of more pixels than the limit (`limits.max_pixels` of /model;
+a batch with readable images lists such an image in `skipped` instead), 415 a body that is not multipart/form-data (a raw image or base64 JSON),
 422 a multipart form without image files in the field `files` (e.g. under `file` or `image`).
 The API key, when set, travels in the `X-API-Key` header. The service listens on localhost unless
 told otherwise.
@@ -23,10 +24,10 @@ told otherwise.
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
 import hmac
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..errors import ImageLoadError, InspectorError
+from ..errors import ImageLoadError, ImageTooLargeError, InspectorError
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -41,10 +42,15 @@ class ServiceConfig:
     target_frr: float | None = None  # anomaly runs: move the threshold to this false-reject rate
     max_files: int = 32
     max_file_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000  # per image, checked from the header before decoding
+    # Per image, checked from the header before decoding. None: the one limit of every entry point
+    # (`inspector.runtime.images.max_pixels`: --max-megapixels / INSPECTOR_MAX_MEGAPIXELS, else 80 MP).
+    max_pixels: int | None = None
 
     def limits(self) -> dict[str, Any]:
-        return {"max_files": self.max_files, "max_file_bytes": self.max_file_bytes, "max_pixels": self.max_pixels}
+        from ..runtime.images import max_pixels
+
+        return {"max_files": self.max_files, "max_file_bytes": self.max_file_bytes,
+                "max_pixels": self.max_pixels or max_pixels()}
 
 
 def _with_score(row: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +133,9 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
     predictor = task.configure(predictor, options)  # refuses the options of another task, in plain words
     if config.max_files < 1 or config.max_file_bytes < 1:
         raise InspectorError("The upload limits must be at least one file of one byte.")
+    if config.max_pixels is not None and config.max_pixels < 1:
+        raise InspectorError("The pixel limit per image must be at least one pixel.")
+    config = replace(config, max_pixels=config.limits()["max_pixels"])  # the limit in use, fixed at start
     run_id = predictor.run_dir.name if predictor.run_dir else "model"
     app = FastAPI(title="Defect Inspector", version="1", summary=f"Predictions of run {run_id}",
                   description=__doc__)
@@ -193,16 +202,18 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
             if len(data) > config.max_file_bytes:  # a request limit: the sender must split the file off
                 raise _refusal(413, f"{name}: file too large (limit {config.max_file_bytes} bytes).")
             contents.append(data)
-        images, kept, skipped = [], [], []
+        images, kept, skipped, too_large = [], [], [], 0
         for name, data in zip(names, contents):  # like `predict`: skip the unreadable, predict the rest
             try:
                 images.append(to_rgb_array(load_image(data, max_pixels=config.max_pixels)))
                 kept.append(name)
             except ImageLoadError as exc:
                 skipped.append({"path": name, "reason": str(exc).rstrip(".")})
+                too_large += isinstance(exc, ImageTooLargeError)
         if not images:
             reasons = "; ".join(f"{item['path']}: {item['reason']}" for item in skipped)
-            raise _refusal(400, reasons if len(skipped) == 1 else f"No readable image among {len(skipped)}: {reasons}")
+            status = 413 if too_large == len(skipped) else 400  # only too-large images: a request too large
+            raise _refusal(status, reasons if len(skipped) == 1 else f"No readable image among {len(skipped)}: {reasons}")
         start = time.perf_counter()
         results = task.result_rows(predictor, images, options)  # the Predictor holds its own lock
         rows = [{"filename": name, **_with_score(row)} for name, row in zip(kept, results)]

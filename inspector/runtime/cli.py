@@ -1,6 +1,7 @@
 """The command line of a bundle's predict.py: `python predict.py IMAGE_OR_FOLDER... [--json] ...`.
 
     classifier: [--ok-classes ok,good] [--threshold 0.5]    anomaly model: [--target-frr 0.05]
+    any model: [--max-megapixels N] (default: $INSPECTOR_MAX_MEGAPIXELS, else 80)
 
 With --json the last stdout line is one JSON object shaped like `inspector predict RUN --json`
 (see bundle.predict_paths); otherwise one line per image. Unreadable files are reported on stderr
@@ -16,6 +17,7 @@ from typing import Sequence
 
 from .bundle import Bundle, predict_paths
 from .errors import InspectorError
+from .images import pixel_limit
 
 _OPTIONS = ("ok_classes", "threshold", "target_frr")  # as Outputs.options names them
 
@@ -31,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-frr", type=float, default=None,
                         help="anomaly models: reject at most this share of good parts (default: as trained)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-megapixels", default=None, metavar="N",
+                        help="refuse images of more than N megapixels per image (default: "
+                             "$INSPECTOR_MAX_MEGAPIXELS, else 80; raise it for line-scan images)")
     return parser
 
 
@@ -42,6 +47,14 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None, folder: str | os.PathLike = ".") -> int:
     """Run predict.py's command line on the bundle in `folder`; returns the exit status."""
     args = _parser().parse_args(argv)
+    try:
+        with pixel_limit(args.max_megapixels):  # the same limit and variable as `inspector predict`
+            return _run(args, folder)
+    except InspectorError as exc:  # a bad --max-megapixels or INSPECTOR_MAX_MEGAPIXELS
+        return _fail(str(exc))
+
+
+def _run(args: argparse.Namespace, folder: str | os.PathLike) -> int:
     try:
         bundle = Bundle(folder, target_frr=args.target_frr)
     except InspectorError as exc:  # a target false-reject rate outside (0, 1), a folder that is no bundle

@@ -1,4 +1,4 @@
-"""The runtime's two exception types; `inspector.errors` re-exports these very classes.
+"""The runtime's exception types; `inspector.errors` re-exports these very classes.
 
 Kept here so the exported bundle (which carries this package and nothing else of inspector)
 raises the same types the library does.
@@ -15,3 +15,7 @@ class InspectorError(Exception):
 
 class ImageLoadError(InspectorError):
     """One image could not be read; the message says why (used as a skip reason)."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image has more pixels than the limit in use (`images.max_pixels`); the service answers 413."""

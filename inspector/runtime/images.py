@@ -9,23 +9,31 @@ import errno
 import hashlib
 import io
 import os
+import math
 import re
 import stat
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, ImageTooLargeError, InspectorError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_MEGAPIXELS_ENV",
     "broken_link_reason",
     "is_ignored_name",
     "MAX_IMAGE_PIXELS",
     "content_hash",
     "is_image_path",
     "load_image",
+    "max_pixels",
+    "megapixels",
+    "pixel_limit",
     "read_bytes",
     "to_rgb_array",
     "walk_files",
@@ -34,7 +42,8 @@ __all__ = [
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 )
-MAX_IMAGE_PIXELS = 80_000_000
+MAX_IMAGE_PIXELS = 80_000_000  # the default limit per image; see max_pixels()
+MAX_MEGAPIXELS_ENV = "INSPECTOR_MAX_MEGAPIXELS"
 
 # Decoders we trust with arbitrary bytes. Restricting Image.open to these keeps exotic
 # plugins (EPS runs Ghostscript, for instance) away from user files. The JPEG opener
@@ -169,8 +178,55 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise ImageLoadError(f"could not read the file ({exc})") from None
 
 
+def megapixels(text: str | float, name: str = "--max-megapixels") -> float:
+    """A positive, finite number of megapixels from ``text``; else a plain InspectorError naming ``name``."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise InspectorError(f"{name} must be a positive number of megapixels (e.g. 120), not '{text}'.")
+    return value
+
+
+def max_pixels() -> int:
+    """The one pixel limit per image of every entry point (library, CLI, app, service, bundle).
+
+    ``INSPECTOR_MAX_MEGAPIXELS`` (megapixels; the CLI's ``--max-megapixels`` sets it) when set, else
+    :data:`MAX_IMAGE_PIXELS` (80 MP). A bad value is a plain InspectorError naming the variable.
+    """
+    text = os.environ.get(MAX_MEGAPIXELS_ENV, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    return max(1, int(round(megapixels(text, MAX_MEGAPIXELS_ENV) * 1e6)))
+
+
+_limit_in_use = max_pixels  # load_image's argument of the same name hides the function
+
+
+@contextmanager
+def pixel_limit(value: str | float | None) -> Iterator[None]:
+    """Run a command with ``--max-megapixels value`` (None: leave the limit as it is).
+
+    Sets ``INSPECTOR_MAX_MEGAPIXELS`` for the duration (child processes such as torchrun ranks and
+    the service inherit it) and restores the previous value afterwards. The limit in use is
+    validated first, so a bad variable is one plain error before any work starts.
+    """
+    before = os.environ.get(MAX_MEGAPIXELS_ENV)
+    if value is not None:
+        os.environ[MAX_MEGAPIXELS_ENV] = f"{megapixels(value):g}"
+    try:
+        max_pixels()
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MAX_MEGAPIXELS_ENV, None)
+        else:
+            os.environ[MAX_MEGAPIXELS_ENV] = before
+
+
 def load_image(
-    source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS
+    source: str | os.PathLike | bytes, *, max_pixels: int | None = None
 ) -> Image.Image:
     """Decode a file (path or bytes) into a fully loaded RGB image.
 
@@ -182,20 +238,24 @@ def load_image(
       Float images in [0, 1] are scaled by 255; signed data or data beyond 16 bits is
       stretched over the range it uses.
     - Animated GIF/WebP and multi-page TIFF: the first frame.
-    - The pixel count is checked from the header before decoding (decompression bombs).
-      Pillow's own hard limit (twice ``Image.MAX_IMAGE_PIXELS``) still applies on top.
+    - The pixel count is checked from the header before decoding (decompression bombs) against
+      ``max_pixels``, by default the one limit :func:`max_pixels` (``--max-megapixels`` or
+      ``INSPECTOR_MAX_MEGAPIXELS``, else 80 MP). This check replaces Pillow's own for the call, so
+      no DecompressionBombWarning/Error reaches the terminal and a raised limit really applies.
 
     Raises:
-        ImageLoadError: with a short plain-English reason; never any other exception.
+        ImageLoadError: with a short plain-English reason (ImageTooLargeError over the limit).
+        InspectorError: only when ``INSPECTOR_MAX_MEGAPIXELS`` is not a positive number.
     """
+    limit = _limit_in_use() if max_pixels is None else max_pixels
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
         data = read_bytes(source)
     if not data:
         raise ImageLoadError("empty file")
-    with _open(data, max_pixels) as im:
-        _decode(im)
+    with _our_bomb_check(), _open(data, limit) as im:
+        _decode(im, limit)
         return _convert(im)
 
 
@@ -203,6 +263,32 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 C-contiguous, writable array of an image (converted to RGB if needed)."""
     rgb = img if img.mode == "RGB" else _to_rgb(img)
     return np.array(rgb, dtype=np.uint8, copy=True, order="C")
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+_pil_state = {"in_flight": 0, "saved": None}
+
+
+@contextmanager
+def _our_bomb_check() -> Iterator[None]:
+    """Switch Pillow's global bomb check off while any load_image runs (ours on the header replaces it).
+
+    Pillow's check would warn (DecompressionBombWarning on the terminal) or refuse at its own fixed
+    limit whatever the user's limit is. Counted, so concurrent loads in threads restore the value
+    Pillow had only when the last one ends; nothing is left changed afterwards.
+    """
+    with _PIL_LIMIT_LOCK:
+        if _pil_state["in_flight"] == 0:
+            _pil_state["saved"] = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pil_state["in_flight"] += 1
+    try:
+        yield
+    finally:
+        with _PIL_LIMIT_LOCK:
+            _pil_state["in_flight"] -= 1
+            if _pil_state["in_flight"] == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_state["saved"]
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -213,7 +299,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageLoadError("not an image (or an unsupported format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow refuses before we can look (its global limit); report the size anyway.
-        raise ImageLoadError(_too_large_message(_header_size(data), max_pixels, str(exc))) from None
+        raise ImageTooLargeError(_too_large_message(_header_size(data), max_pixels, str(exc))) from None
     except MemoryError:
         raise ImageLoadError(_NO_MEMORY) from None
     except Exception:  # noqa: BLE001 - a recognised format with a broken header
@@ -224,11 +310,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageLoadError("image has no pixels (0 width or height)")
     if width * height > max_pixels:
         im.close()
-        raise ImageLoadError(_too_large_message((width, height), max_pixels))
+        raise ImageTooLargeError(_too_large_message((width, height), max_pixels))
     return im
 
 
-def _decode(im: Image.Image) -> None:
+def _decode(im: Image.Image, max_pixels: int) -> None:
     """Decode all pixels of the current frame (this is where damaged data shows)."""
     try:
         im.load()
@@ -236,6 +322,9 @@ def _decode(im: Image.Image) -> None:
         raise ImageLoadError(_NO_MEMORY) from None
     except Exception:  # noqa: BLE001 - decoders raise anything on hostile bytes
         raise ImageLoadError("truncated or corrupt image data") from None
+    width, height = im.size  # a GIF frame may reach beyond the size its header gave
+    if width * height > max_pixels:
+        raise ImageTooLargeError(_too_large_message((width, height), max_pixels))
 
 
 def _convert(im: Image.Image) -> Image.Image:
