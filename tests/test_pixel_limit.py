@@ -49,7 +49,7 @@ def test_the_one_limit_is_the_variable_else_80_mp(monkeypatch):
     assert max_pixels() == 120_000_000
     monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "0.005")
     data = _png_bytes(100, 80)
-    with pytest.raises(ImageTooLargeError, match=r"image too large: 100 x 80 pixels \(limit 0.005 MP\)"):
+    with pytest.raises(ImageTooLargeError, match=r"image too large: 100 x 80 pixels \(limit 0.005 MP;"):
         load_image(data)
     assert issubclass(ImageTooLargeError, ImageLoadError)
     for bad in ("abc", "0", "-3", "nan"):
@@ -90,7 +90,7 @@ def test_predict_follows_the_option_and_the_variable(tiny_run, tmp_path, capsys,
     result = _json_tail(capsys.readouterr().out)
     assert [Path(p["path"]).name for p in result["predictions"]] == ["small.png"]
     assert [(Path(s["path"]).name, s["reason"]) for s in result["skipped"]] == [
-        ("big.png", "image too large: 100 x 80 pixels (limit 0.005 MP)")]
+        ("big.png", "image too large: 100 x 80 pixels (limit 0.005 MP; raise it with --max-megapixels or INSPECTOR_MAX_MEGAPIXELS)")]
     assert MAX_MEGAPIXELS_ENV not in os.environ  # restored after the command
 
     monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "0.005")
@@ -103,6 +103,20 @@ def test_predict_follows_the_option_and_the_variable(tiny_run, tmp_path, capsys,
     assert main(["predict", run, str(small), "--max-megapixels", "-1"]) == 2
     assert capsys.readouterr().err.strip() == ("error: --max-megapixels must be a positive number of megapixels "
                                                "(e.g. 120), not '-1'.")
+
+
+def test_dataset_discovery_follows_the_variable(tmp_path, monkeypatch):
+    """Training reads its folder through discovery: the one limit applies there too."""
+    from inspector.data import discover_dataset
+
+    for name in ("ok", "nok"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((80, 100, 3), 60 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    assert len(discover_dataset(tmp_path)) == 4
+    monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "0.005")  # 5000 pixels: every 100 x 80 image is over it
+    with pytest.raises(InspectorError, match=r"4 x image too large: .*--max-megapixels"):
+        discover_dataset(tmp_path)
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict", "serve", "export", "advise", "compare",
@@ -123,7 +137,7 @@ def test_no_decompression_bomb_warning_reaches_the_terminal(tiny_run, tmp_path):
                           str(bomb), "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "DecompressionBomb" not in out.stderr and "Warning" not in out.stderr
-    assert "line_scan.png: image too large: 30000 x 3000 pixels (limit 80 MP)" in out.stderr
+    assert "line_scan.png: image too large: 30000 x 3000 pixels (limit 80 MP; raise it with --max-megapixels or INSPECTOR_MAX_MEGAPIXELS)" in out.stderr
 
 
 # ---------------------------------------------------------------- service
@@ -143,13 +157,13 @@ def test_the_service_uses_the_one_limit_and_answers_413(tiny_run, tmp_path, monk
         assert client.get("/model").json()["limits"]["max_pixels"] == 5000
         alone = client.post("/predict", files={"files": ("big.png", big.read_bytes(), "image/png")})
         assert alone.status_code == 413
-        assert alone.json() == {"detail": "big.png: image too large: 100 x 80 pixels (limit 0.005 MP)."}
+        assert alone.json() == {"detail": "big.png: image too large: 100 x 80 pixels (limit 0.005 MP; raise it with --max-megapixels or INSPECTOR_MAX_MEGAPIXELS)."}
         both = client.post("/predict", files=[("files", ("small.png", small.read_bytes(), "image/png")),
                                               ("files", ("big.png", big.read_bytes(), "image/png"))])
         assert both.status_code == 200
         assert [r["filename"] for r in both.json()["predictions"]] == ["small.png"]
         assert both.json()["skipped"] == [{"path": "big.png",
-                                           "reason": "image too large: 100 x 80 pixels (limit 0.005 MP)"}]
+                                           "reason": "image too large: 100 x 80 pixels (limit 0.005 MP; raise it with --max-megapixels or INSPECTOR_MAX_MEGAPIXELS)"}]
     with TestClient(create_app(None, ServiceConfig(max_pixels=10_000), predictor=predictor)) as client:
         assert client.post("/predict", files={"files": ("big.png", big.read_bytes(), "image/png")}).status_code == 200
 
@@ -168,7 +182,7 @@ def test_predict_py_takes_the_option_and_the_variable(tmp_path, capsys, monkeypa
     assert main(["small.png", "big.png", "--json", "--max-megapixels", "0.005"], folder=folder) == 0
     result = _json_tail(capsys.readouterr().out)
     assert [p["path"] for p in result["predictions"]] == ["small.png"]
-    assert result["skipped"] == [{"path": "big.png", "reason": "image too large: 100 x 80 pixels (limit 0.005 MP)"}]
+    assert result["skipped"] == [{"path": "big.png", "reason": "image too large: 100 x 80 pixels (limit 0.005 MP; raise it with --max-megapixels or INSPECTOR_MAX_MEGAPIXELS)"}]
     monkeypatch.setenv(MAX_MEGAPIXELS_ENV, "0.005")
     assert main(["small.png", "big.png", "--json"], folder=folder) == 0
     assert [s["path"] for s in _json_tail(capsys.readouterr().out)["skipped"]] == ["big.png"]

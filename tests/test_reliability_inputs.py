@@ -231,7 +231,7 @@ def test_zip_over_the_size_or_file_count_limit_is_refused(tmp_path, monkeypatch)
 
 def test_pixel_limit_applies_to_uploads(tmp_path):
     saved, skipped = Workspace(tmp_path / "ws").add_images("ok", [("huge.png", png_with_claimed_size(10000, 8100))])
-    assert saved == [] and skipped[0].reason == "image too large: 10000 x 8100 pixels (limit 80 MP)"
+    assert saved == [] and skipped[0].reason == "image too large: 10000 x 8100 pixels (limit 80 MP; raise it with --max-megapixels or INSPECTOR_MAX_MEGAPIXELS)"
 
 
 # -- names from users never become paths outside the workspace ---------------------------------

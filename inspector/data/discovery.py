@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inspector.data.archive import extract_zip
-from inspector.data.images import MAX_IMAGE_PIXELS, content_hash, is_image_path, load_image, read_bytes
+from inspector.data.images import content_hash, is_image_path, load_image, read_bytes
 from inspector.data.types import Skipped, display_path, is_ignored_name
 from inspector.errors import ImageLoadError, InspectorError
 from inspector.runtime.images import broken_link_reason, walk_files
@@ -91,7 +91,7 @@ def discover_dataset(
     source: str | os.PathLike | Iterable[tuple[str | os.PathLike, str]],
     *,
     extract_dir: Path | None = None,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_pixels: int | None = None,  # None: the one limit (INSPECTOR_MAX_MEGAPIXELS / --max-megapixels)
 ) -> LabeledDataset:
     """Find and verify the labelled images in a folder, a ``.zip`` or ``(path, label)`` pairs.
 
@@ -109,7 +109,7 @@ def discover_dataset(
     return _discover_pairs(source, max_pixels)
 
 
-def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int) -> LabeledDataset:
+def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int | None) -> LabeledDataset:
     if str(path) in ("", "."):  # Path("") is the working folder: almost surely a blank field
         raise InspectorError("No dataset folder or zip file was given.")
     if not path.exists():
@@ -123,7 +123,7 @@ def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int) -> Lab
     return _discover_folder(root, skipped, max_pixels)
 
 
-def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int) -> LabeledDataset:
+def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int | None) -> LabeledDataset:
     """Class folders under ``root`` (after looking through wrapping folders)."""
     top = root
     root = _class_root(top)
@@ -146,7 +146,7 @@ def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int) -> Lab
     return _verify(candidates, [d.name for d in dirs], skipped, root, max_pixels)
 
 
-def _discover_pairs(pairs: Iterable[tuple[str | os.PathLike, str]], max_pixels: int) -> LabeledDataset:
+def _discover_pairs(pairs: Iterable[tuple[str | os.PathLike, str]], max_pixels: int | None) -> LabeledDataset:
     """Uploaded files with their labels (the web app's path)."""
     candidates: list[tuple[Path, str]] = []
     skipped: list[Skipped] = []
@@ -222,7 +222,7 @@ def _verify(
     class_names: Sequence[str],
     skipped: list[Skipped],
     root: Path | None,
-    max_pixels: int,
+    max_pixels: int | None,
 ) -> LabeledDataset:
     """Decode every candidate once (in threads); build the dataset from the good ones."""
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
@@ -246,7 +246,7 @@ def _verify(
     )
 
 
-def _inspect(path: Path, label: str, max_pixels: int) -> Sample | str:
+def _inspect(path: Path, label: str, max_pixels: int | None) -> Sample | str:
     """A verified Sample, or the reason the file cannot be used."""
     try:
         data = read_bytes(path)

@@ -21,13 +21,14 @@ import numpy as np
 from .bundle import Bundle, collect_images, predict_paths, read_images
 from .calibration import ScoreScale, calibrate
 from .cli import main
-from .errors import ImageLoadError, InspectorError
-from .images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, load_image, to_rgb_array
+from .errors import ImageLoadError, ImageTooLargeError, InspectorError
+from .images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, load_image, max_pixels, to_rgb_array
 from .outputs import READERS, output_reader
 from .resize import fit_to_input
 from .rows import probability_rows, score_rows
 
-__all__ = ["Bundle", "IMAGE_EXTENSIONS", "ImageLoadError", "InspectorError", "MAX_IMAGE_PIXELS", "READERS",
+__all__ = ["Bundle", "IMAGE_EXTENSIONS", "ImageLoadError", "ImageTooLargeError", "InspectorError", "MAX_IMAGE_PIXELS",
+           "READERS", "max_pixels",
            "ScoreScale", "calibrate", "collect_images", "fit_to_input", "load_bundle", "load_image", "main",
            "output_reader", "predict", "predict_paths", "probability_rows", "read_images", "score_rows",
            "to_rgb_array"]

@@ -351,7 +351,7 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _too_large_message(size: tuple[int, int] | None, max_pixels: int, pil_message: str = "") -> str:
-    limit = f"limit {max_pixels / 1e6:g} MP"
+    limit = f"limit {max_pixels / 1e6:g} MP; raise it with --max-megapixels or INSPECTOR_MAX_MEGAPIXELS"
     if size is not None:
         return f"image too large: {size[0]} x {size[1]} pixels ({limit})"
     found = re.search(r"\((\d+) pixels\)", pil_message)
