@@ -157,7 +157,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | None = None, 
     if data is None:
         preds_a, preds_b, source = stored_predictions(a), stored_predictions(b), "the runs' validation predictions"
     else:
-        dataset = discover_dataset(data, extract_dir=extract_dir)
+        dataset = discover_dataset(data, extract_dir=extract_dir, split="test")  # a split layout: its test/
         if not len(dataset):
             raise InspectorError(f"No usable image in {data}.")
         preds_a, preds_b, source = predictions_on(a, dataset, device), predictions_on(b, dataset, device), str(data)

@@ -34,7 +34,7 @@ from .data import (
     load_image,
 )
 from .data.discovery import natural_key
-from .data.types import is_ignored_name
+from .data.types import display_path, is_ignored_name
 from .errors import ImageLoadError, InspectorError
 from .runs import default_workspace_root
 
@@ -241,6 +241,9 @@ class Workspace:
                                         max_total_bytes=MAX_UPLOAD_TOTAL_BYTES)
             dataset = discover_dataset(root)
             skipped = list(skipped) + list(dataset.skipped)
+            if dataset.layout is not None:  # a split zip (MVTec, train/ + val/): only train/ is imported
+                skipped += [Skipped(display_path(folder, dataset.root) + "/", reason)
+                            for folder, reason in dataset.layout.left_out("train")]
             counts: dict[str, int] = {}
             for sample in dataset.samples:  # one file in memory at a time
                 saved, bad = self.add_images(sample.label, [(sample.path.name, sample.path.read_bytes())])

@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     dataset = discover_dataset(args.data, extract_dir=getattr(args, "scratch", None))
+    for note in dataset.notes:  # a split layout: the curve is of train/
+        print(f"note: {note}", file=sys.stderr)
     for item in dataset.skipped:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
     print(f"Frozen features of {len(dataset)} images ({args.backbone})...", file=sys.stderr)

@@ -10,7 +10,8 @@ from ..cli import class_list, emit_json, print_table
 def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p = sub.add_parser("evaluate", help="measure a trained run on labeled data")
     p.add_argument("run_dir", help="a run folder (see 'inspector runs')")
-    p.add_argument("data", help="folder with one sub-folder per class, or a .zip")
+    p.add_argument("data", help="folder with one sub-folder per class, or a .zip; a folder split into train/ and "
+                                "test/ (MVTec-style) is evaluated on test/ (else val/), with its ground_truth/ masks")
     p.add_argument("--ok-classes", default=None,
                    help="anomaly runs: comma-separated test classes that are good parts (default: those named "
                         "like the run's good classes); every other class is a defect")
@@ -42,11 +43,14 @@ def run(args: argparse.Namespace) -> None:
 
     predictor = load_predictor(args.run_dir, device=args.device)
     task = create_task(predictor.task)
-    dataset = discover_dataset(args.data, extract_dir=args.scratch)
+    dataset = discover_dataset(args.data, extract_dir=args.scratch, split="test")
     options = PredictOptions(ok_classes=class_list(args.ok_classes) or ())
     report = task.evaluate_predictor(predictor, dataset, options, source=args.data)
     report["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
     report["warnings"] = evaluation_warnings(report, dataset, predictor)
+    report["notes"] = dataset.notes
+    for note in dataset.notes:  # a split layout: which folder is evaluated
+        print(f"note: {note}", file=sys.stderr)
     for item in dataset.skipped:  # in both modes, as train and predict do
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
     for message in report["warnings"]:

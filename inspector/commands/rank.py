@@ -40,6 +40,8 @@ def rank_and_report(data: str, *, backbones: Sequence[str] | None = None, image_
     from ..evidence.transferability import rank_backbones
 
     dataset = discover_dataset(data, extract_dir=extract_dir)
+    for note in dataset.notes:  # a split layout: ranked on train/
+        print(f"note: {note}", file=sys.stderr)
     rows = rank_backbones(dataset, backbones, image_sizes, symmetric=symmetric, device=device,
                           cache_dir=default_feature_cache_dir(),
                           on_candidate=lambda row: print(f"{row.backbone} at {row.image_size} px: LogME "

@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int | None:
         for item in dataset.skipped:
             print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
         data_warnings = [finding.message for finding in validate_dataset(dataset).warnings]  # empty class, copies
+        for note in dataset.notes:  # a split layout: which folder is trained on, what the others are for
+            print(f"note: {note}", file=sys.stderr)
         for message in data_warnings:
             print(f"warning: {message}", file=sys.stderr)
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
@@ -133,5 +135,5 @@ def run(args: argparse.Namespace) -> int | None:
     for message in run_warnings:
         print(f"warning: {message}", file=sys.stderr)
     if args.json:
-        emit_json({**result.to_dict(), "warnings": [*data_warnings, *run_warnings]})
+        emit_json({**result.to_dict(), "warnings": [*data_warnings, *run_warnings], "notes": dataset.notes})
     return None

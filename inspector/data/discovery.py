@@ -11,11 +11,18 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from inspector.data.archive import extract_zip
 from inspector.data.images import content_hash, is_image_path, load_image, read_bytes
+from inspector.data.layouts import (
+    SplitLayout,
+    find_masks,
+    is_mask_folder,
+    is_split_name,
+    recognise_layout,
+)
 from inspector.data.types import Skipped, display_path, is_ignored_name
 from inspector.errors import ImageLoadError, InspectorError
 from inspector.runtime.images import broken_link_reason, walk_files
@@ -29,13 +36,15 @@ _WORKERS = min(8, (os.cpu_count() or 1) + 1)
 
 @dataclass(frozen=True)
 class Sample:
-    """One verified image: ``width``/``height`` are after EXIF orientation."""
+    """One verified image: ``width``/``height`` are after EXIF orientation; ``mask`` is its defect mask
+    (white where the defect is) when the dataset has one (an MVTec-style ``ground_truth/``)."""
 
     path: Path
     label: str
     sha256: str
     width: int
     height: int
+    mask: Path | None = None
 
 
 @dataclass
@@ -43,7 +52,9 @@ class LabeledDataset:
     """Verified samples plus everything that was left out.
 
     ``classes`` holds only classes with at least one usable image; ``empty_classes`` names
-    class folders (or labels) that had none.
+    class folders (or labels) that had none. ``layout`` is the split layout the folder was read
+    from (train/ + test/ ...; None for plain class folders) and ``notes`` says, in words, what was
+    read from it.
     """
 
     samples: list[Sample]
@@ -51,6 +62,8 @@ class LabeledDataset:
     skipped: list[Skipped]
     root: Path | None
     empty_classes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    layout: SplitLayout | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,6 +92,8 @@ class LabeledDataset:
             skipped=list(self.skipped),
             root=self.root,
             empty_classes=list(self.empty_classes),
+            notes=list(self.notes),
+            layout=self.layout,
         )
 
 
@@ -92,6 +107,7 @@ def discover_dataset(
     *,
     extract_dir: Path | None = None,
     max_pixels: int | None = None,  # None: the one limit (INSPECTOR_MAX_MEGAPIXELS / --max-megapixels)
+    split: str = "train",
 ) -> LabeledDataset:
     """Find and verify the labelled images in a folder, a ``.zip`` or ``(path, label)`` pairs.
 
@@ -100,50 +116,115 @@ def discover_dataset(
     through. A zip is extracted into ``extract_dir`` (a new temporary folder if None; it
     must outlive the dataset because samples point into it).
 
+    A folder split into ``train/`` and ``test/`` (or ``val/``) folders of class folders, as MVTec AD
+    and most labelling tools export, is read by ``split``: "train" (training, the default) reads
+    ``train/``, "test" (evaluation) reads ``test/``, else ``val/``; ``notes`` says so. Split names
+    are never classes and mask folders (``ground_truth/``, ``masks/``) never photos: with
+    ``split="test"`` each test image gets its mask from ``ground_truth/`` where there is one.
+
     Raises:
         InspectorError: the path is missing, is neither folder nor zip, has images but no
-            class folders, or no usable image was found.
+            class folders, mixes split folders with class folders, lacks the split asked
+            for, or no usable image was found.
     """
     if isinstance(source, (str, os.PathLike)):
-        return _discover_path(Path(source), extract_dir, max_pixels)
+        return _discover_path(Path(source), extract_dir, max_pixels, split)
     return _discover_pairs(source, max_pixels)
 
 
-def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int | None) -> LabeledDataset:
+def _discover_path(path: Path, extract_dir: Path | None, max_pixels: int | None, split: str) -> LabeledDataset:
     if str(path) in ("", "."):  # Path("") is the working folder: almost surely a blank field
         raise InspectorError("No dataset folder or zip file was given.")
     if not path.exists():
         raise InspectorError(f"'{path}' does not exist.")
     if path.is_dir():
-        return _discover_folder(path, [], max_pixels)
+        return _discover_folder(path, [], max_pixels, split)
     if path.suffix.lower() != ".zip":
         raise InspectorError(f"'{path.name}' is a file, not a folder or a .zip archive. {_LAYOUT_HINT}.")
     dest = extract_dir if extract_dir is not None else Path(tempfile.mkdtemp(prefix="inspector-zip-"))
     root, skipped = extract_zip(path, dest)
-    return _discover_folder(root, skipped, max_pixels)
+    return _discover_folder(root, skipped, max_pixels, split)
 
 
-def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int | None) -> LabeledDataset:
-    """Class folders under ``root`` (after looking through wrapping folders)."""
+def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int | None, split: str) -> LabeledDataset:
+    """Class folders under ``root`` (after looking through wrapping folders), or under the folder of a
+    split layout that ``split`` reads; paths are shown relative to the dataset folder."""
     top = root
     root = _class_root(top)
     dirs, files = _visible_children(root)
-    if not dirs:
-        raise InspectorError(f"No class folders found in '{root.name}'. {_LAYOUT_HINT}.")
+    layout = recognise_layout(root, dirs)
+    class_root = layout.folder(split) if layout is not None else root
+    if is_mask_folder(class_root.name):
+        raise InspectorError(f"'{class_root.name}' holds defect masks (ground truth), not photos: pass the folder of "
+                             "photos (for an MVTec-style dataset, the folder that holds train/, test/ and "
+                             f"{class_root.name}/).")
     skipped = list(skipped)
     for f in _stray_files(top, root):  # above the class root: shown relative to what was given
         skipped.append(Skipped(display_path(f, top), broken_link_reason(f) or _non_image_reason(f)))
+    if layout is not None:
+        dirs, split_files = _visible_children(class_root)
+        files = [*files, *split_files]
+    if not dirs:
+        raise InspectorError(f"No class folders found in '{class_root.name}'. {_LAYOUT_HINT}.")
     for f in files:
         reason = broken_link_reason(f) or ("not in a class folder" if is_image_path(f) else _non_image_reason(f))
         skipped.append(Skipped(display_path(f, root), reason))
     candidates: list[tuple[Path, str]] = []
+    masks: set[Path] = set()
     for class_dir in dirs:
+        if is_mask_folder(class_dir.name):
+            masks.add(class_dir)
+            continue
         for path in _walk_files(class_dir, root, skipped):
-            if is_image_path(path):
+            mask_dir = _mask_folder_of(path, class_dir)
+            if mask_dir is not None:
+                masks.add(mask_dir)
+            elif is_image_path(path):
                 candidates.append((path, class_dir.name))
             else:
                 skipped.append(Skipped(display_path(path, root), _non_image_reason(path)))
-    return _verify(candidates, [d.name for d in dirs], skipped, root, max_pixels)
+    skipped += [Skipped(display_path(m, root) + "/", _MASKS_REASON) for m in sorted(masks)]
+    class_names = [d.name for d in dirs if d not in masks]
+    dataset = _verify(candidates, class_names, skipped, root, max_pixels)
+    if layout is not None:
+        dataset.layout = layout
+        dataset.notes.append(layout.note(split, class_names))
+    return _with_masks(dataset, class_root, _mask_root(layout, class_root) if split == "test" else None)
+
+
+_MASKS_REASON = "defect masks (ground truth), not photos: left out"
+
+
+def _mask_folder_of(path: Path, class_dir: Path) -> Path | None:
+    """The mask folder (ground_truth/, masks/ ...) inside a class folder that holds ``path``, if any."""
+    folder = class_dir
+    for part in path.relative_to(class_dir).parts[:-1]:
+        folder = folder / part
+        if is_mask_folder(part):
+            return folder
+    return None
+
+
+def _mask_root(layout: SplitLayout | None, class_root: Path) -> Path | None:
+    """Where the masks of the test images are: the layout's mask folder, or, for a test folder given
+    on its own (``bottle/test``), a mask folder beside it (``bottle/ground_truth``)."""
+    if layout is not None:
+        return layout.masks
+    if not is_split_name(class_root.name):
+        return None
+    return next((d for d in _visible_children(class_root.parent)[0] if is_mask_folder(d.name)), None)
+
+
+def _with_masks(dataset: LabeledDataset, class_root: Path, mask_root: Path | None) -> LabeledDataset:
+    """The samples with their defect masks from ``mask_root`` attached (unchanged without one)."""
+    if mask_root is None:
+        return dataset
+    found = find_masks([s.path for s in dataset.samples], class_root, mask_root)
+    dataset.samples = [replace(s, mask=found.get(s.path)) for s in dataset.samples]
+    if found and dataset.layout is None:
+        dataset.notes.append(f"defect masks for {len(found)} test images from {mask_root.name}/ beside "
+                             f"{class_root.name}/ score the anomaly maps (pixel AUROC).")
+    return dataset
 
 
 def _discover_pairs(pairs: Iterable[tuple[str | os.PathLike, str]], max_pixels: int | None) -> LabeledDataset:
@@ -173,6 +254,8 @@ def _class_root(root: Path) -> Path:
         dirs, files = _visible_children(root)
         if len(dirs) != 1 or any(is_image_path(f) for f in files):
             return root
+        if is_split_name(dirs[0].name) or is_mask_folder(dirs[0].name):
+            return root  # a split (train/) or masks are never a wrapper: the layout decides what they are
         inner_dirs, inner_files = _visible_children(dirs[0])
         if not inner_dirs or any(is_image_path(f) for f in inner_files) or _identity(dirs[0]) in seen:
             return root  # dirs[0] is itself a class folder (or a link back to a wrapping folder)

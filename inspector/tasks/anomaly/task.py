@@ -192,20 +192,25 @@ class AnomalyTask(Task):
 
     def evaluate_predictor(self, predictor, dataset, options: PredictOptions, source: str) -> dict[str, Any]:
         """AUROC, false-reject and detection rates at the run's threshold. A test class named like one
-        of the run's good classes is good, unless `options.ok_classes` says otherwise."""
+        of the run's good classes is good, unless `options.ok_classes` says otherwise. With defect masks
+        (an MVTec-style ground_truth/), also the pixel AUROC of the anomaly maps (else None)."""
+        from .pixel import pixel_auroc
         from .predictor import evaluate_detection
 
         ok_classes = list(options.ok_classes) or [c for c in dataset.classes if c in predictor.ok_classes]
         if not ok_classes:
             raise InspectorError(f"None of the test classes ({', '.join(dataset.classes)}) is one of the run's good "
                                  f"classes ({', '.join(predictor.ok_classes)}): name the good ones with --ok-classes.")
-        return evaluate_detection(predictor, dataset.paths, [s.label for s in dataset.samples], ok_classes)
+        report = evaluate_detection(predictor, dataset.paths, [s.label for s in dataset.samples], ok_classes)
+        return {**report, **pixel_auroc(predictor, dataset.samples, ok_classes)}
 
     def evaluation_lines(self, report: dict[str, Any]) -> list[str]:
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         return [f"AUROC {fmt(report['auroc'])}, false-reject rate {fmt(report['false_reject_rate'])} "
                 f"(target {report['target_frr']:.3f}), detection rate {fmt(report['detection_rate'])}; "
                 f"{report['n_good']} good, {report['n_defect']} defect images",
+                *([(f"pixel AUROC {report['pixel_auroc']:.3f} (anomaly maps against the defect masks of "
+                    f"{report['pixel_auroc_images']} images)")] if report.get("pixel_auroc") is not None else []),
                 *(f"  {name}: {rate:.0%} detected" for name, rate in report["detection_rate_per_class"].items())]
 
     # -- export ----------------------------------------------------------------------------
