@@ -36,6 +36,9 @@ class Preprocessing:
     # at 224 px (magnetic-tile, linear probe: +1.1 / +1.5 points at 10 / 20 images per class,
     # -1.1 at 5, docs/BENCHMARKS.md). Runs stored before this field existed are fed as before.
     antialias: bool = True
+    # The camera bit depth of 16-bit grey images (runtime.images.load_image); None: 8-bit data, or a run
+    # stored before it existed (each 16-bit image then guesses its own).
+    bit_depth: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -44,7 +47,8 @@ class Preprocessing:
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(image_size=int(data["image_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
                    interpolation=data.get("interpolation", "bicubic"),
-                   resize_mode=data.get("resize_mode", "stretch"), antialias=data.get("antialias", False))
+                   resize_mode=data.get("resize_mode", "stretch"), antialias=data.get("antialias", False),
+                   bit_depth=data.get("bit_depth"))
 
     @property
     def pad_value(self) -> tuple[int, int, int]:
@@ -57,8 +61,9 @@ class Preprocessing:
 
 
 def resolve_preprocessing(backbone: str, image_size: int | None = None,
-                          resize_mode: str = "stretch") -> Preprocessing:
-    """Preprocessing from timm's pretrained config for `backbone` (size may be overridden)."""
+                          resize_mode: str = "stretch", bit_depth: int | None = None) -> Preprocessing:
+    """Preprocessing from timm's pretrained config for `backbone` (size may be overridden; bit_depth:
+    the dataset's camera bit depth, see Preprocessing)."""
     if resize_mode not in RESIZE_MODES:
         raise InspectorError(f"Unknown resize mode {resize_mode!r}; use one of {', '.join(RESIZE_MODES)}.")
     cfg = timm.models.get_pretrained_cfg(backbone)
@@ -66,7 +71,7 @@ def resolve_preprocessing(backbone: str, image_size: int | None = None,
     mean = tuple(cfg.mean) if cfg else timm.data.IMAGENET_DEFAULT_MEAN
     std = tuple(cfg.std) if cfg else timm.data.IMAGENET_DEFAULT_STD
     interpolation = cfg.interpolation if cfg and cfg.interpolation in INTERPOLATIONS else "bicubic"
-    return Preprocessing(size, mean, std, interpolation, resize_mode)
+    return Preprocessing(size, mean, std, interpolation, resize_mode, bit_depth=bit_depth)
 
 
 def _light(prep: Preprocessing) -> list[A.BasicTransform]:

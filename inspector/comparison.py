@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .data import discover_dataset, load_image, to_rgb_array
+from .data import discover_dataset
 from .errors import ImageLoadError, InspectorError
 from .evidence.paired import PairedComparison, compare_predictions, negative_transfer_note
 from .inference import Predictor
 from .runs import Run, RunStore
+from .tasks.base import bit_depth_of, decode_for
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,16 @@ def paired_predictions(run_a: str | Path, run_b: str | Path, samples: Sequence[t
         chunk, images = [], []
         for path, label in samples[first:first + batch_size]:
             try:
-                images.append(to_rgb_array(load_image(path)))
+                images.append(decode_for(a, path))
                 chunk.append((path, label))
             except ImageLoadError:
                 continue  # removed or damaged since it was listed: not part of the comparison
         if images:
+            # Each run sees the images as it was trained (16-bit: its own camera bit depth).
+            same = bit_depth_of(a) == bit_depth_of(b)
+            images_b = images if same else [decode_for(b, path) for path, _ in chunk]
             for (path, label), pa, pb in zip(chunk, a.predict_batch(images, batch_size),
-                                             b.predict_batch(images, batch_size)):
+                                             b.predict_batch(images_b, batch_size)):
                 rows.append(PairedPrediction(str(path), label, pa.label, pb.label, pa.confidence, pb.confidence))
         if on_progress:
             on_progress(min(1.0, (first + batch_size) / max(len(samples), 1)))
@@ -85,7 +89,7 @@ def paired_predictions(run_a: str | Path, run_b: str | Path, samples: Sequence[t
 def time_per_image(run_dir: str | Path, paths: Sequence[Path]) -> float:
     """Milliseconds per image, one image per call (as on an inspection station), after a warm-up."""
     predictor = Predictor.from_run(run_dir)
-    images = [to_rgb_array(load_image(p)) for p in paths]
+    images = [decode_for(predictor, p) for p in paths]
     if not images:
         return float("nan")
     predictor.predict(images[0])  # warm-up: first-call costs are not what the line sees

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InspectorError
+from .runtime.images import BIT_DEPTHS
 
 RESIZE_MODES = ("stretch", "letterbox", "crop")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -52,6 +53,9 @@ class TrainConfig:
     # Anomaly task: add the 8 flips and quarter turns of every good image to the memory bank (parts that
     # lie any way round; 8x the fitting work, not measured on real data yet, so off by default).
     symmetric_bank: bool = False
+    # The camera's bit depth for 16-bit grey images (10, 12, 14, 16): one brightness mapping for the
+    # whole dataset and every image the model later sees. None: inferred once from the dataset.
+    bit_depth: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,6 +77,8 @@ class TrainConfig:
             problems.append(f"target false-reject rate must be between 0 and 1 (got {self.target_frr})")
         if self.ok_classes is not None and (isinstance(self.ok_classes, str) or not all(self.ok_classes)):
             problems.append("OK classes must be a list of class names")
+        if self.bit_depth is not None and self.bit_depth not in BIT_DEPTHS:
+            problems.append(f"bit depth must be one of {', '.join(map(str, BIT_DEPTHS))} (got {self.bit_depth})")
         if not self.task or not isinstance(self.task, str):
             problems.append("task must be a task name such as classification or anomaly")
         if not 2 <= self.max_folds <= 20:

@@ -123,8 +123,10 @@ class _FollowerRun:
 def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.device, ranks: Ranks, started: float, *,
            runs_dir, callbacks, stop_event, feature_cache) -> TrainResult:
     seed_everything(config.seed)
+    # One brightness mapping for the whole dataset's 16-bit images, stored in the recipe (preprocessing).
+    config = config.replace(bit_depth=config.bit_depth or dataset.bit_depth)
     strategy, reason = task.choose_strategy(config, dataset, device)
-    prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
+    prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode, config.bit_depth)
     model = task.build_model(config, dataset, strategy)
     plan = task.validation_plan(dataset, config)
 
@@ -153,7 +155,7 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
 
     skipped = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
     try:
-        images = load_image_set(dataset, prep.image_size)
+        images = load_image_set(dataset, prep.image_size, prep.bit_depth)
         emit(TrainStart(run.run_id, backbone=config.backbone, strategy=strategy.name, strategy_reason=reason,
                         device=_device_label(device, ranks), classes=list(dataset.classes),
                         n_images=len(dataset), validation=plan.description, epochs=resolved.epochs,

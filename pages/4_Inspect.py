@@ -19,6 +19,7 @@ from ui.state import page_setup, predictor, run_label, runs, show_flashes, user_
 MAX_IMAGES = 60
 MAX_HEATMAPS = 12
 UNREADABLE = "unreadable"
+BADGE_COLOURS = {"OK": "green", "NG": "red", "UNSURE": "orange"}
 OK_NAMES = ("ok", "good", "pass", "normal", "gut", "i.o.", "io")
 page_setup("Inspect", ":material/search:")
 ws = workspace()
@@ -114,8 +115,8 @@ def inspect_one(n: int, name: str, data: bytes) -> list[dict]:
             task_of_run = create_task(info.task)
             who = f"{info.name}: " if len(chosen) > 1 else ""
             badge = ""
-            if "verdict" in row:
-                badge = f":{'green' if row['verdict'] == 'OK' else 'red'}-background[**{row['verdict']}**] "
+            if row.get("verdict"):  # OK / NG / UNSURE (a frame with nothing to inspect: its reason follows)
+                badge = f":{BADGE_COLOURS[row['verdict']]}-background[**{row['verdict']}**] "
             st.markdown(f"{who}{badge}{task_of_run.row_words(row)}")
             if task_of_run.predicts_classes:
                 st.plotly_chart(charts.probabilities(row["probabilities"], set(ok_classes)),
@@ -155,7 +156,8 @@ if results:
     unreadable = f", **{verdicts[UNREADABLE]} unreadable** (not inspected)" if verdicts[UNREADABLE] else ""
     rule = (f"at most {target_frr:.0%} false rejects" if target_frr is not None
             else f"threshold {threshold:.0%}" if threshold is not None else "no OK/NG rule")
-    st.write(f"{len(images)} images: **{verdicts['NG']} NG**, {verdicts['OK']} OK{unreadable} "
+    unsure = f", **{verdicts['UNSURE']} UNSURE** (check by eye)" if verdicts["UNSURE"] else ""
+    st.write(f"{len(images)} images: **{verdicts['NG']} NG**, {verdicts['OK']} OK{unsure}{unreadable} "
              f"(model {chosen[0].name}, {rule}).")
     st.dataframe(results, hide_index=True)
     st.download_button("Download CSV", csv_text(results), file_name="inspection_results.csv", mime="text/csv",

@@ -167,7 +167,7 @@ def test_missing_file_and_folder(tmp_path):
      (MemoryError(), "not enough memory to decode the image")],
 )
 def test_conversion_failures_become_load_errors(monkeypatch, error, reason):
-    def fail(_img):
+    def fail(_img, *_):
         raise error
 
     monkeypatch.setattr(images_module, "_to_rgb", fail)

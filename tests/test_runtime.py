@@ -193,7 +193,11 @@ def _tiny_bundle(folder: Path, kind: str) -> Path:
 
 
 def _colour(rgb, h=40, w=30) -> np.ndarray:
-    return np.broadcast_to(np.array(rgb, dtype=np.uint8), (h, w, 3)).copy()
+    """A colour with a checkerboard 30 levels darker in every other pixel: an image with detail, not a
+    flat frame (which every model answers UNSURE, runtime/frames.py); the brightest pixel is `rgb`."""
+    image = np.broadcast_to(np.array(rgb, dtype=np.int16), (h, w, 3)).copy()
+    image[(np.indices((h, w)).sum(axis=0) % 2).astype(bool)] -= 30
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def test_the_python_api_predicts_paths_and_arrays(tmp_path):
@@ -206,8 +210,9 @@ def test_the_python_api_predicts_paths_and_arrays(tmp_path):
     bundle = runtime.load_bundle(folder)
     rows = runtime.predict(bundle, [tmp_path / "red.png", _colour((0, 250, 0), 40, 90)])
     assert [r["label"] for r in rows] == ["red", "green"] and [r["verdict"] for r in rows] == ["NG", "OK"]
-    assert runtime.predict(folder, [_colour((0, 0, 250))], ok_classes=[])[0].keys() == {"label", "confidence",
-                                                                                          "probabilities"}
+    no_rule = runtime.predict(folder, [_colour((0, 0, 250))], ok_classes=[])[0]
+    assert no_rule.keys() == {"label", "confidence", "probabilities", "verdict", "reason"}
+    assert no_rule["verdict"] is None and no_rule["reason"] is None  # no OK classes: no verdict
     with pytest.raises(runtime.ImageLoadError, match="missing.png: file not found"):
         runtime.predict(bundle, [tmp_path / "missing.png"])
     with pytest.raises(runtime.InspectorError, match="not an exported bundle"):
@@ -220,8 +225,8 @@ def test_an_anomaly_bundle_moves_its_threshold_without_re_export(tmp_path):
     folder = _tiny_bundle(tmp_path / "b", "anomaly_score")
     bundle = runtime.load_bundle(folder)
     assert bundle.threshold == bundle.scale.threshold and bundle.target_frr == 0.1
-    rows = runtime.predict(bundle, [_colour((10, 10, 10)), _colour((250, 250, 250))])
-    assert [r["verdict"] for r in rows] == ["OK", "NG"] and rows[1]["raw_score"] == pytest.approx(250)
+    rows = runtime.predict(bundle, [_colour((60, 60, 60)), _colour((250, 250, 250))])
+    assert [r["verdict"] for r in rows] == ["OK", "NG"] and rows[1]["raw_score"] == pytest.approx(235, abs=1.5)  # 250 and 220 averaged by the resize
     assert runtime.load_bundle(folder, target_frr=0.5).threshold < bundle.threshold
     with pytest.raises(runtime.InspectorError, match="between 0 and 1"):
         runtime.load_bundle(folder, target_frr=2)

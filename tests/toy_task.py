@@ -97,7 +97,7 @@ class MeanColourTask(Task):
         model.load_state_dict(state)
         return ToyPredictor(model, recipe["classes"], run_dir)
 
-    def result_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
+    def model_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
         return [p.to_dict() for p in predictor.predict_batch(list(images))]
 
     def describe_row(self, row: dict[str, Any]) -> str:

@@ -10,8 +10,7 @@ import numpy as np
 import streamlit as st
 
 from inspector import Prediction, RunInfo, overlay_heatmap
-from inspector.data import load_image, to_rgb_array
-from inspector.tasks.base import PredictOptions, create_task
+from inspector.tasks.base import PredictOptions, create_task, decode_for
 
 from .state import predictor
 
@@ -51,7 +50,7 @@ def configured(run: RunInfo | str, decision: Decision, with_classifier: bool = T
 @st.cache_data(show_spinner=False, max_entries=5000)
 def _row(run_dir: str, mtime: float, decision: Decision, sha: str, _data: bytes) -> dict:
     task, model, options = configured(run_dir, decision)
-    return task.result_rows(model, [to_rgb_array(load_image(_data))], options)[0]
+    return task.result_rows(model, [decode_for(model, _data)], options)[0]
 
 
 def result_row(run: RunInfo, data: bytes, decision: Decision) -> dict:
@@ -72,8 +71,8 @@ def predict(run: RunInfo, data: bytes) -> Prediction:
 
 @st.cache_data(show_spinner=False, max_entries=300)
 def _overlay(run_dir: str, mtime: float, decision: Decision, sha: str, _data: bytes) -> np.ndarray:
-    image = to_rgb_array(load_image(_data))
     _, model, _ = configured(run_dir, decision, with_classifier=False)
+    image = decode_for(model, _data)
     return overlay_heatmap(image, model.heatmap(image))
 
 

@@ -31,14 +31,15 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.set_defaults(func=run)
 
 
-def read_images(inputs: Sequence[str]) -> tuple[list[Path], list, list[dict[str, str]]]:
-    """(readable paths, their RGB arrays, skipped rows); an error when none is readable."""
+def read_images(inputs: Sequence[str], bit_depth: int | None = None) -> tuple[list[Path], list, list[dict[str, str]]]:
+    """(readable paths, their RGB arrays, skipped rows); an error when none is readable. 16-bit images
+    are decoded with the run's camera `bit_depth`."""
     # The runtime's own file finder and decoder: the bundle's predict.py reads folders the same way.
     from ..runtime.bundle import collect_images
     from ..runtime.bundle import read_images as decode
 
     paths, skipped = collect_images(inputs)
-    images, kept, unreadable = decode(paths)
+    images, kept, unreadable = decode(paths, bit_depth)
     skipped += unreadable
     if not kept:
         raise InspectorError("No readable image to predict. " + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped))
@@ -48,7 +49,7 @@ def read_images(inputs: Sequence[str]) -> tuple[list[Path], list, list[dict[str,
 def run(args: argparse.Namespace) -> None:
     from ..inference import Predictor, load_predictor
     from ..reports import save_csv
-    from ..tasks.base import PredictOptions, create_task
+    from ..tasks.base import PredictOptions, bit_depth_of, create_task
 
     predictor = load_predictor(args.run_dir, device=args.device, compile=args.compile)
     task = create_task(predictor.task)
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
                              classifier=Predictor.from_run(args.classifier, device=args.device)
                              if args.classifier else None)
     predictor = task.configure(predictor, options)  # refuses the options of other tasks in plain words
-    kept, images, skipped = read_images(args.images)
+    kept, images, skipped = read_images(args.images, bit_depth_of(predictor))
     results = [{"path": str(path), **row} for path, row in zip(kept, task.result_rows(predictor, images, options))]
     # Warnings in plain and JSON mode alike: e.g. an anomaly run whose false-reject target is below
     # what its good images can guarantee (after --target-frr moved it).

@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox", "crop"],
                    help="how non-square images fit the square input: stretch (default, measured best), "
                         "letterbox (keeps the aspect ratio, pads) or crop (keeps it, cuts the edges)")
+    p.add_argument("--bit-depth", type=int, default=None, choices=(8, 10, 12, 14, 16), metavar="BITS",
+                   help="the camera's bit depth for 16-bit grey images (10, 12, 14 or 16): one brightness mapping "
+                        "for all images, stored with the model (default: inferred once from the whole dataset)")
     p.add_argument("--augment", default="industrial", help="none, light or industrial (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -113,15 +116,15 @@ def run(args: argparse.Namespace) -> int | None:
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
                          resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv,
-                         any_orientation=not args.orientation_matters)
+                         any_orientation=not args.orientation_matters, bit_depth=args.bit_depth)
     dataset = discover_dataset(args.data, extract_dir=args.scratch)
     data_warnings: list[str] = []
     if ranks.is_main:  # under torchrun the other ranks train quietly: one report, one JSON line
+        for note in dataset.notes:  # a split layout: which folder is trained on, what the others are for
+            print(f"note: {note}", file=sys.stderr)
         for item in dataset.skipped:
             print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
         data_warnings = [finding.message for finding in validate_dataset(dataset).warnings]  # empty class, copies
-        for note in dataset.notes:  # a split layout: which folder is trained on, what the others are for
-            print(f"note: {note}", file=sys.stderr)
         for message in data_warnings:
             print(f"warning: {message}", file=sys.stderr)
     result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])

@@ -25,7 +25,8 @@ from inspector.data.layouts import (
 )
 from inspector.data.types import Skipped, display_path, is_ignored_name
 from inspector.errors import ImageLoadError, InspectorError
-from inspector.runtime.images import broken_link_reason, walk_files
+from inspector.runtime.frames import frame_problem
+from inspector.runtime.images import broken_link_reason, dataset_bit_depth, image_bit_depth, walk_files
 
 __all__ = ["LabeledDataset", "Sample", "Skipped", "discover_dataset", "natural_key"]
 
@@ -45,6 +46,8 @@ class Sample:
     width: int
     height: int
     mask: Path | None = None
+    bit_depth: int | None = None  # a high-bit-depth grey file's bits in use (runtime.images.image_bit_depth)
+    frame: str | None = None  # why the frame has nothing to inspect (blank, saturated, flat), runtime.frames
 
 
 @dataclass
@@ -77,6 +80,12 @@ class LabeledDataset:
     @property
     def paths(self) -> list[Path]:
         return [s.path for s in self.samples]
+
+    @property
+    def bit_depth(self) -> int | None:
+        """The camera bit depth of the dataset's 16-bit images (one mapping for all of them, see
+        runtime.images.load_image), None when every image is 8-bit."""
+        return dataset_bit_depth(s.bit_depth for s in self.samples)
 
     def counts(self) -> dict[str, int]:
         """Images per class, in class order (classes with 0 images included as 0)."""
@@ -334,9 +343,13 @@ def _inspect(path: Path, label: str, max_pixels: int | None) -> Sample | str:
     try:
         data = read_bytes(path)
         image = load_image(data, max_pixels=max_pixels)
+        depth = image_bit_depth(data, max_pixels=max_pixels)  # header only for 8-bit files
     except ImageLoadError as exc:
         return str(exc)
-    return Sample(path=path, label=label, sha256=content_hash(data), width=image.width, height=image.height)
+    # The blank-frame check sees the 8-bit image as training will (16-bit: the dataset's one mapping,
+    # known only later; this image's own guess is close enough to tell a black frame).
+    return Sample(path=path, label=label, sha256=content_hash(data), width=image.width, height=image.height,
+                  bit_depth=depth, frame=frame_problem(image))
 
 
 def _nothing_usable_message(root: Path | None, skipped: list[Skipped]) -> str:

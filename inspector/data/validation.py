@@ -67,6 +67,8 @@ def validate_dataset(
         *_check_label_conflicts(ds),
         *_check_imbalance(counts, imbalance_ratio),
         *_check_tiny(ds, min_side),
+        *_check_bit_depths(ds),
+        *_check_frames(ds),
         *_check_skipped(ds),
     ]
     if not any(f.level == "error" for f in findings):
@@ -159,6 +161,49 @@ def _check_tiny(ds: LabeledDataset, min_side: int) -> list[Finding]:
         "warning", "tiny_images",
         f"{len(tiny)} image(s) are smaller than {min_side} pixels on a side ({_names(paths)}); "
         "they carry little detail and will be enlarged.",
+        paths,
+    )]
+
+
+def _check_bit_depths(ds: LabeledDataset) -> list[Finding]:
+    """16-bit camera images: say which one brightness mapping they get, and warn when 8-bit and 16-bit
+    files are mixed (two cameras or export settings: the same scene would not look the same)."""
+    deep = [s for s in ds.samples if s.bit_depth is not None]
+    if not deep:
+        return []
+    bits = ds.bit_depth
+    findings = [Finding(
+        "info", "bit_depth",
+        f"{_images(len(deep))} are 16-bit grey files, read as {bits}-bit camera data (the brightest value in the "
+        f"dataset needs {bits} bits): one brightness mapping for all of them and for every image the model sees "
+        f"later. If the camera uses more bits, pass --bit-depth.",
+    )]
+    flat = [s for s in ds.samples if s.bit_depth is None]
+    if flat:
+        paths = tuple(_show(s.path, ds.root) for s in flat)
+        findings.append(Finding(
+            "warning", "mixed_bit_depths",
+            f"The dataset mixes bit depths: {_images(len(flat))} are 8-bit files ({_names(paths)}) and "
+            f"{len(deep)} are 16-bit. The same scene does not look the same in both (two cameras or export "
+            f"settings?); save all images the same way.",
+            paths,
+        ))
+    return findings
+
+
+def _check_frames(ds: LabeledDataset) -> list[Finding]:
+    """Blank, saturated or flat frames (runtime.frames) teach a class nothing about parts: say which."""
+    blank = [s for s in ds.samples if s.frame]
+    if not blank:
+        return []
+    paths = tuple(_show(s.path, ds.root) for s in blank)
+    examples = "; ".join(f"{_show(s.path, ds.root)} in '{s.label}': {s.frame.split(':')[0]}" for s in blank[:_MAX_NAMED])
+    more = f" and {len(blank) - _MAX_NAMED} more" if len(blank) > _MAX_NAMED else ""
+    return [Finding(
+        "warning", "blank_frames",
+        f"{_images(len(blank))} show nothing to inspect ({examples}{more}). A model learns nothing about parts "
+        f"from them, and a class that holds them may claim every blank frame; remove them unless the class is "
+        f"meant for such frames. Models answer UNSURE on such frames.",
         paths,
     )]
 

@@ -2,8 +2,10 @@
 any task (`inspector.inference.load_predictor`).
 
     POST /predict   multipart, field `files` (one or several images) -> one result per image:
-                    classifiers: label, confidence, probabilities, score (+ verdict with OK classes);
-                    anomaly runs: score (0..1, 0.5 at the threshold), raw_score, verdict
+                    every model: label (null for anomaly runs), verdict (OK / NG / UNSURE; null for
+                    a classifier without OK classes), reason (why UNSURE, e.g. a blank frame; else null);
+                    classifiers: confidence, probabilities, score (+ defect_probability with OK classes);
+                    anomaly runs: score (0..1, 0.5 at the threshold), raw_score
     GET  /health    {"status": "ok"}
     GET  /model     what is loaded: run, task, classes, preprocessing, OK classes, threshold, limits,
                     warnings (e.g. an anomaly run with too few good images for its false-reject target)
@@ -122,9 +124,8 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
     from fastapi.security import APIKeyHeader
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from ..data import load_image, to_rgb_array
     from ..inference import load_predictor
-    from ..tasks.base import PredictOptions, create_task
+    from ..tasks.base import PredictOptions, create_task, decode_for
 
     predictor = predictor or load_predictor(run_dir, device=device)
     task = create_task(predictor.task)
@@ -205,7 +206,7 @@ def create_app(run_dir: Any, config: ServiceConfig = ServiceConfig(), device: st
         images, kept, skipped, too_large = [], [], [], 0
         for name, data in zip(names, contents):  # like `predict`: skip the unreadable, predict the rest
             try:
-                images.append(to_rgb_array(load_image(data, max_pixels=config.max_pixels)))
+                images.append(decode_for(predictor, data, max_pixels=config.max_pixels))  # its camera bit depth
                 kept.append(name)
             except ImageLoadError as exc:
                 skipped.append({"path": name, "reason": str(exc).rstrip(".")})

@@ -30,18 +30,19 @@ class ImageSet:
         return ImageSet([self.images[i] for i in idx], self.labels[idx], [self.hashes[i] for i in idx])
 
 
-def _decode(path, max_side: int) -> np.ndarray:
-    image = load_image(path)
+def _decode(path, max_side: int, bit_depth: int | None) -> np.ndarray:
+    image = load_image(path, bit_depth=bit_depth)
     if max(image.size) > max_side:  # keep memory bounded; the model input is smaller anyway
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return to_rgb_array(image)
 
 
-def load_image_set(dataset, image_size: int) -> ImageSet:
-    """Decode every sample of a LabeledDataset once (threads: PIL releases the GIL)."""
+def load_image_set(dataset, image_size: int, bit_depth: int | None = None) -> ImageSet:
+    """Decode every sample of a LabeledDataset once (threads: PIL releases the GIL); `bit_depth`: the
+    camera bit depth of its 16-bit images (runtime.images.load_image)."""
     max_side = max(2 * image_size, 512)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        images = list(pool.map(lambda s: _decode(s.path, max_side), dataset.samples))
+        images = list(pool.map(lambda s: _decode(s.path, max_side, bit_depth), dataset.samples))
     return ImageSet(images, np.asarray(dataset.labels, dtype=np.int64), [s.sha256 for s in dataset.samples])
 
 

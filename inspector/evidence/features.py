@@ -48,9 +48,10 @@ class FeatureSet:
         return len(self.classes)
 
 
-def feature_key(backbone: str, image_size: int, resize_mode: str, symmetric: bool) -> str:
-    """What the features depend on (also the cache key)."""
-    return f"evidence|{backbone}|{image_size}px|{resize_mode}|multiscale|symmetric={symmetric}|power_norm=True"
+def feature_key(backbone: str, image_size: int, resize_mode: str, symmetric: bool, bit_depth: int | None = None) -> str:
+    """What the features depend on (also the cache key); `bit_depth`: the dataset's 16-bit camera depth."""
+    bits = f"|bits={bit_depth}" if bit_depth is not None else ""  # 8-bit datasets keep their cached features
+    return f"evidence|{backbone}|{image_size}px|{resize_mode}|multiscale|symmetric={symmetric}|power_norm=True{bits}"
 
 
 def _model(backbone: str, symmetric: bool, device):
@@ -117,8 +118,9 @@ def frozen_features(dataset, backbone: str = DEFAULT_BACKBONE, image_size: int |
     # so a repeated `inspector advise` answers without importing the deep-learning stack.
     size = image_size or (_remembered_size(cache, backbone) if cache is not None else None)
     table: dict[str, np.ndarray] = {}
+    bit_depth = dataset.bit_depth  # the whole dataset's, also for the subset still to compute
     if size is not None and cache is not None:
-        key = feature_key(backbone, size, resize_mode, symmetric)
+        key = feature_key(backbone, size, resize_mode, symmetric, bit_depth)
         table = _load_cache(_cache_file(cache, key), key)
     missing = [i for i, h in enumerate(hashes) if h not in table]
     if missing:
@@ -129,7 +131,7 @@ def frozen_features(dataset, backbone: str = DEFAULT_BACKBONE, image_size: int |
 
         prep = resolve_preprocessing(backbone, image_size, resize_mode)
         size = prep.image_size
-        key = feature_key(backbone, size, resize_mode, symmetric)
+        key = feature_key(backbone, size, resize_mode, symmetric, bit_depth)
         if cache is not None:
             table = _load_cache(_cache_file(cache, key), key)
             missing = [i for i, h in enumerate(hashes) if h not in table]
@@ -138,7 +140,7 @@ def frozen_features(dataset, backbone: str = DEFAULT_BACKBONE, image_size: int |
     if missing:
         torch_device = resolve_device(device)
         model = _model(backbone, symmetric, torch_device)
-        images = load_image_set(dataset.subset(missing), size)
+        images = load_image_set(dataset.subset(missing), size, bit_depth)
         computed = np.asarray(extract_features(model, images, build_transform(prep, "none"), model_key=key,
                                                device=torch_device, batch_size=batch_size, on_batch=on_batch),
                               dtype=np.float32)

@@ -56,7 +56,7 @@ def predict(bundle: Bundle | str | os.PathLike, images: Sequence[str | os.PathLi
             arrays.append(image)
             continue
         try:
-            arrays.append(to_rgb_array(load_image(image)))
+            arrays.append(to_rgb_array(load_image(image, bit_depth=bundle.preprocessing.get("bit_depth"))))
         except ImageLoadError as exc:
             name = "image bytes" if isinstance(image, (bytes, bytearray, memoryview)) else str(image)
             raise ImageLoadError(f"{name}: {exc}") from None

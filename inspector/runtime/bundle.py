@@ -23,6 +23,7 @@ from .errors import ImageLoadError, InspectorError
 from .images import broken_link_reason, is_image_path, load_image, to_rgb_array, walk_files
 from .outputs import output_reader
 from .resize import fit_to_input
+from .rows import guard_rows
 
 MODEL_FILE, OPENVINO_FILE = "model.onnx", "model.xml"
 PREPROCESSING_FILE, LABELS_FILE = "preprocessing.json", "labels.json"
@@ -90,7 +91,7 @@ class Bundle:
              threshold: float | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
         """One result dict per RGB image, as `inspector predict --json` (OK classes and threshold:
         classifiers, default those in labels.json)."""
-        return self.outputs.rows(self, images, ok_classes, threshold, batch_size)
+        return guard_rows(self.outputs.rows(self, images, ok_classes, threshold, batch_size), images)
 
 
 def _onnxruntime_runner(path: Path, threads: int):
@@ -139,12 +140,14 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
     return paths, skipped
 
 
-def read_images(paths: Sequence[Path]) -> tuple[list[np.ndarray], list[Path], list[dict[str, str]]]:
-    """(RGB arrays, the paths they came from, {"path", "reason"} of the unreadable ones)."""
+def read_images(paths: Sequence[Path], bit_depth: int | None = None
+                ) -> tuple[list[np.ndarray], list[Path], list[dict[str, str]]]:
+    """(RGB arrays, the paths they came from, {"path", "reason"} of the unreadable ones); 16-bit images
+    decoded with the model's camera `bit_depth` (preprocessing.json's; see images.load_image)."""
     images, kept, skipped = [], [], []
     for path in paths:
         try:
-            images.append(to_rgb_array(load_image(path)))
+            images.append(to_rgb_array(load_image(path, bit_depth=bit_depth)))
             kept.append(path)
         except ImageLoadError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
@@ -157,7 +160,7 @@ def predict_paths(bundle: Bundle, inputs: Iterable[str | os.PathLike], ok_classe
     listed under `skipped`. The dict `predict.py --json` prints:
     {"bundle", <the outputs' header fields>, "predictions": [{"path", **row}], "skipped"}."""
     paths, missing = collect_images(inputs)
-    images, kept, unreadable = read_images(paths)
+    images, kept, unreadable = read_images(paths, bundle.preprocessing.get("bit_depth"))
     rows = bundle.rows(images, ok_classes, threshold, batch_size)
     return {"bundle": str(bundle.folder), **bundle.outputs.header(),
             "predictions": [{"path": str(p), **r} for p, r in zip(kept, rows)], "skipped": missing + unreadable}

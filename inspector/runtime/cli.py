@@ -18,6 +18,7 @@ from typing import Sequence
 from .bundle import Bundle, predict_paths
 from .errors import InspectorError
 from .images import pixel_limit
+from .rows import describe
 
 _OPTIONS = ("ok_classes", "threshold", "target_frr")  # as Outputs.options names them
 
@@ -78,13 +79,5 @@ def _run(args: argparse.Namespace, folder: str | os.PathLike) -> int:
         print(json.dumps(result, ensure_ascii=False))
     else:
         for row in result["predictions"]:
-            print(f"{row['path']}\t{_describe(row)}")
+            print(f"{row['path']}\t{describe(row)}")
     return 0
-
-
-def _describe(row: dict) -> str:
-    """One result row in a few words (a row has either raw_score or label, see rows.py)."""
-    if "raw_score" in row:
-        return f"{row['verdict']}, anomaly {row['score']:.2f}"
-    extra = f"  {row['verdict']}" if "verdict" in row else ""
-    return f"{row['label']}\t{row['confidence']:.3f}{extra}"

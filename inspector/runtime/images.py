@@ -15,7 +15,7 @@ import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,12 +23,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageLoadError, ImageTooLargeError, InspectorError
 
 __all__ = [
+    "BIT_DEPTHS",
     "IMAGE_EXTENSIONS",
     "MAX_MEGAPIXELS_ENV",
     "broken_link_reason",
     "is_ignored_name",
     "MAX_IMAGE_PIXELS",
     "content_hash",
+    "dataset_bit_depth",
+    "image_bit_depth",
     "is_image_path",
     "load_image",
     "max_pixels",
@@ -50,7 +53,8 @@ MAX_MEGAPIXELS_ENV = "INSPECTOR_MAX_MEGAPIXELS"
 # also returns the multi-picture (MPO) images many phones write.
 _FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 # Bit depths a 16-bit container may really hold (cameras write 10, 12 or 14 bit data).
-_BIT_DEPTHS = (8, 10, 12, 14, 16)
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+_HIGH_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _WHITE = (255, 255, 255)
 _NO_MEMORY = "not enough memory to decode the image"
 
@@ -226,15 +230,18 @@ def pixel_limit(value: str | float | None) -> Iterator[None]:
 
 
 def load_image(
-    source: str | os.PathLike | bytes, *, max_pixels: int | None = None
+    source: str | os.PathLike | bytes, *, max_pixels: int | None = None, bit_depth: int | None = None
 ) -> Image.Image:
     """Decode a file (path or bytes) into a fully loaded RGB image.
 
     - EXIF orientation is applied, so phone photos come out upright.
     - Transparency is composited onto white (cut-out product shots usually sit on white).
-    - 16/32-bit grey images are scaled to 8 bit by the bit depth they really use: the
-      smallest of 8, 10, 12, 14 or 16 bits that holds the maximum value. A 12-bit camera
-      image in a 16-bit file therefore keeps its contrast instead of turning black.
+    - 16/32-bit grey images (a camera's 10-16 bit data) become 8 bit by one fixed, monotonic
+      mapping: value * 255 / (2**bit_depth - 1), clipped. ``bit_depth`` is the camera's, the same
+      for every image of a dataset and of the model trained on it (:func:`dataset_bit_depth`
+      infers it once; a run stores it in its preprocessing). So an image at half the exposure is
+      half as bright, as in an 8-bit file. ``None`` (no dataset context, runs stored before the
+      setting existed) guesses per image: the smallest of 8..16 bits holding its brightest value.
       Float images in [0, 1] are scaled by 255; signed data or data beyond 16 bits is
       stretched over the range it uses.
     - Animated GIF/WebP and multi-page TIFF: the first frame.
@@ -256,7 +263,35 @@ def load_image(
         raise ImageLoadError("empty file")
     with _our_bomb_check(), _open(data, limit) as im:
         _decode(im, limit)
-        return _convert(im)
+        return _convert(im, bit_depth)
+
+
+def image_bit_depth(source: str | os.PathLike | bytes, *, max_pixels: int | None = None) -> int | None:
+    """The bits per value a high-bit-depth grey image uses (10, 12, 14 or 16: the fewest that hold
+    its brightest value; a 16-bit file is never taken for 8-bit camera data), or None for an
+    8-bit or float image. Reads the header first, so an 8-bit file is not decoded.
+
+    Raises ImageLoadError as :func:`load_image`.
+    """
+    limit = _limit_in_use() if max_pixels is None else max_pixels
+    data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else read_bytes(source)
+    with _our_bomb_check(), _open(data, limit) as im:
+        if im.mode not in _HIGH_BIT_MODES:
+            return None
+        _decode(im, limit)
+        values = np.asarray(im)
+    high = int(values.max()) if values.size else 0
+    if values.size and int(values.min()) < 0 or high > 2**16 - 1:
+        return None  # signed or beyond 16 bits: not camera counts; load_image stretches it
+    return next(b for b in BIT_DEPTHS[1:] if high <= 2**b - 1)
+
+
+def dataset_bit_depth(depths: Iterable[int | None]) -> int | None:
+    """One camera bit depth for a whole dataset from its images' :func:`image_bit_depth` values:
+    the most any image uses (so the brightest image of the set keeps its brightness), None when no
+    image is high-bit-depth. Pass it to every :func:`load_image` of the dataset and its model."""
+    used = [d for d in depths if d is not None]
+    return max(used) if used else None
 
 
 def to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -327,10 +362,10 @@ def _decode(im: Image.Image, max_pixels: int) -> None:
         raise ImageTooLargeError(_too_large_message((width, height), max_pixels))
 
 
-def _convert(im: Image.Image) -> Image.Image:
+def _convert(im: Image.Image, bit_depth: int | None = None) -> Image.Image:
     """Upright RGB copy of a decoded image."""
     try:
-        return _to_rgb(_upright(im))
+        return _to_rgb(_upright(im), bit_depth)
     except MemoryError:
         raise ImageLoadError(_NO_MEMORY) from None
     except Exception:  # noqa: BLE001 - e.g. a LAB TIFF Pillow cannot convert
@@ -370,12 +405,12 @@ def _upright(im: Image.Image) -> Image.Image:
         return im.copy()
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def _to_rgb(im: Image.Image, bit_depth: int | None = None) -> Image.Image:
     """Convert any Pillow mode to RGB (alpha onto white, high bit depth rescaled)."""
     if im.mode == "RGB":
         return im
-    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        return Image.fromarray(_scale_to_uint8(np.asarray(im))).convert("RGB")
+    if im.mode in _HIGH_BIT_MODES + ("F",):
+        return Image.fromarray(_scale_to_uint8(np.asarray(im), bit_depth)).convert("RGB")
     if _has_alpha(im):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
@@ -389,14 +424,15 @@ def _has_alpha(im: Image.Image) -> bool:
     )
 
 
-def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+def _scale_to_uint8(arr: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
     """Map a single-channel integer/float array onto 0..255 (see :func:`load_image`)."""
     values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if arr.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
         scaled = values * 255.0
     elif low >= 0.0 and high <= 2**16 - 1:
-        bits = next(b for b in _BIT_DEPTHS if high <= 2**b - 1)
+        # The dataset's camera depth when known (one mapping for all images), else this image's guess.
+        bits = bit_depth or next(b for b in BIT_DEPTHS if high <= 2**b - 1)
         scaled = values * (255.0 / (2**bits - 1))
     elif high > low:
         # Signed or >16-bit data in arbitrary units: stretch the range actually used.

@@ -4,6 +4,13 @@ the app and the exported bundle's predict.py all return (one dict per image, no 
     probabilities (classifiers): {"label", "confidence", "probabilities": {class: p}}
         + with OK classes: {"verdict": "OK" | "NG", "defect_probability"}
     anomaly scores:             {"score", "raw_score", "verdict": "OK" | "NG"}
+
+Every row then passes `guard_rows`, which gives all models one verdict vocabulary (VERDICTS):
+    {"label": class or None, "verdict": "OK" | "NG" | "UNSURE" | None, "reason": None or a sentence}
+`label` is None when the model names no class (anomaly models), `verdict` None when no OK/NG rule
+was given (a classifier without OK classes). UNSURE: the model's answer cannot be trusted for this
+image, and `reason` says why (a blank, saturated or flat frame: frames.py); `reason` is None for a
+plain OK or NG.
 """
 from __future__ import annotations
 
@@ -12,6 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .calibration import ScoreScale
+from .frames import frame_problem
+
+VERDICTS = ("OK", "NG", "UNSURE")
 
 
 def defect_probability(probabilities: dict[str, float], ok_classes: Sequence[str]) -> float:
@@ -49,3 +59,34 @@ def score_row(raw_score: float, scale: ScoreScale) -> dict[str, Any]:
 def score_rows(raw_scores: np.ndarray, scale: ScoreScale) -> list[dict[str, Any]]:
     """Rows of raw anomaly scores (n,)."""
     return [score_row(raw, scale) for raw in np.asarray(raw_scores).ravel()]
+
+
+def guard_row(row: dict[str, Any], image: np.ndarray) -> dict[str, Any]:
+    """The row in the one vocabulary (label, verdict, reason always present), checked against its
+    RGB uint8 image (H, W, 3): a blank, saturated or flat frame is never a confident OK. Its OK (or
+    missing) verdict becomes UNSURE, an NG stays NG; either way `reason` names the frame's problem.
+    Idempotent: a row guarded twice is the same."""
+    guarded = {"label": None, "verdict": None, **row, "reason": row.get("reason")}
+    problem = frame_problem(image)
+    if problem is not None:
+        guarded["reason"] = problem
+        if guarded["verdict"] != "NG":
+            guarded["verdict"] = "UNSURE"
+    return guarded
+
+
+def guard_rows(rows: Sequence[dict[str, Any]], images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """`guard_row` of each row with its image (same order and length)."""
+    if len(rows) != len(images):
+        raise ValueError(f"{len(rows)} result rows for {len(images)} images")
+    return [guard_row(row, image) for row, image in zip(rows, images)]
+
+
+def describe(row: dict[str, Any]) -> str:
+    """One guarded row in a few words for a terminal: 'scratch  0.973  NG', 'OK, anomaly 0.21', and the
+    reason after an UNSURE ('UNSURE (blank frame: ...)')."""
+    if "raw_score" in row:
+        text = f"{row['verdict']}, anomaly {row['score']:.2f}"
+    else:
+        text = f"{row['label']}\t{row['confidence']:.3f}" + (f"  {row['verdict']}" if row.get("verdict") else "")
+    return text + (f" ({row['reason']})" if row.get("reason") else "")

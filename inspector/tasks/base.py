@@ -52,6 +52,9 @@ class ParityRule:
     bundle_outputs: Callable[[Any, list], Any]  # (the bundle's Bundle, RGB arrays) -> outputs
     # (bundle outputs, predictor outputs, bundle, predictor) -> (decisions agree (n,), difference (n,))
     compare: Callable[[Any, Any, Any, Any], tuple[np.ndarray, np.ndarray]]
+    # (bundle outputs, predictor outputs) -> {"max_<figure>": per image (n,)}: more differences written
+    # to parity.json (its max_ and mean_ keys) that do not decide; None: none
+    reported: Callable[[Any, Any], dict[str, np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,26 @@ class Predictor(Protocol):
     run_dir: Path | None  # the run it was loaded from (None: built in memory)
 
     @property
-    def preprocessing(self) -> Any: ...  # has to_dict(): image_size, resize_mode, mean, std...
+    def preprocessing(self) -> Any: ...  # has to_dict(): image_size, resize_mode, mean, std, bit_depth...
 
     @property
     def device(self) -> Any: ...
 
     def predict_batch(self, images: Sequence[Any]) -> list[Any]: ...
+
+
+def bit_depth_of(predictor: Any) -> int | None:
+    """The camera bit depth `predictor` was trained with (its preprocessing's; None: 8-bit data)."""
+    return predictor.preprocessing.to_dict().get("bit_depth") if predictor.preprocessing is not None else None
+
+
+def decode_for(predictor: Any, source: Any, *, max_pixels: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image file (path or bytes) decoded as `predictor` was trained: with
+    its camera bit depth for 16-bit images (its preprocessing's `bit_depth`). Every entry point that
+    decodes images for a predictor (CLI, service, app) uses it. Raises ImageLoadError."""
+    from ..runtime.images import load_image, to_rgb_array
+
+    return to_rgb_array(load_image(source, max_pixels=max_pixels, bit_depth=bit_depth_of(predictor)))
 
 
 class Task:
@@ -208,8 +225,17 @@ class Task:
         return {"task": self.name, "classes": list(predictor.classes)}
 
     def result_rows(self, predictor, images: Sequence[np.ndarray], options: PredictOptions) -> list[dict[str, Any]]:
-        """One result row per RGB image (`predict --json`, CSV, the service, the Inspect page),
-        built by the runtime's one row builder so the exported bundle gives the same rows."""
+        """One result row per RGB image (`predict --json`, CSV, the service, the Inspect page): the
+        task's `model_rows` in the one verdict vocabulary of every model (runtime.rows.guard_rows:
+        label, verdict OK / NG / UNSURE, reason), as the exported bundle gives them. Not a hook."""
+        from ..runtime.rows import guard_rows
+
+        images = list(images)
+        return guard_rows(self.model_rows(predictor, images, options), images)
+
+    def model_rows(self, predictor, images: list[np.ndarray], options: PredictOptions) -> list[dict[str, Any]]:
+        """The model's own result row per RGB image, built by the runtime's one row builder
+        (runtime.rows) so the exported bundle gives the same rows."""
         raise NotImplementedError
 
     def decision_rule(self, predictor, options: PredictOptions) -> dict[str, Any]:
@@ -303,4 +329,4 @@ def task_of_recipe(recipe: dict[str, Any]) -> Task:
 
 
 __all__ = ["BUILTIN_TASKS", "Column", "DEFAULT_TASK", "Evaluation", "ParityRule", "PredictOptions", "Predictor", "TASKS", "Task",
-           "create_task", "list_tasks", "register_task", "task_of_recipe"]
+           "bit_depth_of", "create_task", "decode_for", "list_tasks", "register_task", "task_of_recipe"]

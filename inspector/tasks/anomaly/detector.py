@@ -52,6 +52,7 @@ class DetectorConfig:
     intensity: str = "as_is"  # "standardise": each image to a fixed mean and contrast first (lighting drift)
     batch_size: int = 16
     seed: int = 0
+    bit_depth: int | None = None  # the dataset's camera bit depth (16-bit images; see augment.Preprocessing)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -160,7 +161,8 @@ class PatchDetector:
                  weights_path=None, pretrained: bool = True) -> None:
         self.config = config
         self.device = torch.device(device)
-        self.preprocessing = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode)
+        self.preprocessing = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode,
+                                                   bit_depth=config.bit_depth)
         self._transform = build_transform(self.preprocessing, "none")
         model = create_model(config.backbone, 0, pretrained=pretrained, weights_path=weights_path)
         self.model = prepare_model(model.eval(), self.device)  # channels_last: 1.7x faster patch features on CPU

@@ -22,4 +22,4 @@ def describe(row: dict[str, Any]) -> str:
     text = f"{row['verdict']}, anomaly {row['score']:.2f}"
     if row["verdict"] == "NG" and row.get("defect_type"):
         text += f", looks like: {row['defect_type']} {row['defect_type_confidence']:.0%}"
-    return text
+    return text + (f" ({row['reason']})" if row.get("reason") else "")

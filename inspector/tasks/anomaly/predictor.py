@@ -83,7 +83,7 @@ class AnomalyPredictor:
 
     def score(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
         """(raw scores (n,), patch-distance maps (n, H', W')) of the images."""
-        arrays = [as_rgb_array(im) for im in images]
+        arrays = [as_rgb_array(im, self.preprocessing.bit_depth) for im in images]
         with self._lock:
             return self.model.detector.score(arrays)
 
@@ -100,7 +100,7 @@ class AnomalyPredictor:
 
     def heatmap(self, image: ImageInput) -> np.ndarray:
         """The anomaly map at the image's size in [0, 1], 0.5 at the threshold (for overlays)."""
-        array = as_rgb_array(image)
+        array = as_rgb_array(image, self.preprocessing.bit_depth)
         _, maps = self.score([array])
         height, width = array.shape[:2]
         box = None

@@ -89,7 +89,7 @@ class AnomalyTask(Task):
     def build_model(self, config, dataset, strategy) -> torch.nn.Module:
         detector_config = DetectorConfig(backbone=config.backbone, image_size=config.image_size or DEFAULT_IMAGE_SIZE,
                                          resize_mode=config.resize_mode, symmetric=config.symmetric_bank,
-                                         seed=config.seed)
+                                         seed=config.seed, bit_depth=config.bit_depth)
         return AnomalyModel(PatchDetector(detector_config, resolve_device(config.device),
                                           weights_path=config.weights_path))
 
@@ -167,7 +167,7 @@ class AnomalyTask(Task):
     def result_header(self, predictor) -> dict[str, Any]:
         return {"task": self.name, "threshold": predictor.threshold, "target_frr": predictor.target_frr}
 
-    def result_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
+    def model_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
         """score (0..1, 0.5 at the threshold), raw_score, verdict; with a classifier also the defect type."""
         from .gate import gate_row
 
@@ -188,7 +188,7 @@ class AnomalyTask(Task):
     def row_words(self, row: dict[str, Any]) -> str:
         from .gate import describe
 
-        return describe(row)[len(row["verdict"]) + 2:]  # the verdict is the badge
+        return describe(row)[len(row["verdict"]) + 2:]  # the verdict is the badge (and says why: reason)
 
     def evaluate_predictor(self, predictor, dataset, options: PredictOptions, source: str) -> dict[str, Any]:
         """AUROC, false-reject and detection rates at the run's threshold. A test class named like one

@@ -57,12 +57,14 @@ def verdict(prediction: Prediction, ok_classes: Iterable[str], threshold: float 
     return Verdict(p_defect < threshold, p_defect, threshold)
 
 
-def as_rgb_array(image: ImageInput) -> np.ndarray:
+def as_rgb_array(image: ImageInput, bit_depth: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of a path, bytes, PIL image or array; files decoded with the model's camera
+    `bit_depth` (its preprocessing's), as in training."""
     if isinstance(image, np.ndarray):
         return image
     if isinstance(image, Image.Image):
         return to_rgb_array(image.convert("RGB"))
-    return to_rgb_array(load_image(image))
+    return to_rgb_array(load_image(image, bit_depth=bit_depth))
 
 
 class ClassificationPredictor:
@@ -93,7 +95,7 @@ class ClassificationPredictor:
         return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]), device, **options)
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
-        arrays = [as_rgb_array(im) for im in images]
+        arrays = [as_rgb_array(im, self.preprocessing.bit_depth) for im in images]
         image_set = ImageSet(arrays, np.zeros(len(arrays), dtype=np.int64), [""] * len(arrays))
         with self._lock:
             if self._compiled is not None:
@@ -114,7 +116,7 @@ class ClassificationPredictor:
 
     def heatmap(self, image: ImageInput, class_index: int | None = None) -> np.ndarray:
         """Grad-CAM for `class_index` (default: the predicted class), in [0, 1], at the image's size."""
-        array = as_rgb_array(image)
+        array = as_rgb_array(image, self.preprocessing.bit_depth)
         if class_index is None:  # the class the full model predicts, not its single view's guess
             class_index = self.predict(array).index
         tensor = self._transform(array).unsqueeze(0).to(self.device)

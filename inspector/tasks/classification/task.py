@@ -14,10 +14,16 @@ from ...errors import InspectorError
 from ...evaluation import ClassificationEvaluation, evaluate_predictions
 from ...models import architecture_recipe, build_model
 from ..base import Column, Evaluation, ParityRule, PredictOptions, Task, register_task
-from .export import compare_probabilities, export_classifier
+from .export import (
+    MAX_RELATIVE_LOGIT_DIFF,
+    bundle_outputs,
+    compare_logits,
+    export_classifier,
+    probability_figures,
+    torch_outputs,
+)
 
 DEFAULT_THRESHOLD = 0.5  # NG when P(defect) >= this
-MAX_PROBABILITY_DIFF = 1e-4  # parity: the largest probability difference an exported bundle may show
 
 
 @register_task
@@ -31,9 +37,11 @@ class ClassificationTask(Task):
     heatmap_caption = "where the model looked"
     live_curves = True
     live_best = ("val_accuracy", "Best val accuracy")
-    parity = ParityRule("labels", "probabilities", "max_abs_probability_diff", "|probability difference|",
-                        MAX_PROBABILITY_DIFF, lambda predictor, images: predictor.predict_proba(images),
-                        lambda bundle, images: bundle.predict_proba(images), compare_probabilities)
+    # Parity on the logits, relative to their size (deploy/parity.py says why); the probability
+    # difference is still reported in parity.json.
+    parity = ParityRule("labels", "logits", "max_rel_logit_diff", "relative logit difference",
+                        MAX_RELATIVE_LOGIT_DIFF, torch_outputs, bundle_outputs, compare_logits,
+                        reported=probability_figures)
     evaluation_type = ClassificationEvaluation
     columns = (Column("val_accuracy", "val accuracy", "percent", "Accuracy on images the model did not train on."),
                Column("val_accuracy_ci", "95% CI", ""),
@@ -123,7 +131,7 @@ class ClassificationTask(Task):
                                  f"The model knows: {', '.join(predictor.classes)}.")
         return predictor
 
-    def result_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
+    def model_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
         """label, confidence, probabilities (+ verdict and defect_probability with OK classes)."""
         from ...runtime.rows import probability_rows
 
@@ -138,12 +146,15 @@ class ClassificationTask(Task):
                 "threshold": DEFAULT_THRESHOLD if options.threshold is None else options.threshold}
 
     def describe_row(self, row: dict[str, Any]) -> str:
-        verdict = f"  {row['verdict']}" if "verdict" in row else ""
-        return f"{row['label']}\t{row['confidence']:.3f}{verdict}"
+        from ...runtime.rows import describe
+
+        return describe(row)
 
     def row_words(self, row: dict[str, Any]) -> str:
         words = f"predicted **{row['label']}** ({row['confidence']:.0%})"
-        return words + (f"; defect probability {row['defect_probability']:.0%}" if "verdict" in row else "")
+        if "defect_probability" in row:
+            words += f"; defect probability {row['defect_probability']:.0%}"
+        return words + (f"; **unsure**: {row['reason']}" if row.get("reason") else "")
 
     def evaluate_predictor(self, predictor, dataset, options: PredictOptions, source: str) -> dict[str, Any]:
         """Accuracy, macro-F1, per-class scores and the confusion matrix on labelled data."""
