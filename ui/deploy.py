@@ -56,7 +56,9 @@ def _show_bundle(folder: Path) -> None:
     cols = st.columns(4)
     rule = create_task(parity["task"]).parity  # the task's own names: labels/verdicts, probability/score
     agree = (f"{rule.decision.capitalize()} agree", parity[f"{rule.decision}_agree"])
-    diff = (f"Max {rule.described}", parity[rule.difference])
+    # A bundle exported before the classifiers' rule compared logits has only the probability figure.
+    key = rule.difference if rule.difference in parity else "max_abs_probability_diff"
+    diff = (f"Max {rule.described if key == rule.difference else '|probability difference|'}", parity[key])
     cols[0].metric(agree[0], f"{agree[1]}/{parity['n_images']}")
     cols[1].metric(diff[0], f"{diff[1]:.1e}",
                    help=f"Allowed: {parity['tolerance']:.0e}. Worst image: {parity['worst_image']}")

@@ -22,8 +22,8 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                    help="more images for the parity check (the run's own images and generated probes are "
                         "always used)")
     p.add_argument("--max-diff", type=float, default=None,
-                   help="largest difference the parity check accepts: probability for classifiers, relative "
-                        "raw score for anomaly runs (default: 1e-4)")
+                   help="largest difference the parity check accepts: the logits' relative to the image's "
+                        "largest logit for classifiers, the relative raw score for anomaly runs (default: 1e-4)")
     p.add_argument("--json", **common["as_json"])
     p.add_argument("--max-megapixels", **common["max_megapixels"])
     p.set_defaults(func=run)

@@ -61,8 +61,14 @@ def export_detector(predictor: Any, path: Path) -> ExportedGraph:
                           "opset": OPSET})
 
 
+TIE_RELATIVE = 2e-4  # twice the parity limit (task.MAX_RELATIVE_SCORE_DIFF): a raw score this close to the
+# threshold may fall on either side of it by float32 arithmetic alone
+
+
 def compare_raw_scores(got: np.ndarray, expected: np.ndarray, bundle: Any, predictor: Any):
-    """Parity: (same OK/NG verdict (n,), relative raw-score difference (n,))."""
+    """Parity: (same OK/NG verdict (n,), relative raw-score difference (n,)). A different verdict
+    counts as the same when the PyTorch score lies on the threshold within float32 reach (a tie)."""
     got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    agree = (got > bundle.scale.threshold) == (expected > predictor.threshold)
+    tie = np.abs(expected - predictor.threshold) <= TIE_RELATIVE * np.maximum(np.abs(expected), 1e-12)
+    agree = ((got > bundle.scale.threshold) == (expected > predictor.threshold)) | tie
     return agree, np.abs(got - expected) / np.maximum(np.abs(expected), 1e-12)

@@ -1,7 +1,9 @@
-"""A classifier as one ONNX graph: uint8 resized RGB (batch, size, size, 3) -> probabilities (batch, classes).
+"""A classifier as one ONNX graph: uint8 resized RGB (batch, size, size, 3) -> probabilities (batch, classes)
+and, as a second output, the logits (batch, classes) the softmax is taken of.
 
 The graph does normalisation with the run's mean/std, the 8 symmetric views stacked on the batch axis
 (one backbone pass instead of eight), GeM pooling, power normalisation, the head and the softmax.
+The export's parity check compares the logits (see inspector/deploy/parity.py for why).
 """
 from __future__ import annotations
 
@@ -23,8 +25,16 @@ def stacked_dihedral_views(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.flip(3), x.flip(2), x.flip(2, 3), t, t.flip(3), t.flip(2), t.flip(2, 3)], dim=0)
 
 
+LOGITS_OUTPUT = "logits"
+# Parity: the largest difference of a bundle's logits from the PyTorch model's, relative to the image's
+# largest |logit| (at least 1). float32 arithmetic (PyTorch vs ONNX Runtime) measured 2.2e-6 at most on
+# a crop-mode linear probe of the sample data, 224 px (logits near 400); a one-pixel shift 1.0e-3 at
+# least, a one-grey-level brightening 6.1e-4 at most over its images (deploy/parity.py).
+MAX_RELATIVE_LOGIT_DIFF = 1e-4
+
+
 class ExportableClassifier(nn.Module):
-    """The Predictor's model as one graph: uint8 NHWC in, softmax probabilities out.
+    """The Predictor's model as one graph: uint8 NHWC in, (softmax probabilities, logits) out.
 
     For a MultiScaleClassifier the views go through the backbone as one batch (the same numbers as
     the per-view loop of models.py; in PyTorch 1.45x faster, docs/BENCHMARKS.md); a plain timm
@@ -36,9 +46,9 @@ class ExportableClassifier(nn.Module):
         self.normalise = Normalise(mean, std)
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.normalise(image)
-        return torch.softmax(self.logits(x).float(), dim=1)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(self.normalise(image)).float()
+        return torch.softmax(logits, dim=1), logits
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         from ...models import MultiScaleClassifier
@@ -62,13 +72,67 @@ def export_classifier(predictor: Any, path: Path) -> ExportedGraph:
     prep = predictor.preprocessing
     model = copy.deepcopy(predictor.model).float().cpu()
     graph = ExportableClassifier(model, tuple(prep.mean), tuple(prep.std))
-    seconds = export_onnx(graph, example_input(prep.image_size), path)
+    seconds = export_onnx(graph, example_input(prep.image_size), path, [OUTPUT_NAME, LOGITS_OUTPUT])
     views = 8 if getattr(model, "symmetric", False) else 1
-    return ExportedGraph(path, INPUT_NAME, [OUTPUT_NAME], seconds,
+    return ExportedGraph(path, INPUT_NAME, [OUTPUT_NAME, LOGITS_OUTPUT], seconds,
                          {"views": views, "architecture": type(model).__name__, "opset": OPSET})
 
 
-def compare_probabilities(got: np.ndarray, expected: np.ndarray, bundle: Any, predictor: Any):
-    """Parity: (same label (n,), largest |probability difference| per image (n,))."""
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    return got.argmax(1) == expected.argmax(1), diff.max(axis=1)
+def torch_outputs(predictor: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The PyTorch predictor's (probabilities, logits), each (n, classes), of RGB uint8 arrays: the
+    predictor's own model and preprocessing, as its predict_proba computes them."""
+    from ...augment import build_transform
+    from ...engine.loaders import ImageSet
+    from ...engine.predict import predict_logits
+
+    image_set = ImageSet(list(images), np.zeros(len(images), dtype=np.int64), [""] * len(images))
+    logits = predict_logits(predictor.model, image_set, build_transform(predictor.preprocessing, "none"),
+                            predictor.device)
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), logits
+
+
+def bundle_outputs(bundle: Any, images: list[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """A bundle's (probabilities, logits), each (n, classes), of RGB uint8 arrays: its own resize and
+    model. Raises InspectorError for a bundle exported without the logits output."""
+    from ...errors import InspectorError
+
+    names = list(bundle.labels.get("outputs") or [])
+    if LOGITS_OUTPUT not in names:
+        raise InspectorError(f"The bundle in {bundle.folder} has no '{LOGITS_OUTPUT}' output: export the run again.")
+    at = names.index(LOGITS_OUTPUT)
+    probabilities, logits = [], []
+    for first in range(0, len(images), batch_size):
+        outputs = bundle.run_all(np.stack([bundle.prepare(im) for im in images[first:first + batch_size]]))
+        probabilities.append(np.asarray(outputs[0], dtype=np.float32))
+        logits.append(np.asarray(outputs[at], dtype=np.float32))
+    return np.concatenate(probabilities), np.concatenate(logits)
+
+
+def relative_logit_diff(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per image: max |logit difference| / the expected logits' largest |logit| (at least 1), (n,).
+    float32 error grows with the size of the numbers summed, so it is measured against that size."""
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    scale = np.maximum(np.abs(expected).max(axis=1), 1.0)
+    return np.abs(got - expected).max(axis=1) / scale
+
+
+def compare_logits(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray], bundle: Any,
+                   predictor: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Parity: (same label (n,), relative logit difference (n,)). A different label counts as the
+    same when the PyTorch model's own top two logits lie within float32 reach of each other
+    (2 x MAX_RELATIVE_LOGIT_DIFF of the scale): a tie that either side may break."""
+    (_, got_logits), (_, expected_logits) = got, expected
+    expected_logits = np.asarray(expected_logits, dtype=np.float64)
+    label, their_label = expected_logits.argmax(1), np.asarray(got_logits).argmax(1)
+    scale = np.maximum(np.abs(expected_logits).max(axis=1), 1.0)
+    rows = np.arange(len(label))
+    margin = expected_logits[rows, label] - expected_logits[rows, their_label]
+    tie = margin <= 2 * MAX_RELATIVE_LOGIT_DIFF * scale
+    return (label == their_label) | tie, relative_logit_diff(got_logits, expected_logits)
+
+
+def probability_figures(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray]
+                        ) -> dict[str, np.ndarray]:
+    """Reported beside the logits in parity.json (they do not decide): |probability difference| per image."""
+    diff = np.abs(np.asarray(got[0], dtype=np.float64) - np.asarray(expected[0], dtype=np.float64))
+    return {"max_abs_probability_diff": diff.max(axis=1)}
