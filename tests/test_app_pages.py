@@ -219,3 +219,26 @@ def test_backbone_ranking_on_the_train_page(env):
     assert [r.rank for r in rows] == list(range(1, len(offline_backbones()) + 1))
     assert {r.backbone for r in rows} == set(offline_backbones())
     assert any("LogME" in c.value for c in train.caption)
+
+
+def test_inspect_page_shows_unsure_for_a_blank_frame(env, small_sample, tmp_path, monkeypatch):
+    """Issue 19, kind 6: a black frame among the new parts gets an UNSURE badge and its reason, never OK."""
+    from PIL import Image
+
+    from inspector import TrainConfig, train
+
+    samples = tmp_path / "samples_with_black"
+    shutil.copytree(small_sample, samples)
+    Image.new("RGB", (160, 120)).save(samples / "new_parts" / "lens_cap.png")
+    monkeypatch.setenv("INSPECTOR_SAMPLE_DATA", str(samples))
+    env.load_sample_data()
+    train(env.data_dir, TrainConfig(strategy="linear_probe", image_size=64, seed=0, max_folds=3,
+                                    any_orientation=False, name="probe"), runs_dir=env.runs_dir)
+    inspect = page("pages/4_Inspect.py").run()
+    inspect.button(key="use_samples").click().run()
+    no_exceptions(inspect)
+    badges = [m.value for m in inspect.markdown if "background[**" in m.value]
+    unsure = [b for b in badges if "UNSURE" in b]
+    assert len(badges) == 4 and len(unsure) == 1, badges
+    assert "orange-background" in unsure[0] and "blank frame" in unsure[0]
+    assert any("1 UNSURE" in m.value for m in inspect.markdown)
