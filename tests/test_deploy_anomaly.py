@@ -43,7 +43,7 @@ def test_anomaly_bundle_records_parity_and_the_calibration(anomaly_bundle, anoma
     assert parity["task"] == "anomaly" and parity["passed"]
     assert parity["verdicts_agree"] == parity["n_images"] >= 20
     assert parity["max_rel_raw_score_diff"] <= 1e-4 and parity["tolerance"] == 1e-4
-    assert parity["sources"] == {"given": 10, "run": 16, "generated": 11}  # new good parts, the run's defects, probes
+    assert parity["sources"] == {"given": 10, "run": 16, "generated": 15}  # new good parts, the run's defects, probes
     print(anomaly_bundle.parity.summary())
     predictor = load_predictor(anomaly_run.run_dir, device="cpu")
     labels = json.loads((folder / "labels.json").read_text())
@@ -169,6 +169,6 @@ def test_the_export_panel_shows_each_tasks_parity_figures(anomaly_run, tiny_run,
                                    default_timeout=60).run()
         assert not at.exception, [e.value for e in at.exception]
         shown[run.summary.task] = ({m.label for m in at.metric}, len(at.multiselect))
-    assert "Labels agree" in shown["classification"][0] and "Max |probability difference|" in shown["classification"][0]
+    assert "Labels agree" in shown["classification"][0] and "Max relative logit difference" in shown["classification"][0]
     assert "Verdicts agree" in shown["anomaly"][0] and "Max relative raw-score difference" in shown["anomaly"][0]
     assert shown["classification"][1] == 1 and shown["anomaly"][1] == 0, "OK classes only where the task takes them"
