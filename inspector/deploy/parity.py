@@ -163,17 +163,18 @@ def check_parity(bundle_dir: Path, predictor: Any, images: Sequence[tuple[str, b
                  tolerance: float | None = None, task: str = DEFAULT_TASK) -> ParityReport:
     """Run the bundle's predict.py and the PyTorch Predictor on the same files and compare them as
     the task's `ParityRule` says (tolerance: its default unless given)."""
-    from ..data import load_image, to_rgb_array
+    from ..tasks.base import decode_for
 
     module = load_bundle_module(bundle_dir)
     bundle = module.Bundle(bundle_dir)
     names, ours, theirs = [], [], []
     for name, data in images:
         try:
-            ours.append(to_rgb_array(load_image(data)))
+            ours.append(decode_for(predictor, data))  # as the app decodes for this run (its 16-bit depth)
         except ImageLoadError:
             continue  # unreadable for the app too: nothing to compare
-        theirs.append(module.to_rgb_array(module.load_image(data)))
+        # ... and as the bundle does, from its own preprocessing.json
+        theirs.append(module.to_rgb_array(module.load_image(data, bit_depth=bundle.preprocessing.get("bit_depth"))))
         names.append(name)
     if not names:
         raise InspectorError("No readable image to check the export with.")
