@@ -66,7 +66,7 @@ def guard_row(row: dict[str, Any], image: np.ndarray) -> dict[str, Any]:
     RGB uint8 image (H, W, 3): a blank, saturated or flat frame is never a confident OK. Its OK (or
     missing) verdict becomes UNSURE, an NG stays NG; either way `reason` names the frame's problem.
     Idempotent: a row guarded twice is the same."""
-    guarded = {"label": None, "verdict": None, **row, "reason": row.get("reason")}
+    guarded = {**row, "label": row.get("label"), "verdict": row.get("verdict"), "reason": row.get("reason")}
     problem = frame_problem(image)
     if problem is not None:
         guarded["reason"] = problem
