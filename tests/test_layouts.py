@@ -246,3 +246,17 @@ def test_pixel_auroc_is_one_for_a_map_that_outlines_the_mask_and_half_for_a_flat
     flat = pixel_auroc(Fake(np.zeros((2, 32, 48), np.float32)), [defect, good], ["good"])
     assert flat["pixel_auroc"] == pytest.approx(0.5)
     assert pixel_auroc(Fake(patches), [good], ["good"]) == {"pixel_auroc": None, "pixel_auroc_images": 0}
+
+
+def test_predict_on_an_mvtec_folder_leaves_the_masks_out_and_says_why(anomaly_run, mvtec, capsys):
+    """`inspector predict` and the bundle's predict.py share runtime.bundle.collect_images: a mask is no part."""
+    from inspector.runtime.bundle import collect_images
+
+    paths, skipped = collect_images([mvtec])
+    assert paths and not any("ground_truth" in p.parts for p in paths)
+    masks = [s for s in skipped if "ground_truth" in s["path"]]
+    assert len(masks) == 4 and all("defect mask" in s["reason"] for s in masks)
+    assert main(["predict", anomaly_run["result"]["run_dir"], str(mvtec), "--json"]) == 0
+    result = _json_tail(capsys.readouterr().out)
+    assert len(result["predictions"]) == 16  # 8 train/good + 4 test/good + 4 test/crack; no mask
+    assert sum("defect mask" in s["reason"] for s in result["skipped"]) == 4

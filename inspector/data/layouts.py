@@ -13,25 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inspector.errors import InspectorError
-from inspector.runtime.images import IMAGE_EXTENSIONS, is_ignored_name
+from inspector.runtime.images import IMAGE_EXTENSIONS, is_ignored_name, is_mask_folder
 
 __all__ = ["SPLITS", "SplitLayout", "find_masks", "is_mask_folder", "is_split_name", "recognise_layout"]
 
 SPLITS = ("train", "test")  # what a command may ask for: training reads train/, evaluation test/ (else val/)
 _ROLES = {"train": "train", "training": "train", "test": "test", "testing": "test",
           "val": "val", "valid": "val", "validation": "val"}
-_MASK_NAMES = frozenset({"ground_truth", "groundtruth", "ground-truth", "ground truth", "masks", "mask"})
 _MASK_SUFFIXES = ("_mask", "-mask", "_gt")
 
 
 def is_split_name(name: str) -> bool:
     """A folder named like a dataset split (train, test, val, ...; any case)."""
     return name.strip().lower() in _ROLES
-
-
-def is_mask_folder(name: str) -> bool:
-    """A folder named like one of defect masks (ground_truth, masks, ...; any case): never photos."""
-    return name.strip().lower() in _MASK_NAMES
 
 
 @dataclass(frozen=True)

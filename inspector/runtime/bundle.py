@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import ImageLoadError, InspectorError
-from .images import broken_link_reason, is_image_path, load_image, to_rgb_array, walk_files
+from .images import broken_link_reason, is_image_path, is_mask_folder, load_image, to_rgb_array, walk_files
 from .outputs import output_reader
 from .resize import fit_to_input
 from .rows import guard_rows
@@ -131,13 +131,20 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
         path = Path(item)
         if path.is_dir():
             files, left_out = walk_files(path)
-            paths += sorted(p for p in files if is_image_path(p))
+            masks = {p for p in files if _in_mask_folder(p, path)}  # an MVTec-style ground_truth/: not parts
+            paths += sorted(p for p in files if is_image_path(p) and p not in masks)
             skipped += [{"path": str(p), "reason": reason} for p, reason in left_out]
+            skipped += [{"path": str(p), "reason": "a defect mask (in a mask folder such as ground_truth/), "
+                                                  "not a photo of a part"} for p in sorted(masks)]
         elif path.is_file():
             paths.append(path)
         else:
             skipped.append({"path": str(item), "reason": broken_link_reason(path) or "file not found"})
     return paths, skipped
+
+
+def _in_mask_folder(path: Path, top: Path) -> bool:
+    return any(is_mask_folder(part) for part in path.relative_to(top).parts[:-1])
 
 
 def read_images(paths: Sequence[Path], bit_depth: int | None = None

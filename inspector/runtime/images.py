@@ -28,6 +28,7 @@ __all__ = [
     "MAX_MEGAPIXELS_ENV",
     "broken_link_reason",
     "is_ignored_name",
+    "is_mask_folder",
     "MAX_IMAGE_PIXELS",
     "content_hash",
     "dataset_bit_depth",
@@ -74,6 +75,16 @@ def is_ignored_name(name: str) -> bool:
     These are ignored silently: users did not put them there on purpose.
     """
     return name.startswith(".") or name.lower() in _OS_LITTER
+
+
+# Folders of defect masks (MVTec's ground_truth/ and the like): never photos of parts.
+_MASK_FOLDERS = frozenset({"ground_truth", "groundtruth", "ground-truth", "ground truth", "masks", "mask"})
+
+
+def is_mask_folder(name: str) -> bool:
+    """A folder named like one of defect masks (ground_truth, masks, ...; any case): never photos.
+    One rule for datasets (data/layouts.py), `inspector predict` and the bundle's predict.py."""
+    return name.strip().lower() in _MASK_FOLDERS
 
 
 def walk_files(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
