@@ -174,6 +174,14 @@ with st.expander("Advanced settings"):
         help="The frozen-feature classifier then looks at each image in its 8 flips and quarter turns: "
              "steadier with few images, slower to predict. Untick it when orientation itself is a defect "
              "(e.g. a part mounted upside down).")
+    bit_depth = None  # inferred from the dataset; offered only where 16-bit images make it matter
+    if dataset is not None and dataset.bit_depth is not None:
+        inferred = f"inferred: {dataset.bit_depth}-bit"
+        choice = st.selectbox("Camera bit depth of the 16-bit images", [inferred, 10, 12, 14, 16], key="bit_depth",
+                              help="One brightness mapping for every image (value x 255 / (2^bits - 1)), stored "
+                                   "with the model. The inferred depth is the fewest bits that hold the dataset's "
+                                   "brightest value; choose the camera's own if you know it.")
+        bit_depth = None if choice == inferred else int(choice)
 
 can_train = dataset is not None and task_problem is None and startable
 if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not can_train, key="train"):
@@ -182,7 +190,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not
                              backbone=backbone, strategy=strategy, epochs=int(epochs) or None,
                              image_size=int(image_size) or None, augment=augment, resize_mode=resize,
                              batch_size=int(batch_size), lr=float(lr) or None, seed=int(seed),
-                             any_orientation=any_orientation, name=run_name.strip() or None)
+                             any_orientation=any_orientation, name=run_name.strip() or None, bit_depth=bit_depth)
         # The dataset this page just verified: the worker neither discovers nor checks the images again.
         job = jobs.submit_training(dataset, config, ws.runs_dir)
         flash(f"Training queued ({job.id}). It runs in the background: you can leave this page.")

@@ -143,6 +143,7 @@ def test_exported_bundle_decodes_with_the_runs_depth(lamp_run, tmp_path):
     full, dim = _new_parts(tmp_path)
     folder = export_bundle(lamp_run.run_dir, tmp_path / "bundle").path
     assert json.loads((folder / "preprocessing.json").read_text())["bit_depth"] == 12
+    assert "12-bit camera data" in (folder / "README.md").read_text()
     rows = predict_paths(load_bundle(folder), [full, dim])["predictions"]
     assert [r["label"] for r in rows] == ["ok", "lamp_failure"]
 
@@ -156,3 +157,19 @@ def test_bit_depth_option_overrides_the_inferred_one(lamp_data, tmp_path):
     out = subprocess.run([sys.executable, "-m", "inspector", "train", "--help"], capture_output=True, text=True,
                          check=True)
     assert "--bit-depth" in out.stdout
+
+
+def test_train_page_offers_the_bit_depth_for_16bit_data(lamp_data, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    repo = Path(__file__).resolve().parents[1]
+    workspace = tmp_path / "workspace"
+    shutil.copytree(lamp_data, workspace / "data")
+    monkeypatch.setenv("INSPECTOR_WORKSPACE", str(workspace))
+    monkeypatch.syspath_prepend(str(repo))
+    page = AppTest.from_file(str(repo / "pages" / "2_Train.py"), default_timeout=60).run()
+    assert not page.exception, [e.value for e in page.exception]
+    box = page.selectbox(key="bit_depth")
+    assert box.value == "inferred: 12-bit" and "16" in box.options

@@ -118,6 +118,7 @@ def test_exported_bundle_says_unsure_without_torch(bundle, frames):  # noqa: F81
     out = subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, frames.values()), "--json"],
                          cwd=bundle.path, capture_output=True, text=True, check=True)
     _check_frame_rows({Path(r["path"]).name: r for r in _json_tail(out.stdout)["predictions"]})
+    assert "UNSURE" in (Path(bundle.path) / "README.md").read_text()
 
 
 def test_anomaly_model_never_says_ok_on_a_blank_frame_and_names_no_class(anomaly_run, frames, capsys):  # noqa: F811

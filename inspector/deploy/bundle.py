@@ -88,9 +88,12 @@ python predict.py sample/{{image}} --json        # last line: {{"predictions": [
 ```
 
 {words['what']}
-- Input: any image file Pillow reads (16-bit TIFFs are scaled by the bit depth they use); it is
+- Input: any image file Pillow reads (16-bit grey images: {_bit_depth_words(prep)}); it is
   resized to {prep['image_size']} x {prep['image_size']} ({prep['resize_mode']}) by the training app's own code,
   then the model file does the rest ({words['inside']}).
+- Every row has `label` (null when the model names no class), `verdict` (OK, NG or UNSURE; null for
+  a classifier given no OK classes) and `reason`: a blank, saturated or flat frame (lens cap, lamp
+  off, overexposed) is never a confident OK but UNSURE, and `reason` says why (null for a plain OK/NG).
 - Use from Python, with this folder on sys.path:
   `import predict; bundle = predict.load_bundle(); rows = predict.predict(bundle, ["part.png"])`
   gives one dict per image (paths or RGB uint8 arrays), as `--json` does; {words['api']}.
@@ -100,6 +103,13 @@ python predict.py sample/{{image}} --json        # last line: {{"predictions": [
 - Needs Python 3.10+, onnxruntime, numpy and pillow (requirements.txt); no PyTorch.
   Threads: all cores by default; set INSPECTOR_THREADS to use fewer.
 """
+
+
+def _bit_depth_words(prep: dict[str, Any]) -> str:
+    bits = prep.get("bit_depth")
+    if bits:
+        return f"read as {bits}-bit camera data, value x 255 / {2 ** bits - 1}, as in training"
+    return "each scaled by the bit depth it uses (the model was trained on 8-bit images)"
 
 
 def _measure_speed(folder: Path, size: int) -> tuple[float, float]:
