@@ -1,15 +1,19 @@
 """One background runner for every front end: trainings, short work and exports.
 
     runner = BackgroundRunner()
-    handle = runner.submit_training(dataset, config, runs_dir)      # serial training lane
+    handle = runner.submit_training(dataset, config, runs_dir)      # races on the device's slots
     work = runner.start("export:runs/x", lambda report, stop: ...)  # own thread, one per key
     handle.status, handle.fraction, handle.text, handle.result, handle.error, handle.stop()
 
 A locked registry keyed by handle id. Each handle holds status, progress (a fraction and a text),
 result, error and a stop event, changed only under its own lock, so the page thread and the worker
-never race. Workers never touch a UI: pages poll handles. Trainings run one at a time (on a 2-8
-core plant PC two trainings at once are each slower than one after the other); short work runs on
-a thread of its own. Finished handles are dropped when taken (`take`), or `ttl_s` after they
+never race. Workers never touch a UI: pages poll handles.
+
+Trainings race: up to `slots` run at the same time, each in a worker process of its own (torch's
+thread count is per process), the rest wait in submission order. The device decides the slots
+(`inspector.engine.device.race_slots`: on a CPU the cores shared out, at least one thread each; on
+a GPU as many as fit in its free memory) and the CPU threads are shared out again whenever a
+training starts or ends. Short work runs on a thread of its own. Finished handles are dropped when taken (`take`), or `ttl_s` after they
 finished, and at most `max_finished` are kept: a long-lived app process does not grow.
 
 A training's live curves are not kept here: they are read from its run's metrics.jsonl
@@ -19,9 +23,12 @@ A training's live curves are not kept here: they are read from its run's metrics
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +63,7 @@ class JobHandle:
         self._run_id: str | None = None
         self._run_dir: Path | None = None
         self._finished_at: float | None = None
+        self._threads: Any = None  # a shared int (multiprocessing.Value) for a training in a worker process
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r}, {self.kind}, {self.status})"
@@ -73,6 +81,11 @@ class JobHandle:
     run_id = property(lambda self: self._get("_run_id"), doc="The training's run id, once it started.")
     run_dir = property(lambda self: self._get("_run_dir"), doc="Its run folder, once TrainStart announced it.")
     job_id = property(lambda self: self.id, doc="Deprecated name of `id`.")
+
+    @property
+    def threads(self) -> int | None:
+        """CPU threads the training's worker process may use now (None: not in a worker process)."""
+        return int(self._threads.value) if self._threads is not None else None
 
     @property
     def finished(self) -> bool:
@@ -142,22 +155,38 @@ class JobHandle:
 
 
 class BackgroundRunner:
-    """The registry of background handles, with a serial lane for trainings.
+    """The registry of background handles; trainings race on the device's slots.
 
-    `train_fn(data, config, *, runs_dir, callbacks, stop_event)` defaults to `inspector.train`
-    (imported on first use). No thread starts until the first training is submitted; the lane
-    then keeps one daemon thread.
+    `train_fn(data, config, *, runs_dir, callbacks, stop_event)` defaults to `inspector.train`.
+    `slots`: how many trainings run at the same time (None: the device decides, see
+    `engine.device.race_slots`; the environment variable INSPECTOR_PARALLEL_TRAININGS overrides it).
+    `processes`: each training in a worker process of its own (the default for the real `train`;
+    an injected `train_fn` runs on a thread unless asked, as it need not be importable by a worker).
+    No thread or process starts until the first training is submitted.
     """
 
-    def __init__(self, train_fn: Callable[..., Any] | None = None, *, ttl_s: float = 3600.0,
-                 max_finished: int = 50, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, train_fn: Callable[..., Any] | None = None, *, slots: int | None = None,
+                 processes: bool | None = None, ttl_s: float = 3600.0, max_finished: int = 50,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._train_fn = train_fn
+        self._processes = train_fn is None if processes is None else bool(processes)
+        self._slots = None if slots is None else max(1, int(slots))
         self.ttl_s, self.max_finished, self._clock = float(ttl_s), int(max_finished), clock
         self._handles: dict[str, JobHandle] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
-        self._lane: queue.Queue[JobHandle] = queue.Queue()
-        self._lane_thread: threading.Thread | None = None
+        self._waiting: deque[JobHandle] = deque()  # trainings not started yet, in submission order
+        self._running: list[JobHandle] = []
+        self._context = multiprocessing.get_context("spawn")  # fork would copy torch's threads and locks
+
+    @property
+    def slots(self) -> int:
+        """How many trainings run at the same time here (decided on first use)."""
+        if self._slots is None:
+            from .engine.device import race_slots  # torch loads here, not on import
+
+            self._slots = race_slots()
+        return self._slots
 
     # -- submitting --------------------------------------------------------------------------
     def submit_training(self, data: Any, config: TrainConfig, runs_dir: str | Path) -> JobHandle:
@@ -173,13 +202,13 @@ class BackgroundRunner:
             seq = next(self._seq)
             handle = JobHandle(f"training-{seq}", TRAINING, f"training-{seq}", seq=seq, config=config,
                                payload=(data, Path(runs_dir)), clock=self._clock)
+            if self._processes:  # the worker process sees the stop and its thread share through these
+                handle.stop_event = self._context.Event()
+                handle._threads = self._context.Value("i", 1)
             handle.report(text="queued")
             self._handles[handle.id] = handle
-            self._lane.put(handle)  # inside the lock: the lane's order is the submission order
-            if self._lane_thread is None:
-                self._lane_thread = threading.Thread(target=self._lane_loop, name="inspector-training",
-                                                     daemon=True)
-                self._lane_thread.start()
+            self._waiting.append(handle)
+        self._start_waiting()
         return handle
 
     def start(self, key: str, fn: Callable[[Report, threading.Event], Any]) -> JobHandle:
@@ -246,28 +275,78 @@ class BackgroundRunner:
         for handle in finished[:max(len(finished) - self.max_finished, 0)]:
             del self._handles[handle.id]
 
-    def _lane_loop(self) -> None:
-        while True:
-            self._run_training(self._lane.get())
+    def _start_waiting(self) -> None:
+        """Start waiting trainings while slots are free, then share the CPU threads out again."""
+        slots = self.slots
+        with self._lock:
+            self._running = [h for h in self._running if not h.finished]
+            while self._waiting and len(self._running) < slots:
+                handle = self._waiting.popleft()
+                if handle.finished:  # stopped while it waited
+                    continue
+                self._running.append(handle)
+                threading.Thread(target=self._run_training, args=(handle,), name=f"inspector-{handle.id}",
+                                 daemon=True).start()
+            running = list(self._running)
+        share = max(1, _cpu_count() // max(len(running), 1))
+        for handle in running:
+            if handle._threads is not None:
+                handle._threads.value = share
 
     def _run_training(self, handle: JobHandle) -> None:
-        with handle._lock:
-            payload = handle._payload
-        if payload is None or not handle._begin():  # stopped while it waited
-            return
-        handle.report(text="preparing")
-        if self._train_fn is None:
-            from .training import train as train_fn  # torch and timm load here, not on import
-            self._train_fn = train_fn
-        data, runs_dir = payload
+        try:
+            with handle._lock:
+                payload = handle._payload
+            if payload is None or not handle._begin():  # stopped while it waited
+                return
+            handle.report(text="preparing")
+            if self._train_fn is None:
+                from .training import train as train_fn  # torch and timm load here, not on import
+                self._train_fn = train_fn
+            data, runs_dir = payload
+            if self._processes:
+                self._train_in_worker(handle, data, runs_dir)
+            else:
+                self._train_here(handle, data, runs_dir)
+        finally:
+            self._start_waiting()  # a slot is free: the next one starts
+
+    def _train_here(self, handle: JobHandle, data: Any, runs_dir: Path) -> None:
         try:
             result = self._train_fn(data, handle.config, runs_dir=runs_dir, callbacks=[handle._on_event],
                                     stop_event=handle.stop_event)
             handle._finish(getattr(result, "status", COMPLETED), result=result)
         except InspectorError as exc:
             handle._finish(FAILED, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - the lane must survive any one training
+        except Exception as exc:  # noqa: BLE001 - the runner must survive any one training
             handle._finish(FAILED, error=f"Training failed unexpectedly: {type(exc).__name__}: {exc}")
+
+    def _train_in_worker(self, handle: JobHandle, data: Any, runs_dir: Path) -> None:
+        """One training in a worker process; its messages (run announced, epochs, the end) come back
+        on a queue. A worker that dies without a word (killed, out of memory) fails the handle."""
+        messages = self._context.Queue()
+        worker = self._context.Process(
+            target=_worker_main, name=f"inspector-{handle.id}", daemon=True,
+            args=(self._train_fn, data, handle.config, runs_dir, handle.stop_event, handle._threads, messages))
+        worker.start()
+        while True:
+            try:
+                kind, value = messages.get(timeout=0.5)
+            except queue.Empty:
+                if worker.is_alive():
+                    continue
+                handle._finish(FAILED, error=f"The training's worker process ended without a result (exit code "
+                                             f"{worker.exitcode}): out of memory, or killed.")
+                break
+            if kind == "event":
+                handle._on_event(value)
+            elif kind == "done":
+                handle._finish(getattr(value, "status", COMPLETED), result=value)
+                break
+            else:  # "user_error" | "error"
+                handle._finish(FAILED, error=value)
+                break
+        worker.join(timeout=30)
 
     @staticmethod
     def _run_work(handle: JobHandle, fn: Callable[[Report, threading.Event], Any]) -> None:
@@ -278,6 +357,39 @@ class BackgroundRunner:
             handle._finish(FAILED, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - reported on the page, the app goes on
             handle._finish(FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except AttributeError:  # Windows, macOS
+        return os.cpu_count() or 1
+
+
+def _worker_main(train_fn: Callable[..., Any], data: Any, config: TrainConfig, runs_dir: Path,
+                 stop_event: Any, threads: Any, messages: Any) -> None:
+    """A worker process: one training, its thread share followed between batches, messages home."""
+    import torch
+
+    applied = [0]
+
+    def follow_threads() -> None:
+        if threads.value != applied[0]:
+            applied[0] = max(1, int(threads.value))
+            torch.set_num_threads(applied[0])
+
+    def relay(event: Event) -> None:
+        follow_threads()
+        if isinstance(event, TrainStart) or (isinstance(event, EpochEnd) and event.fold == "final"):
+            messages.put(("event", event))
+
+    follow_threads()
+    try:
+        messages.put(("done", train_fn(data, config, runs_dir=runs_dir, callbacks=[relay], stop_event=stop_event)))
+    except InspectorError as exc:
+        messages.put(("user_error", str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the page; the worker ends anyway
+        messages.put(("error", f"Training failed unexpectedly: {type(exc).__name__}: {exc}"))
 
 
 # -- deprecated names (kept importable; new code uses BackgroundRunner and JobHandle) --------------

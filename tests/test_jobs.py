@@ -4,6 +4,7 @@ read or after a time, and a tail that reads only complete new lines from where i
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_a_training_goes_queued_running_completed_and_records_its_run(tmp_path):
 def test_status_is_consistent_while_many_threads_read_and_stop(tmp_path):
     """Readers in many threads see only legal statuses, in order; stop from many threads is safe."""
     trainer = FakeTrainer()
-    runner = BackgroundRunner(trainer)
+    runner = BackgroundRunner(trainer, slots=1)
     first = runner.submit_training("data", CONFIG, tmp_path)
     waiting = runner.submit_training("data", CONFIG.replace(seed=2), tmp_path)
     order = {"queued": 0, "running": 1, "completed": 2, "stopped": 2, "failed": 2}
@@ -128,15 +129,41 @@ def test_stop_ends_a_running_training_as_stopped(tmp_path):
     assert handle.status == "stopped" and handle.run_dir == tmp_path / "run-1"
 
 
-def test_trainings_run_one_at_a_time_in_submission_order(tmp_path):
+def test_with_one_slot_trainings_run_one_at_a_time_in_submission_order(tmp_path):
     trainer = FakeTrainer()
     trainer.release.set()
-    runner = BackgroundRunner(trainer)
+    runner = BackgroundRunner(trainer, slots=1)
     handles = [runner.submit_training("data", CONFIG.replace(seed=seed), tmp_path) for seed in range(1, 6)]
     wait_until(lambda: all(h.finished for h in handles))
     assert trainer.calls == [1, 2, 3, 4, 5] and trainer.most_at_once == 1
     assert [h.status for h in handles] == ["completed"] * 5
     assert [h.id for h in runner.handles("training")] == [h.id for h in handles]
+
+
+def test_trainings_race_on_the_slots_and_the_rest_wait_in_order(tmp_path):
+    trainer = FakeTrainer()
+    runner = BackgroundRunner(trainer, slots=2)
+    handles = [runner.submit_training("data", CONFIG.replace(seed=seed), tmp_path) for seed in range(1, 5)]
+    wait_until(lambda: trainer.running == 2)
+    assert [h.status for h in handles] == ["running", "running", "queued", "queued"]
+    handles[2].stop()  # a waiting one can be cancelled; the next in line takes the free slot
+    trainer.release.set()
+    wait_until(lambda: all(h.finished for h in handles))
+    assert trainer.most_at_once == 2 and trainer.calls == [1, 2, 4]
+    assert [h.status for h in handles] == ["completed", "completed", "stopped", "completed"]
+
+
+def test_the_device_decides_the_slots_and_the_environment_overrides_it(monkeypatch):
+    from inspector.engine.device import race_slots
+
+    monkeypatch.delenv("INSPECTOR_PARALLEL_TRAININGS", raising=False)
+    assert race_slots("cpu", cores=1) == 1
+    assert 1 <= race_slots("cpu", cores=64) <= 64  # bounded by host memory too
+    monkeypatch.setenv("INSPECTOR_PARALLEL_TRAININGS", "3")
+    assert race_slots("cpu", cores=1) == 3 and BackgroundRunner(FakeTrainer()).slots == 3
+    monkeypatch.setenv("INSPECTOR_PARALLEL_TRAININGS", "many")
+    with pytest.raises(InspectorError, match="whole number"):
+        race_slots("cpu")
 
 
 def test_a_failed_training_is_reported_and_the_lane_goes_on(tmp_path):
@@ -382,7 +409,7 @@ def test_the_runner_trains_the_verified_dataset_without_discovering_it_again(tin
         raise AssertionError("the worker discovered the dataset again")
 
     monkeypatch.setattr(training, "discover_dataset", no_second_discovery)
-    runner = BackgroundRunner()
+    runner = BackgroundRunner(processes=False)  # in this process, where the patch applies
     handle = runner.submit_training(dataset, TrainConfig(strategy="linear_probe", image_size=64, seed=1,
                                                          max_folds=2, any_orientation=False), tmp_path / "runs")
     wait_until(lambda: handle.finished, timeout=300)
@@ -390,3 +417,37 @@ def test_the_runner_trains_the_verified_dataset_without_discovering_it_again(tin
     events = MetricsTail(handle.run_dir, parse=event_from_dict).read()
     assert isinstance(events[0], TrainStart) and Path(events[0].run_dir) == handle.run_dir
     assert handle.result.run_dir == handle.run_dir
+
+
+@pytest.mark.slow
+def test_two_real_trainings_race_in_worker_processes_sharing_the_cores(tiny_data, tmp_path):
+    """The app's race: two trainings at once, each in a worker process of its own, both writing
+    curves while the other runs; the threads are shared out and the results come home."""
+    runner = BackgroundRunner(slots=2)  # the real train(), in spawned worker processes
+    configs = [TrainConfig(strategy="fine_tune", epochs=2, image_size=64, batch_size=8, seed=seed, max_folds=2,
+                           cross_validate=False, name=f"race {seed}") for seed in (1, 2)]
+    handles = [runner.submit_training(tiny_data, config, tmp_path / "runs") for config in configs]
+    wait_until(lambda: all(h.status == "running" for h in handles), timeout=60)
+    assert [h.threads for h in handles] == [max(1, len(os.sched_getaffinity(0)) // 2)] * 2
+    # Both are under way at the same time: each has written events before either has finished.
+    wait_until(lambda: all(h.finished or (h.run_dir and MetricsTail(h.run_dir, parse=event_from_dict).read())
+                           for h in handles), timeout=300)
+    assert not all(h.finished for h in handles)
+    wait_until(lambda: all(h.finished for h in handles), timeout=600)
+    assert [h.status for h in handles] == ["completed", "completed"], [h.error for h in handles]
+    for handle in handles:
+        events = MetricsTail(handle.run_dir, parse=event_from_dict).read()
+        assert [e.epoch for e in events if isinstance(e, EpochEnd) and e.fold == "final"] == [1, 2]
+        assert handle.result.run_dir == handle.run_dir and handle.fraction == 1.0
+    assert handles[0].run_dir != handles[1].run_dir
+
+
+def test_a_worker_process_that_dies_fails_its_handle_in_words(tmp_path):
+    runner = BackgroundRunner(_die_at_once, slots=1, processes=True)
+    handle = runner.submit_training("data", CONFIG, tmp_path)
+    wait_until(lambda: handle.finished, timeout=120)
+    assert handle.status == "failed" and "exit code 3" in handle.error and "out of memory" in handle.error
+
+
+def _die_at_once(data, config, *, runs_dir, callbacks, stop_event):
+    os._exit(3)  # as the kernel's OOM killer would end it: no exception, no result

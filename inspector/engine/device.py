@@ -73,3 +73,42 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch.to(device, non_blocking=True, memory_format=torch.channels_last)
+
+
+# A training's peak device memory, for sharing a GPU between racing runs: the bundled lite backbones
+# fine-tune at batch 16-64 under mixed precision in well under this (with room for the allocator).
+GPU_GIB_PER_TRAINING = 4.0
+# A worker process with torch, a backbone and its images in host memory.
+HOST_GIB_PER_TRAINING = 2.0
+
+
+def race_slots(device: torch.device | str = "auto", *, cores: int | None = None) -> int:
+    """How many trainings may run at the same time on `device`, each in a process of its own.
+
+    CPU: one per core (each keeps at least one thread; the cores are shared out between the runs),
+    at most as many as the free host memory holds (HOST_GIB_PER_TRAINING each). GPU: as many as its
+    free memory holds (GPU_GIB_PER_TRAINING each), at most one per core. INSPECTOR_PARALLEL_TRAININGS
+    (a whole number >= 1) overrides the choice. Returns >= 1.
+    """
+    import os
+
+    import psutil
+
+    override = os.environ.get("INSPECTOR_PARALLEL_TRAININGS", "").strip()
+    if override:
+        try:
+            return max(1, int(override))
+        except ValueError:
+            raise InspectorError(f"INSPECTOR_PARALLEL_TRAININGS must be a whole number, got {override!r}.") from None
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+    host = int(psutil.virtual_memory().available / 2**30 // HOST_GIB_PER_TRAINING)
+    slots = min(cores, host)
+    device = resolve_device(device) if isinstance(device, str) else device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        slots = min(slots, int(free / 2**30 // GPU_GIB_PER_TRAINING))
+    return max(1, slots)
