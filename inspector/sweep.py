@@ -4,7 +4,8 @@ Each trial is one `train()` writing its own run folder into the run store, so a 
 live on the app's Train and Compare pages like any other. With Ray installed (`pip install -e
 ".[cluster]"`), trials are Ray tasks: on the cluster at `ray_address`, or on a local cluster sized to
 this machine when no address is given; `runs_dir` must then be a folder every worker can reach.
-Without Ray, the trials run one after the other through the app's background runner (one training lane).
+Without Ray, the trials race on this machine through the app's own background runner: the same
+mechanism as the Train page's race (as many at once as the device has slots, the rest queued).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Trial:
 
 @dataclass
 class SweepResult:
-    engine: str  # "ray" or "sequential"
+    engine: str  # "ray" or "local" (this machine's background runner)
     trials: list[dict[str, Any]]  # best first
     wall_seconds: float
     notes: list[str] = field(default_factory=list)
@@ -108,23 +109,31 @@ def _run_on_ray(data: str, trials: list[Trial], base: TrainConfig, runs_dir: Pat
         ray.shutdown()
 
 
-def _run_sequentially(data: str, trials: list[Trial], base: TrainConfig, runs_dir: Path,
-                      on_trial: Callable[[dict], None]) -> list[dict]:
-    runner, rows = BackgroundRunner(), []
-    for trial in trials:
-        job = runner.submit_training(data, trial.config(base), runs_dir)
-        while not job.finished:
-            time.sleep(0.2)
-        row = _trial_row(trial, job.result.to_dict() if job.result is not None else None, job.error)
-        rows.append(row)
-        on_trial(row)
+def _run_locally(data: str, trials: list[Trial], base: TrainConfig, runs_dir: Path, slots: int | None,
+                 on_trial: Callable[[dict], None]) -> list[dict]:
+    """The trials race on this machine's background runner (worker processes, `slots` at a time)."""
+    runner, rows = BackgroundRunner(slots=slots), []
+    pending = {runner.submit_training(data, trial.config(base), runs_dir).id: trial for trial in trials}
+    while pending:
+        for handle_id in list(pending):
+            job = runner.get(handle_id)
+            if job is not None and job.finished:
+                trial = pending.pop(handle_id)
+                row = _trial_row(trial, job.result.to_dict() if job.result is not None else None, job.error)
+                rows.append(row)
+                on_trial(row)
+        time.sleep(0.2)
     return rows
 
 
 def run_sweep(data: str | os.PathLike, trials: Sequence[Trial], base: TrainConfig, runs_dir: str | os.PathLike, *,
               ray_address: str | None = None, gpus_per_trial: float = 0, cpus_per_trial: int = 1,
-              use_ray: bool | None = None, on_trial: Callable[[dict], None] = lambda row: None) -> SweepResult:
-    """Train every trial; results best first. `use_ray=None` uses Ray when it is installed."""
+              use_ray: bool | None = None, parallel: int | None = None,
+              on_trial: Callable[[dict], None] = lambda row: None) -> SweepResult:
+    """Train every trial; results best first. `use_ray=None` uses Ray when it is installed.
+
+    Without Ray, `parallel` trials race at a time on this machine (None: as many as the device has
+    slots, `engine.device.race_slots`)."""
     if gpus_per_trial < 0 or cpus_per_trial < 1:
         raise InspectorError("--gpus-per-trial must be 0 or more and the CPUs per trial at least 1.")
     use_ray = ray_available() if use_ray is None else use_ray
@@ -132,12 +141,16 @@ def run_sweep(data: str | os.PathLike, trials: Sequence[Trial], base: TrainConfi
     if not use_ray:
         if ray_address:
             raise InspectorError("--ray-address needs Ray: pip install -e \".[cluster]\".")
-        notes.append("Ray is not installed (pip install -e \".[cluster]\"): the trials ran one after the other.")
+        from .engine.device import race_slots
+
+        parallel = max(1, int(parallel)) if parallel else race_slots(base.device)
+        notes.append(f"Ray is not installed (pip install -e \".[cluster]\"): the trials raced on this machine, "
+                     f"{parallel} at a time" + (" (one after the other)." if parallel == 1 else "."))
     runs_dir = Path(runs_dir).expanduser().resolve()
     data = str(Path(data).expanduser().resolve())
     started = time.perf_counter()
     if use_ray:
         rows = _run_on_ray(data, list(trials), base, runs_dir, ray_address, gpus_per_trial, cpus_per_trial, on_trial)
     else:
-        rows = _run_sequentially(data, list(trials), base, runs_dir, on_trial)
-    return SweepResult("ray" if use_ray else "sequential", _best_first(rows), time.perf_counter() - started, notes)
+        rows = _run_locally(data, list(trials), base, runs_dir, parallel, on_trial)
+    return SweepResult("ray" if use_ray else "local", _best_first(rows), time.perf_counter() - started, notes)

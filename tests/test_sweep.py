@@ -25,13 +25,13 @@ def test_the_plan_is_every_combination_and_the_results_come_best_first():
         plan_trials([], ["linear_probe"], [0])
 
 
-def test_without_ray_the_trials_run_one_after_the_other_and_say_so(tmp_path):
+def test_without_ray_the_trials_race_on_the_background_runner_and_say_so(tmp_path):
     data = small_dataset(tmp_path / "data")
     base = TrainConfig(image_size=64, cross_validate=False)
     seen = []
     result = run_sweep(data, plan_trials(["tf_efficientnet_lite0", "no_such_backbone"], ["linear_probe"], [0]),
-                       base, tmp_path / "runs", use_ray=False, on_trial=seen.append)
-    assert result.engine == "sequential" and "one after the other" in result.notes[0]
+                       base, tmp_path / "runs", use_ray=False, parallel=2, on_trial=seen.append)
+    assert result.engine == "local" and "raced on this machine, 2 at a time" in result.notes[0]
     assert len(seen) == 2
     best, failed = result.trials
     assert best["status"] == "completed" and best["backbone"] == "tf_efficientnet_lite0" and best["run_dir"]

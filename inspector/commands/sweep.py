@@ -1,7 +1,8 @@
 """`inspector sweep DATA --backbones a,b --strategies x,y --seeds 0,1,2`: many trainings at once (issue 14).
 
 On a Ray cluster (`--ray-address`), or a local one sized to this machine, when Ray is installed;
-one after the other otherwise. Every trial is an ordinary run in the run store. With --json the
+otherwise the trials race on this machine's background runner (the Train page's race), `--parallel`
+at a time. Every trial is an ordinary run in the run store. With --json the
 last stdout line lists every trial with its run_dir and accuracy, best first.
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                         "machine")
     p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs each trial reserves on Ray (default: 0)")
     p.add_argument("--cpus-per-trial", type=int, default=1, help="CPU cores each trial reserves on Ray (default: 1)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="without Ray: how many trials train at the same time on this machine (default: as many as "
+                        "the device has room for; each in a process of its own, the cores shared out)")
     p.add_argument("--epochs", type=int, default=None, help="epochs for the fine-tuning strategies")
     p.add_argument("--image-size", type=int, default=None, help="input size in pixels (default: the backbone's)")
     p.add_argument("--no-cv", action="store_true", help="skip the cross-validated accuracy estimate (faster)")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     trials = plan_trials(args.backbones, args.strategies, args.seeds)
     base = TrainConfig(epochs=args.epochs, image_size=args.image_size, device=args.device,
                        cross_validate=not args.no_cv)
-    engine = "Ray" if ray_available() else "one after the other (Ray is not installed)"
+    engine = "Ray" if ray_available() else "this machine (Ray is not installed)"
     print(f"sweep: {len(trials)} trials on {engine}, runs in {args.runs_dir}", file=sys.stderr)
 
     def report(row: dict) -> None:
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {row['backbone']} {row['strategy']} seed {row['seed']}: {row['status']}, {figure}", file=sys.stderr)
 
     result = run_sweep(args.data, trials, base, args.runs_dir, ray_address=args.ray_address,
-                       gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, on_trial=report)
+                       gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+                       parallel=args.parallel, on_trial=report)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     summary = result.to_dict()
