@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from inspector import describe_device
+from inspector import InspectorError, describe_device
 from inspector.jobs import TRAINING
 from ui.state import flash, page_setup, runner, runs, show_flashes, user_errors, workspace
+from ui.words import count, listing
 
 page_setup("Home", ":material/home:")
 ws = workspace()
@@ -37,8 +38,13 @@ col_data, col_runs = st.columns(2)
 with col_data:
     st.subheader("Dataset")
     if counts:
-        st.metric("Labeled images", sum(counts.values()), help=f"in {len(counts)} classes")
+        st.metric("Labeled images", sum(counts.values()), help=f"in {count(len(counts), 'class')}")
         st.write(", ".join(f"**{name}**: {n}" for name, n in counts.items()))
+        empty = [name for name, n in counts.items() if not n]
+        if empty:
+            st.warning(f"{listing(empty)} {'has' if len(empty) == 1 else 'have'} no images yet, so "
+                       f"{'it is' if len(empty) == 1 else 'they are'} left out of training. Add images on the "
+                       "**Data** page, or delete the empty class there.")
     else:
         st.write("No images yet. Load the sample data below, or upload your own on the **Data** page.")
     st.caption(f"Workspace folder: `{ws.root}`")
@@ -47,28 +53,70 @@ with col_runs:
     finished = [r for r in all_runs if r.has_model]
     st.metric("Trained models", len(finished), help="runs with a saved model")
     if active:
-        st.write(f"Training now: {len(active)} run(s). See **Train**.")
+        st.write(f"Training now: {count(len(active), 'run')}. See **Train**.")
     scored = [r for r in finished if r.summary and r.summary.val_accuracy is not None]
     best = max(scored, key=lambda r: r.summary.val_accuracy, default=None)
     if best is not None:
         st.write(f"Best so far: **{best.name}**, {best.summary.val_accuracy:.0%} validation accuracy.")
 
+def _offer(part: str) -> dict[str, int]:
+    """What a sample set holds, per class (empty when it is not on disk yet: nothing is generated here)."""
+    try:
+        return ws.sample_images(part)
+    except InspectorError:
+        return {}
+
+
+def _photos(offered: dict[str, int], of: str = "") -> str:
+    """"40 photos of good parts (ok 40)" for a button's help; plain "Photos..." when unknown."""
+    if not offered:
+        return f"Photos{of}"
+    return f"{count(sum(offered.values()), 'photo')}{of} ({', '.join(f'{k} {v}' for k, v in offered.items())})"
+
+
+def _loaded(result, noun: str, of: str = "") -> str:
+    """The result in words, agreeing with what the button offered: what was added, and what was
+    already there (the same image in the same class, whatever its name) and so was left alone."""
+    total = result.n_saved + result.n_copies
+    offer = f"{count(total, noun)}{of}"
+    if result.n_saved == 0:
+        return f"The {offer} {'is' if total == 1 else 'are'} already in the workspace, so nothing was added."
+    added = ", ".join(f"{k} {v}" for k, v in result.counts().items())
+    if result.n_copies == 0:
+        return f"Added {offer} ({added})."
+    already = ", ".join(f"{k} {v}" for k, v in result.copies.items() if v)
+    were = "was" if result.n_copies == 1 else "were"
+    return (f"Added {result.n_saved} of the {offer} ({added}); the other {result.n_copies} {were} already in the "
+            f"workspace ({already}) and {were} left as they are.")
+
+
 st.divider()
 st.subheader("Get started")
+sample = _offer("train")
 if st.button("Load the sample data", type="primary", icon=":material/download:",
-             help="Copies the bundled photos of metal, ceramic and plastic surfaces with defects into the workspace."):
+             help=f"Copies the bundled sample, {_photos(sample)} of metal, ceramic and plastic surfaces, good and "
+                  "with defects, into the workspace. Images already there are left alone."):
     with user_errors("Loading the sample data"), st.spinner("Copying the sample images..."):
-        added = ws.load_sample_data()
-        flash(f"Added {added} sample images. Next: check them on the Data page, then train a model."
-              if added else "The sample data is already in the workspace.")
+        result = ws.import_sample_data()
+        flash(_loaded(result, "sample image")
+              + (" Next: check them on the Data page, then train a model." if result.n_saved else ""),
+              "success" if result.n_saved else "info")
         st.rerun()
+good = _offer("good_parts")
 if st.button("Load good parts only (anomaly detection)", icon=":material/verified:", key="load_good_parts",
-             help="40 photos of good parts: train with 'I only have good parts' on the Train page; the model "
-                  "then flags anything unusual without ever seeing a defect."):
+             help=f"{_photos(good, ' of good parts')}: train with 'I only have good parts' on the Train page; the "
+                  "model then flags anything unusual without ever seeing a defect. Images already there are left "
+                  "alone."):
     with user_errors("Loading the sample data"), st.spinner("Copying the sample images..."):
-        added = ws.load_sample_data(part="good_parts")
-        flash(f"Added {added} photos of good parts (class 'ok'). Next: on the Train page choose "
-              "'I only have good parts'." if added else "The good parts are already in the workspace.")
+        result = ws.import_sample_data(part="good_parts")
+        learnt = list(result.saved) or list(result.copies)
+        others = [name for name in ws.classes() if name not in learnt]
+        measures = "class only measures" if len(others) == 1 else "classes only measure"
+        flash(_loaded(result, "photo", " of good parts")
+              + (" Next: on the Train page choose 'I only have good parts'." if result.n_saved else "")
+              + (f" The workspace also holds {listing(others)}: with 'I only have good parts' the model learns "
+                 f"from {listing(learnt)} only; the other {measures} how many defects are caught." if others else ""),
+              "success" if result.n_saved else "info")
         st.rerun()
 
 c1, c2, c3, c4 = st.columns(4)

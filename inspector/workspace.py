@@ -13,6 +13,7 @@ a usable image is skipped with a reason and never written.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -21,7 +22,9 @@ import tempfile
 import threading
 import unicodedata
 import uuid
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._io import atomic_write_bytes, storage_errors
@@ -34,11 +37,13 @@ from .data import (
     load_image,
 )
 from .data.discovery import natural_key
+from .data.images import content_hash
 from .data.types import display_path, is_ignored_name
 from .errors import ImageLoadError, InspectorError
 from .runs import default_workspace_root
 
-__all__ = ["Workspace", "default_workspace_root", "safe_class_name", "safe_file_name", "sample_data_dir"]
+__all__ = ["DUPLICATE_CHOICES", "ImportReport", "Workspace", "default_workspace_root", "safe_class_name",
+           "safe_file_name", "sample_data_dir"]
 
 MAX_CLASS_NAME = 64
 MAX_FILE_NAME = 120  # characters of the whole name, extension included
@@ -56,6 +61,80 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
                      *(f"COM{i}" for i in "123456789¹²³"), *(f"LPT{i}" for i in "123456789¹²³")}
 _REPO_SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 _lock = threading.Lock()  # choosing a free file name and writing it is one step per process
+# What an import does with an exact copy (same bytes) of an image already in the same class.
+DUPLICATE_CHOICES = ("skip", "keep")
+
+
+@dataclass
+class ImportReport:
+    """What one import did.
+
+    ``saved`` maps each class to the file names written; ``copies`` counts, per class, the files
+    that were exact copies (same bytes) of an image already in that class, or of one earlier in the
+    same import: skipped, unless the import was told to keep them (``copies_kept``), in which case
+    they are among ``saved`` too. ``skipped`` lists the files that are not usable images, and why.
+    """
+
+    saved: dict[str, list[str]] = field(default_factory=dict)
+    copies: dict[str, int] = field(default_factory=dict)
+    copies_kept: bool = False
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def n_saved(self) -> int:
+        return sum(len(names) for names in self.saved.values())
+
+    @property
+    def n_copies(self) -> int:
+        return sum(self.copies.values())
+
+    @property
+    def n_new(self) -> int:
+        """Images saved that were not copies of one already there."""
+        return self.n_saved - (self.n_copies if self.copies_kept else 0)
+
+    def counts(self) -> dict[str, int]:
+        """Images saved per class."""
+        return {label: len(names) for label, names in self.saved.items()}
+
+    def merge(self, other: ImportReport) -> ImportReport:
+        for label, names in other.saved.items():
+            self.saved.setdefault(label, []).extend(names)
+        for label, n in other.copies.items():
+            self.copies[label] = self.copies.get(label, 0) + n
+        self.skipped.extend(other.skipped)
+        self.copies_kept = self.copies_kept or other.copies_kept
+        return self
+
+
+class _ClassIndex:
+    """The content hashes of one class folder's images, read lazily: only files of the same size as
+    an incoming file are ever hashed, so checking an import against a big class stays cheap."""
+
+    def __init__(self, files: Iterable[Path]) -> None:
+        self._by_size: dict[int, list[Path]] = defaultdict(list)
+        self._hashes: dict[Path, str] = {}
+        for path in files:
+            try:
+                self._by_size[path.stat().st_size].append(path)
+            except OSError:
+                continue
+
+    def find(self, size: int, digest: str) -> Path | None:
+        """The file in the class with these bytes, or None."""
+        for path in self._by_size.get(size, ()):
+            if path not in self._hashes:
+                try:
+                    self._hashes[path] = _file_hash(path)
+                except OSError:
+                    self._hashes[path] = ""
+            if self._hashes[path] == digest:
+                return path
+        return None
+
+    def add(self, path: Path, size: int, digest: str) -> None:
+        self._by_size[size].append(path)
+        self._hashes[path] = digest
 
 
 def _clean(text: str) -> str:
@@ -192,29 +271,112 @@ class Workspace:
             return None
         return discover_dataset(self.data_dir)
 
+    def fingerprint(self) -> str:
+        """A digest of the names, sizes and times of every class folder and file under data/.
+
+        Cheap (nothing is read, only listed) and different whenever a class is created, renamed or
+        deleted, even an empty one, and whenever an image is added, removed or rewritten: the key
+        for anything computed from the data (the app's cached data check).
+        """
+        digest = hashlib.sha1()
+        for entry in self._listing():
+            digest.update(repr(entry).encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
+    def _listing(self) -> Iterator[tuple]:
+        if not self.data_dir.is_dir():
+            return
+        for current, dirs, files in os.walk(self.data_dir):
+            dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
+            where = os.path.relpath(current, self.data_dir)
+            yield ("dir", where, _mtime_ns(current))
+            for name in sorted(files):
+                if is_ignored_name(name):
+                    continue
+                try:
+                    info = os.stat(os.path.join(current, name))
+                except OSError:
+                    continue
+                yield ("file", where, name, info.st_size, info.st_mtime_ns)
+
+    def exact_copies(self) -> list[Path]:
+        """Images that are exact copies (same bytes) of another image in the same class: all but the
+        first of each group, in natural order (so `crack_00.jpg` stays and `crack_00_2.jpg` goes)."""
+        extras: list[Path] = []
+        for label in self.classes():
+            index = _ClassIndex([])
+            for path in self.images(label):
+                try:
+                    size, digest = path.stat().st_size, _file_hash(path)
+                except OSError:
+                    continue
+                if index.find(size, digest) is not None:
+                    extras.append(path)
+                else:
+                    index.add(path, size, digest)
+        return extras
+
+    def remove_exact_copies(self) -> int:
+        """Delete every exact copy of another image in the same class, keeping one of each (see
+        :meth:`exact_copies`); returns how many files were deleted."""
+        removed = 0
+        for path in self.exact_copies():
+            self._check_inside(path)
+            with storage_errors(path, "delete"):
+                path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     # -- adding images ---------------------------------------------------------------------
-    def add_images(self, label: str, files: Iterable[tuple[str, bytes]]) -> tuple[list[str], list[Skipped]]:
+    def import_images(self, label: str, files: Iterable[tuple[str, bytes]], *,
+                      duplicates: str = "skip") -> ImportReport:
         """Save uploaded `(file name, bytes)` into class `label` (created if needed).
 
-        Returns the saved file names and the skipped files with reasons. Files that are not
-        usable images are never written; a name already taken gets a "_2"-style suffix.
+        Each file is checked before it is written: one that is not a usable image is skipped with a
+        reason; one whose bytes are already in the class (or earlier in this upload) is an exact copy,
+        skipped when `duplicates` is "skip" (the default) and saved anyway when it is "keep". A name
+        already taken gets a "_2"-style suffix.
 
         Raises:
             InspectorError: the upload is over the file-count or total-size limit (nothing is
-                saved), or the disk is full or read-only (the files saved so far stay).
+                saved), `duplicates` is not "skip" or "keep", or the disk is full or read-only
+                (the files saved so far stay).
         """
         files = list(files)
+        _check_duplicates_choice(duplicates)
         _check_upload(files)
         folder = self._make_class_dir(label)
-        saved: list[str] = []
-        skipped: list[Skipped] = []
-        for raw_name, data in files:
+        return self._import(((folder.name, name, data) for name, data in files), duplicates)
+
+    def add_images(self, label: str, files: Iterable[tuple[str, bytes]]) -> tuple[list[str], list[Skipped]]:
+        """Save every usable image of `files` into class `label`, exact copies included (see
+        :meth:`import_images`, which can skip them). Returns the saved file names and the skipped
+        files with reasons."""
+        report = self.import_images(label, files, duplicates="keep")
+        return [name for names in report.saved.values() for name in names], report.skipped
+
+    def _import(self, entries: Iterable[tuple[str, str, bytes]], duplicates: str) -> ImportReport:
+        """Write `(class, file name, bytes)` entries, checking each against its class first."""
+        report = ImportReport(copies_kept=duplicates == "keep")
+        indexes: dict[Path, _ClassIndex] = {}
+        for label, raw_name, data in entries:
             reason = _unusable(raw_name, data)
             if reason:
-                skipped.append(Skipped(str(raw_name), reason))
-            else:
-                saved.append(self._write_new(folder, safe_file_name(raw_name), bytes(data)).name)
-        return saved, skipped
+                report.skipped.append(Skipped(str(raw_name), reason))
+                continue
+            folder = self._make_class_dir(label)
+            if folder not in indexes:
+                indexes[folder] = _ClassIndex(self._image_files(folder))
+            data = bytes(data)
+            digest = content_hash(data)
+            if indexes[folder].find(len(data), digest) is not None:
+                report.copies[folder.name] = report.copies.get(folder.name, 0) + 1
+                if duplicates == "skip":
+                    continue
+            path = self._write_new(folder, safe_file_name(raw_name), data)
+            indexes[folder].add(path, len(data), digest)
+            report.saved.setdefault(folder.name, []).append(path.name)
+        return report
 
     def _make_class_dir(self, label: str) -> Path:
         folder = self._class_dir(label, must_exist=False)
@@ -230,11 +392,14 @@ class Workspace:
             atomic_write_bytes(target, data)
         return target
 
-    def add_zip(self, source: str | os.PathLike | bytes) -> tuple[dict[str, int], list[Skipped]]:
+    def import_zip(self, source: str | os.PathLike | bytes, *, duplicates: str = "skip") -> ImportReport:
         """Import a .zip of class folders: valid images are copied into the matching classes.
 
-        Returns images saved per class and the skipped entries with reasons.
+        Exact copies of images already in their class (or earlier in the zip) are skipped, or kept
+        when `duplicates` is "keep", as in :meth:`import_images`. A zip split into train/ and test/
+        (MVTec, labelling tools) imports only train/; what was left out is in the report's skipped.
         """
+        _check_duplicates_choice(duplicates)
         with tempfile.TemporaryDirectory(prefix="inspector-upload-") as tmp:
             zip_path = _zip_file(source, Path(tmp))
             root, skipped = extract_zip(zip_path, Path(tmp) / "extracted", max_files=MAX_FILES_PER_UPLOAD,
@@ -244,33 +409,52 @@ class Workspace:
             if dataset.layout is not None:  # a split zip (MVTec, train/ + val/): only train/ is imported
                 skipped += [Skipped(display_path(folder, dataset.root) + "/", reason)
                             for folder, reason in dataset.layout.left_out("train")]
-            counts: dict[str, int] = {}
-            for sample in dataset.samples:  # one file in memory at a time
-                saved, bad = self.add_images(sample.label, [(sample.path.name, sample.path.read_bytes())])
-                key = safe_class_name(sample.label)
-                counts[key] = counts.get(key, 0) + len(saved)
-                skipped.extend(bad)
-        return counts, skipped
+            entries = ((sample.label, sample.path.name, sample.path.read_bytes())  # one file in memory at a time
+                       for sample in dataset.samples)
+            report = self._import(entries, duplicates)
+        report.skipped[:0] = skipped
+        return report
 
-    def load_sample_data(self, source: str | os.PathLike | None = None, part: str = "train") -> int:
-        """Copy the bundled sample images into the workspace; files already there are left alone.
+    def add_zip(self, source: str | os.PathLike | bytes, *,
+                duplicates: str = "keep") -> tuple[dict[str, int], list[Skipped]]:
+        """:meth:`import_zip`, returning images saved per class and the skipped entries with reasons
+        (exact copies that were skipped are among them)."""
+        report = self.import_zip(source, duplicates=duplicates)
+        copies = [Skipped(f"{label}/ ({n} files)", "exact copies of images already in the class")
+                  for label, n in report.copies.items() if not report.copies_kept]
+        return report.counts(), report.skipped + copies
 
-        part: "train" (labelled good and defect parts) or "good_parts" (good parts only, for
-        anomaly detection). Returns how many images were added.
-        """
+    def sample_images(self, part: str = "train", source: str | os.PathLike | None = None) -> dict[str, int]:
+        """How many images each class of the bundled sample set `part` holds (what loading it offers)."""
+        return {folder.name: len(self._image_files(folder)) for folder in self._sample_classes(part, source)}
+
+    def _sample_classes(self, part: str, source: str | os.PathLike | None) -> list[Path]:
         if part not in ("train", "good_parts"):
             raise InspectorError(f"Unknown sample set {part!r}: use train or good_parts.")
         train_dir = sample_data_dir(source, cache_dir=self.root / ".sample_data") / part
         if not train_dir.is_dir():
             raise InspectorError(f"This installation's sample data has no '{part}' set; regenerate it with "
                                  "'inspector sample-data'.")
-        added = 0
-        for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir() and not is_ignored_name(p.name)):
-            target = self._class_dir(class_dir.name, must_exist=False)
-            new = [(p.name, p.read_bytes()) for p in self._image_files(class_dir) if not (target / p.name).exists()]
-            if new or not target.exists():
-                added += len(self.add_images(class_dir.name, new)[0])
-        return added
+        return sorted((p for p in train_dir.iterdir() if p.is_dir() and not is_ignored_name(p.name)),
+                      key=lambda p: natural_key(p.name))
+
+    def import_sample_data(self, source: str | os.PathLike | None = None, part: str = "train") -> ImportReport:
+        """Copy the bundled sample images into the workspace; images already there (the same bytes
+        in the same class) are left alone, whatever their name, so loading twice adds nothing and
+        the good parts (`part="good_parts"`, for anomaly detection) add to the labelled sample's
+        'ok' class although their names are the same.
+
+        part: "train" (labelled good and defect parts) or "good_parts" (good parts only).
+        """
+        report = ImportReport()
+        for class_dir in self._sample_classes(part, source):
+            files = [(p.name, p.read_bytes()) for p in self._image_files(class_dir)]
+            report.merge(self.import_images(class_dir.name, files, duplicates="skip"))
+        return report
+
+    def load_sample_data(self, source: str | os.PathLike | None = None, part: str = "train") -> int:
+        """:meth:`import_sample_data`; returns how many images were added."""
+        return self.import_sample_data(source, part).n_saved
 
     def new_parts_dir(self) -> Path:
         """Sample images of new parts (not in the training data) to try a model on."""
@@ -356,6 +540,22 @@ def _check_upload(files: list[tuple[str, bytes]]) -> None:
     if total > MAX_UPLOAD_TOTAL_BYTES:
         raise InspectorError(f"The upload holds {_mb(total)}; the limit is {_mb(MAX_UPLOAD_TOTAL_BYTES)}. "
                              "Add the images in smaller parts.")
+
+
+def _check_duplicates_choice(duplicates: str) -> None:
+    if duplicates not in DUPLICATE_CHOICES:
+        raise InspectorError(f"Unknown choice for exact copies {duplicates!r}: use skip or keep.")
+
+
+def _file_hash(path: Path) -> str:
+    return content_hash(path.read_bytes())
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _unusable(raw_name: str, data: bytes) -> str | None:

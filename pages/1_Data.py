@@ -6,13 +6,15 @@ import streamlit as st
 from inspector import AUGMENT_PRESETS, InspectorError, build_preview, list_backbones, resolve_preprocessing
 from inspector.engine.features import default_feature_cache_dir
 from inspector.data import IMAGE_EXTENSIONS, discover_dataset
+from inspector.data.validation import exact_copies
 from inspector.evidence.features import frozen_features
 from inspector.evidence.learning_curve import advise_from_features
 from ui.evidence import render_advice
 from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
-from ui.data import checked_dataset, rgb, thumbnail_of
+from ui.data import checked_dataset, dataset_summary, import_message, rgb, thumbnail_of
 from ui.state import flash, page_setup, runner, show_flashes, show_work, user_errors, workspace
+from ui.words import count
 
 NEW_CLASS = "+ New class..."
 PAGE_SIZE = 24
@@ -26,15 +28,31 @@ show_flashes()
 counts = ws.classes()
 
 
-def report_skipped(skipped, what: str = "files") -> None:
+def report_skipped(skipped, what: str = "file") -> None:
     if skipped:
         lines = "\n".join(f"- `{s.path}`: {s.reason}" for s in skipped[:20])
         more = f"\n- ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        flash(f"{len(skipped)} {what} were not added:\n{lines}{more}", "warning")
+        verb = "was" if len(skipped) == 1 else "were"
+        flash(f"{count(len(skipped), what)} {verb} not added:\n{lines}{more}", "warning")
+
+
+def report_import(report, verb: str, into: str | None = None) -> None:
+    """One message for an import (new images, copies skipped or kept); nothing green when nothing was saved."""
+    message = import_message(report, verb, into)
+    if message is not None:
+        flash(message[1], message[0])
+
+
+DUPLICATES = {"skip": "Skip them (recommended)", "keep": "Keep them as extra copies"}
 
 
 # -- upload ------------------------------------------------------------------------------
 st.header("Add images")
+duplicates = st.radio("Images that are already in their class (exact copies)", list(DUPLICATES),
+                      format_func=DUPLICATES.get, key="duplicates", horizontal=True,
+                      help="Each file is compared, by its content, with the images already in its class before "
+                           "it is saved. Copies add nothing to training and make validation scores look better "
+                           "than they are.")
 tab_files, tab_zip = st.tabs(["Images into a class", "A .zip with one folder per class"])
 with tab_files:
     left, right = st.columns([1, 2])
@@ -49,14 +67,14 @@ with tab_files:
                                    type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS),
                                    key=f"images_{round_}", help=LIMITS)
     label = new_name.strip() if target == NEW_CLASS else target
-    if st.button(f"Add {len(uploads or [])} images to '{label or '...'}'", type="primary",
+    if st.button(f"Add {count(len(uploads or []), 'image')} to '{label or '...'}'", type="primary",
                  disabled=not uploads, key="add_images"):
         with user_errors("Saving the images"):
             if not label:
                 raise InspectorError("Type a name for the new class first.")
-            saved, skipped = ws.add_images(label, [(f.name, f.getvalue()) for f in uploads])
-            flash(f"Saved {len(saved)} images into class '{label}'.")
-            report_skipped(skipped)
+            result = ws.import_images(label, [(f.name, f.getvalue()) for f in uploads], duplicates=duplicates)
+            report_import(result, "Saved", next(iter(result.saved), label))
+            report_skipped(result.skipped)
             st.session_state["upload_round"] = round_ + 1
             st.rerun()
 with tab_zip:
@@ -64,9 +82,9 @@ with tab_zip:
     st.caption("Inside the zip, put one folder per class, e.g. `ok/img1.png`, `scratch/img7.png`.")
     if st.button("Import the zip", disabled=archive is None, key="import_zip"):
         with user_errors("Importing the zip"), st.spinner("Unpacking and checking the images..."):
-            added, skipped = ws.add_zip(archive.getvalue())
-            flash(f"Imported {sum(added.values())} images: " + ", ".join(f"{k} {v}" for k, v in added.items()))
-            report_skipped(skipped, "entries")
+            result = ws.import_zip(archive.getvalue(), duplicates=duplicates)
+            report_import(result, "Imported")
+            report_skipped(result.skipped, "entry")
             st.session_state["upload_round"] = round_ + 1
             st.rerun()
 
@@ -92,7 +110,7 @@ with st.expander("Manage classes: create, rename, merge, delete", expanded=not c
         if st.button("Merge", key="merge_classes", disabled=not (sources and into.strip())):
             with user_errors("Merging the classes"):
                 moved = ws.merge_classes(sources, into)
-                flash(f"Moved {moved} images into '{into}'.")
+                flash(f"Moved {count(moved, 'image')} into '{into}'.")
                 st.rerun()
     with c_delete:
         doomed = st.selectbox("Delete class", list(counts), key="delete_class_name", index=None,
@@ -101,7 +119,7 @@ with st.expander("Manage classes: create, rename, merge, delete", expanded=not c
         if st.button("Delete", key="delete_class", disabled=not (doomed and sure)):
             with user_errors("Deleting the class"):
                 ws.delete_class(doomed)
-                flash(f"Deleted class '{doomed}' and its {counts.get(doomed, 0)} images.")
+                flash(f"Deleted class '{doomed}' and its {count(counts.get(doomed, 0), 'image')}.")
                 st.rerun()
 
 # -- check -----------------------------------------------------------------------------------
@@ -113,7 +131,7 @@ if not counts:
     st.info("No images yet. Add some above, or load the sample data on the Home page.")
     if st.button("Load the sample data", key="load_sample"):
         with user_errors("Loading the sample data"), st.spinner("Copying..."):
-            flash(f"Added {ws.load_sample_data()} sample images.")
+            flash(f"Added {count(ws.load_sample_data(), 'sample image')}.")
             st.rerun()
 else:
     left, right = st.columns([3, 2])
@@ -124,12 +142,20 @@ else:
             levels = {"error": st.error, "warning": st.warning, "info": st.info}
             for finding in report.findings:
                 levels.get(finding.level, st.info)(finding.message)
+                copies = len(exact_copies(dataset)) if finding.code == "duplicates" else 0
+                if copies and st.button(f"Remove the {count(copies, 'exact copy')}", key="remove_copies",
+                                        icon=":material/delete_sweep:", help="Keeps one of each image."):
+                    with user_errors("Removing the copies"):
+                        removed = ws.remove_exact_copies()
+                        flash(f"Removed {count(removed, 'exact copy')}; one of each image is kept.")
+                        st.rerun()
             if report.ok and not report.warnings:
-                st.success(f"Ready to train: {len(dataset)} images in {len(dataset.classes)} classes.")
+                st.success(f"Ready to train: {dataset_summary(dataset)}")
             elif report.ok:
-                st.success("Training can start; the warnings above may cost accuracy.")
+                st.success(f"Training can start: {dataset_summary(dataset)} The warnings above may cost accuracy.")
         if dataset is not None and dataset.skipped:
-            with st.expander(f"{len(dataset.skipped)} files are not used"):
+            with st.expander(f"{count(len(dataset.skipped), 'file')} {'is' if len(dataset.skipped) == 1 else 'are'} "
+                             "not used"):
                 st.dataframe([{"file": s.path, "reason": s.reason} for s in dataset.skipped], hide_index=True)
 
 # -- browse and relabel -----------------------------------------------------------------------
@@ -141,7 +167,7 @@ if counts:
     pages = max(1, -(-len(files) // PAGE_SIZE))
     page = mid.number_input(f"Page (of {pages})", 1, pages, 1, key=f"browse_page_{shown}")
     chunk = files[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    right.caption(f"{len(files)} images in '{shown}'; showing {len(chunk)}.")
+    right.caption(f"{count(len(files), 'image')} in '{shown}'; showing {len(chunk)}.")
     columns = st.columns(8)
     for i, path in enumerate(chunk):
         with columns[i % 8]:
@@ -158,13 +184,13 @@ if counts:
         with user_errors("Moving the images"):
             for name in picked:
                 ws.move_image(shown, name, move_to)
-            flash(f"Moved {len(picked)} images from '{shown}' to '{move_to}'.")
+            flash(f"Moved {count(len(picked), 'image')} from '{shown}' to '{move_to}'.")
             st.rerun()
     if c.button("Delete", key="delete_images", disabled=not picked):
         with user_errors("Deleting the images"):
             for name in picked:
                 ws.delete_image(shown, name)
-            flash(f"Deleted {len(picked)} images from '{shown}'.")
+            flash(f"Deleted {count(len(picked), 'image')} from '{shown}'.")
             st.rerun()
 
 

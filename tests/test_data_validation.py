@@ -97,7 +97,7 @@ def test_skipped_files_are_a_warning_with_reasons_and_paths():
     skipped = [Skipped("ok/a.txt", "not an image file (.txt)"), Skipped("ok/b.png", "empty file"),
                Skipped("ok/c.txt", "not an image file (.txt)")]
     warning = _finding(validate_dataset(_ds({"ok": 30, "nok": 30}, skipped=skipped)), "skipped_files")
-    assert warning.message.startswith("3 file(s) were skipped")
+    assert warning.message.startswith("3 files were skipped")
     assert "2 x not an image file (.txt)" in warning.message
     assert warning.paths == ("ok/a.txt", "ok/b.png", "ok/c.txt")
 

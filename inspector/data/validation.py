@@ -9,7 +9,7 @@ from inspector.data.discovery import LabeledDataset, Sample
 from inspector.data.splits import plan_validation
 from inspector.data.types import display_path as _show
 
-__all__ = ["Finding", "ValidationReport", "validate_dataset"]
+__all__ = ["Finding", "ValidationReport", "exact_copies", "validate_dataset"]
 
 _MAX_NAMED = 5  # how many files a message names before saying "and N more"
 
@@ -97,9 +97,17 @@ def _check_classes(counts: dict[str, int], min_images: int) -> list[Finding]:
 def _check_empty_classes(ds: LabeledDataset) -> list[Finding]:
     return [
         Finding("warning", "empty_class",
-                f"Class folder '{name}' has no usable images, so it is left out of training.")
+                f"Class '{name}' has no usable images, so it is left out of training: the model will not know "
+                f"it. Add images to '{name}', or delete the class.", (name,))
         for name in ds.empty_classes
     ]
+
+
+def exact_copies(ds: LabeledDataset) -> list[Sample]:
+    """Samples that are exact copies (same bytes) of another sample of the same class: all but the
+    first of each group, in the dataset's (natural) order."""
+    groups = _group(ds.samples, key=lambda s: (s.label, s.sha256))
+    return [s for g in groups.values() for s in g[1:]]
 
 
 def _check_duplicates(ds: LabeledDataset) -> list[Finding]:
@@ -109,9 +117,10 @@ def _check_duplicates(ds: LabeledDataset) -> list[Finding]:
         return []
     extra = sum(len(g) - 1 for g in dups)
     paths = tuple(_show(s.path, ds.root) for g in dups for s in g)
+    are = "is an exact copy" if extra == 1 else "are exact copies"
     return [Finding(
         "warning", "duplicates",
-        f"{extra} image(s) are exact copies of another image in the same class "
+        f"{_images(extra)} {are} of another image in the same class "
         f"({_names(paths)}). Copies add nothing and make validation scores look better than they are.",
         paths,
     )]
@@ -129,7 +138,8 @@ def _check_label_conflicts(ds: LabeledDataset) -> list[Finding]:
     paths = tuple(_show(s.path, ds.root) for g in conflicts for s in g)
     return [Finding(
         "warning", "label_conflict",
-        f"Label conflict: {len(conflicts)} image(s) appear under different classes ({examples}). "
+        f"Label conflict: {_count(len(conflicts), 'image')} {'appears' if len(conflicts) == 1 else 'appear'} "
+        f"under different classes ({examples}). "
         "Keep each image in one class only.",
         paths,
     )]
@@ -159,8 +169,8 @@ def _check_tiny(ds: LabeledDataset, min_side: int) -> list[Finding]:
     paths = tuple(_show(s.path, ds.root) for s in tiny)
     return [Finding(
         "warning", "tiny_images",
-        f"{len(tiny)} image(s) are smaller than {min_side} pixels on a side ({_names(paths)}); "
-        "they carry little detail and will be enlarged.",
+        f"{_images(len(tiny))} {'is' if len(tiny) == 1 else 'are'} smaller than {min_side} pixels on a side "
+        f"({_names(paths)}); {'it carries' if len(tiny) == 1 else 'they carry'} little detail and will be enlarged.",
         paths,
     )]
 
@@ -174,7 +184,7 @@ def _check_bit_depths(ds: LabeledDataset) -> list[Finding]:
     bits = ds.bit_depth
     findings = [Finding(
         "info", "bit_depth",
-        f"{_images(len(deep))} are 16-bit grey files, read as {bits}-bit camera data (the brightest value in the "
+        f"{_images(len(deep))} {'is a 16-bit grey file' if len(deep) == 1 else 'are 16-bit grey files'}, read as {bits}-bit camera data (the brightest value in the "
         f"dataset needs {bits} bits): one brightness mapping for all of them and for every image the model sees "
         f"later. If the camera uses more bits, pass --bit-depth.",
     )]
@@ -183,8 +193,8 @@ def _check_bit_depths(ds: LabeledDataset) -> list[Finding]:
         paths = tuple(_show(s.path, ds.root) for s in flat)
         findings.append(Finding(
             "warning", "mixed_bit_depths",
-            f"The dataset mixes bit depths: {_images(len(flat))} are 8-bit files ({_names(paths)}) and "
-            f"{len(deep)} are 16-bit. The same scene does not look the same in both (two cameras or export "
+            f"The dataset mixes bit depths: {_images(len(flat))} {'is an 8-bit file' if len(flat) == 1 else 'are 8-bit files'} "
+            f"({_names(paths)}) and {len(deep)} {'is' if len(deep) == 1 else 'are'} 16-bit. The same scene does not look the same in both (two cameras or export "
             f"settings?); save all images the same way.",
             paths,
         ))
@@ -201,7 +211,7 @@ def _check_frames(ds: LabeledDataset) -> list[Finding]:
     more = f" and {len(blank) - _MAX_NAMED} more" if len(blank) > _MAX_NAMED else ""
     return [Finding(
         "warning", "blank_frames",
-        f"{_images(len(blank))} show nothing to inspect ({examples}{more}). A model learns nothing about parts "
+        f"{_images(len(blank))} {'shows' if len(blank) == 1 else 'show'} nothing to inspect ({examples}{more}). A model learns nothing about parts "
         f"from them, and a class that holds them may claim every blank frame; remove them unless the class is "
         f"meant for such frames. Models answer UNSURE on such frames.",
         paths,
@@ -214,7 +224,8 @@ def _check_skipped(ds: LabeledDataset) -> list[Finding]:
     reasons = "; ".join(f"{n} x {r}" for r, n in Counter(s.reason for s in ds.skipped).most_common())
     return [Finding(
         "warning", "skipped_files",
-        f"{len(ds.skipped)} file(s) were skipped and will not be used: {reasons}.",
+        f"{_count(len(ds.skipped), 'file')} {'was' if len(ds.skipped) == 1 else 'were'} skipped and will not be "
+        f"used: {reasons}.",
         tuple(s.path for s in ds.skipped),
     )]
 
@@ -228,7 +239,7 @@ def _check_few_images(ds: LabeledDataset) -> list[Finding]:
     name = min(counts, key=counts.__getitem__)
     return [Finding(
         "info", "few_images",
-        f"{counts[name]} images per class is few (smallest class: '{name}'); "
+        f"{_images(counts[name])} per class is few (smallest class: '{name}'); "
         f"{len(plan.folds)}-fold cross-validation will be used instead of a hold-out split, "
         "so the model trains on every image.",
     )]
@@ -247,5 +258,9 @@ def _names(paths: tuple[str, ...]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _images(n: int) -> str:
-    return f"{n} image" if n == 1 else f"{n} images"
+    return _count(n, "image")
