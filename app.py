@@ -42,7 +42,8 @@ with col_data:
         st.write(", ".join(f"**{name}**: {n}" for name, n in counts.items()))
         empty = [name for name, n in counts.items() if not n]
         if empty:
-            st.warning(f"{listing(empty)} {'has' if len(empty) == 1 else 'have'} no images yet, so "
+            st.warning(f"{'Class' if len(empty) == 1 else 'Classes'} {listing(empty)} "
+                       f"{'has' if len(empty) == 1 else 'have'} no images yet, so "
                        f"{'it is' if len(empty) == 1 else 'they are'} left out of training. Add images on the "
                        "**Data** page, or delete the empty class there.")
     else:
@@ -110,7 +111,7 @@ if st.button("Load good parts only (anomaly detection)", icon=":material/verifie
     with user_errors("Loading the sample data"), st.spinner("Copying the sample images..."):
         result = ws.import_sample_data(part="good_parts")
         learnt = list(result.saved) or list(result.copies)
-        others = [name for name in ws.classes() if name not in learnt]
+        others = [name for name, n in ws.classes().items() if n and name not in learnt]
         measures = "class only measures" if len(others) == 1 else "classes only measure"
         flash(_loaded(result, "photo", " of good parts")
               + (" Next: on the Train page choose 'I only have good parts'." if result.n_saved else "")

@@ -281,7 +281,7 @@ def test_no_success_when_nothing_was_saved_and_one_image_is_one_image(env):
     at.get("file_uploader")[0].set_value([("a.png", png(1), "image/png")]).run()
     at.button(key="add_images").click().run()
     assert not at.success
-    assert any("The image is already in class 'ok'" in i for i in texts(at.info)), texts(at.info)
+    assert any("the image is already in class 'ok'" in i for i in texts(at.info)), texts(at.info)
     assert [p.name for p in env.images("ok")] == ["a.png"]
 
 

@@ -47,7 +47,7 @@ def import_message(report: ImportReport, verb: str = "Saved", into: str | None =
     if n == 0 and copies == 0:
         return None
     if n == 0:
-        every = "The image is" if copies == 1 else f"All {copies:,} images are"
+        every = "the image is" if copies == 1 else f"all {copies:,} images are"
         return "info", f"Nothing new: {every} already in {place} (exact copies), so nothing was saved."
     per_class = "" if into else " (" + ", ".join(f"{k} {v}" for k, v in report.counts().items() if v) + ")"
     if report.copies_kept:
