@@ -1,6 +1,8 @@
 """Train: pick a backbone and a strategy, start a background training, watch it live."""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import socket
 
@@ -9,16 +11,16 @@ import streamlit as st
 from inspector import AUGMENT_PRESETS, InspectorError, Run, TrainConfig, create_task, list_backbones, list_tasks
 from inspector.jobs import TRAINING, JobHandle
 from inspector.tasks.anomaly import good_classes, min_guaranteed_frr
-from inspector.engine import TrainEnd
+from inspector.engine import TrainEnd, TrainStart
 from inspector.evaluation import DetectionEvaluation
 from inspector.backbones import hub_reachable, offline_backbones
 from inspector.engine.features import default_feature_cache_dir
 from inspector.evidence.transferability import BackboneRank, rank_backbones
 from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
-from ui import charts, live
+from ui import charts, live, words
 from ui.data import checked_dataset
-from ui.state import (flash, page_setup, runner, runs, show_flashes, show_work, user_errors,
+from ui.state import (page_setup, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
 
 page_setup("Train", ":material/model_training:")
@@ -59,8 +61,15 @@ progress_area = st.container()
 
 # -- task ---------------------------------------------------------------------------------------
 tasks = list(list_tasks())
+def caption_of(name: str) -> str:
+    """The task's description without its choice repeated ("I have labelled defects: learn..." -> "Learn...")."""
+    choice, text = create_task(name).choice, list_tasks()[name]
+    rest = text.removeprefix(f"{choice}:").strip() if choice else text
+    return rest[:1].upper() + rest[1:]
+
+
 task = st.radio("What do you have?", tasks, format_func=lambda name: create_task(name).choice or name, key="task",
-                horizontal=True, captions=[list_tasks()[name] for name in tasks])
+                horizontal=True, captions=[caption_of(name) for name in tasks])
 chosen_task = create_task(task)
 ok_classes: tuple[str, ...] | None = None
 target_frr = 0.05
@@ -152,6 +161,7 @@ if len(strategies) > 1:  # a task with one strategy has nothing to choose
             st.caption(f"Recommended for your data: **auto**, which would run **{auto_pick.name}**: {why}.")
     strategy = st.radio("Strategy", list(strategies), key="strategy", captions=list(strategies.values()),
                         horizontal=False)
+    cost_area = st.empty()  # filled below, once the image size and the views are chosen
 
 # -- advanced -----------------------------------------------------------------------------------
 with st.expander("Advanced settings"):
@@ -174,6 +184,8 @@ with st.expander("Advanced settings"):
         help="The frozen-feature classifier then looks at each image in its 8 flips and quarter turns: "
              "steadier with few images, slower to predict. Untick it when orientation itself is a defect "
              "(e.g. a part mounted upside down).")
+    views = 8 if any_orientation else 1
+    views_cost_area = st.empty()
     bit_depth = None  # inferred from the dataset; offered only where 16-bit images make it matter
     if dataset is not None and dataset.bit_depth is not None:
         inferred = f"inferred: {dataset.bit_depth}-bit"
@@ -184,88 +196,145 @@ with st.expander("Advanced settings"):
         bit_depth = None if choice == inferred else int(choice)
 
 can_train = dataset is not None and task_problem is None and startable
+
+
+@st.cache_data(show_spinner="Measuring what the choices cost on this computer...", max_entries=32)
+def choice_cost(backbone_name: str, size: int):
+    from inspector.engine.cost import measure_choice_cost
+
+    return measure_choice_cost(backbone_name, size)
+
+
+if dataset is not None and startable:  # the cost of a choice, shown where it is made
+    size = int(image_size) or int(chosen["input_size"])
+    with user_errors("Measuring the cost"):
+        cost = choice_cost(backbone, size)
+        n = len(dataset)
+        views_cost_area.caption(
+            f"Predicting one image on this computer ({cost.device.upper()}, {size} px): about "
+            f"{cost.predict_ms(1):.0f} ms with one view, {cost.predict_ms(8):.0f} ms with the 8 views "
+            "(measured now, one forward pass of the backbone).")
+        if len(strategies) > 1:
+            cost_area.caption(
+                f"On this computer, for your {words.count(n, 'image')} at {size} px: the linear probe needs about "
+                f"{live.duration(cost.linear_probe_s(n, views))} of feature extraction ({words.count(views, 'view')}); "
+                f"fine-tuning about {live.duration(cost.epoch_s(n))} per epoch, plus the same again per "
+                "cross-validation fold. Rough figures from one measured forward pass.")
+
+
+def config_for(backbone_name: str, strategy_name: str, name: str | None) -> TrainConfig:
+    """The page's settings for one training (a race varies the backbone and the strategy only)."""
+    return TrainConfig(task=task, ok_classes=ok_classes, target_frr=float(target_frr), backbone=backbone_name,
+                       strategy=strategy_name, epochs=int(epochs) or None, image_size=int(image_size) or None,
+                       augment=augment, resize_mode=resize, batch_size=int(batch_size), lr=float(lr) or None,
+                       seed=int(seed), any_orientation=any_orientation, name=name, bit_depth=bit_depth)
+
+
+def start(configs: list[TrainConfig]) -> None:
+    # The dataset this page just verified: the workers neither discover nor check the images again.
+    for config in configs:
+        jobs.submit_training(dataset, config, ws.runs_dir)
+    st.toast(f"{words.count(len(configs), 'training')} started: watch {'them' if len(configs) > 1 else 'it'} "
+             "below. They run in the background: you can leave this page.", icon=":material/play_arrow:")
+
+
 if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=not can_train, key="train"):
     with user_errors("Starting the training"):
-        config = TrainConfig(task=task, ok_classes=ok_classes, target_frr=float(target_frr),
-                             backbone=backbone, strategy=strategy, epochs=int(epochs) or None,
-                             image_size=int(image_size) or None, augment=augment, resize_mode=resize,
-                             batch_size=int(batch_size), lr=float(lr) or None, seed=int(seed),
-                             any_orientation=any_orientation, name=run_name.strip() or None, bit_depth=bit_depth)
-        # The dataset this page just verified: the worker neither discovers nor checks the images again.
-        job = jobs.submit_training(dataset, config, ws.runs_dir)
-        flash(f"Training queued ({job.id}). It runs in the background: you can leave this page.")
-        st.rerun()
+        start([config_for(backbone, strategy, run_name.strip() or None)])
+
+with st.expander("Race several models at the same time", icon=":material/sports_score:"):
+    # The race is the run chosen above plus the others picked here (keyed by the choice above, so a
+    # changed choice never leaves a stale pick behind).
+    offline = [r["name"] for r in rows if r["available_offline"] and r["name"] != backbone]
+    r1, r2 = st.columns(2)
+    race_backbones = [backbone] + r1.multiselect(f"Also race these backbones (besides {backbone})", offline,
+                                                 key=f"race_backbones_{backbone}")
+    race_strategies = [strategy] + (r2.multiselect(f"Also race these strategies (besides {strategy})",
+                                                   [s for s in strategies if s != strategy],
+                                                   key=f"race_strategies_{strategy}") if len(strategies) > 1 else [])
+    entrants = list(itertools.product(race_backbones, race_strategies))
+    slots = jobs.slots
+    st.caption(f"{words.count(len(entrants), 'training')} with the settings above; this computer "
+               f"({device().type.upper()}) runs {words.count(slots, 'training')} at the same time, each in a process "
+               f"of its own ({'the cores shared out' if device().type == 'cpu' else 'as many as its memory holds'}); "
+               "the others wait their turn. Every run draws its curves on one board below.")
+    if st.button(f"Start the race ({words.count(len(entrants), 'training')})", icon=":material/sports_score:",
+                 disabled=not can_train or len(entrants) < 2, key="race",
+                 help="Pick at least two backbones or strategies."):
+        with user_errors("Starting the race"):
+            prefix = run_name.strip()
+            start([config_for(b, s, f"{prefix} {b} / {s}" if prefix else None) for b, s in entrants])
 
 
-# -- live view -----------------------------------------------------------------------------------
-def job_title(job: JobHandle) -> str:
+# -- live view: the race board -----------------------------------------------------------------------
+def job_title(job: JobHandle, events: list) -> str:
+    """The run's name as every page shows it (resolved strategy, e.g. 'lite0 / linear_probe')."""
+    started = next((e for e in events if isinstance(e, TrainStart)), None)
+    if job.config.name:
+        return job.config.name
+    if started is not None and job.run_dir is not None:
+        with contextlib.suppress(InspectorError):
+            return Run(job.run_dir).record().get("name") or f"{started.backbone} / {started.strategy}"
     kind = job.config.strategy if len(create_task(job.config.task).strategies()) > 1 else job.config.task
-    return job.config.name or f"{job.config.backbone} / {kind}"
+    return f"{job.config.backbone} / {kind}"
 
 
-def show_running(job: JobHandle) -> None:
-    events = live.handle_events(job)  # none until the run folder exists: progress says "Preparing"
+def lane(job: JobHandle, events: list) -> None:
+    """One run's lane: name, phase with progress and ETA, its task's live figures, its button."""
+    title = job_title(job, events)
+    name_col, bar_col, figures_col, button_col = st.columns([3, 5, 3, 1], vertical_alignment="center")
+    name_col.markdown(f"**{title}**")
+    job_task = create_task(job.config.task)
+    if job.status == "queued":
+        ahead = sum(1 for j in jobs.active(TRAINING) if j.status == "queued" and j.seq < job.seq)
+        bar_col.caption(f"Waiting for a free slot ({words.count(ahead, 'training')} ahead in the queue).")
+        if button_col.button("Cancel", key=f"cancel_{job.id}", icon=":material/close:"):
+            job.stop()
+            st.rerun(scope="fragment")
+        return
+    if job.finished:
+        end = live.final_event(events)
+        if job.status == "failed":
+            bar_col.error(f"Failed: {job.error or getattr(end, 'message', 'unknown error')}")
+        elif isinstance(end, TrainEnd):
+            summary = end.run_summary
+            bar_col.progress(1.0, text=f"{job.status.capitalize()} in {live.duration(summary.train_seconds)}: "
+                                       f"{live.result_words(summary)}")
+        else:
+            bar_col.caption("Cancelled before it started.")
+        if button_col.button("Dismiss", key=f"dismiss_{job.id}", icon=":material/close:",
+                             help="Hide it here (the run stays on Compare)."):
+            jobs.take(job.id)  # read: drop it from the runner
+            st.rerun(scope="fragment")
+        return
     progress = live.progress(events)
-    st.subheader(f"Training: {job_title(job)}")
-    st.progress(progress.fraction, text=progress.text)
-    job_task = create_task(job.config.task)  # its live panels: a best-so-far figure, curves
-    memory = f", {progress.memory_mb:.0f} MB GPU memory in use" if progress.memory_mb else ""
-    st.caption(f"Device: {progress.device or '-'}{memory}")
-    m2, m3, m4 = st.columns(3)
-    m2.metric("Images/s", f"{progress.images_per_s:.0f}" if progress.images_per_s else "-")
-    m3.metric("Time left (ETA)", live.duration(progress.eta_s))
-    if job_task.live_best:
-        field, label = job_task.live_best
-        best = max((getattr(e, field) for e in live.epochs(events) if getattr(e, field, None) is not None),
-                   default=None)
-        m4.metric(label, f"{best:.1%}" if best is not None else "-",
-                  help="Measured after training by cross-validation when there are few images.")
-    if job_task.live_curves:
-        show_chart(job.id, events)
-    if st.button("Stop", key=f"stop_{job.id}", icon=":material/stop:",
-                 help="Ends within one batch; the best model so far is kept."):
+    eta = f" · about {live.duration(progress.eta_s)} left" if progress.eta_s is not None else " · estimating time left"
+    bar_col.progress(progress.fraction, text=progress.text + eta)
+    figures = list(job_task.live_figures(events))
+    if progress.images_per_s:
+        figures.append(("images/s", f"{progress.images_per_s:.0f}"))
+    if job.threads:
+        figures.append(("CPU threads", str(job.threads)))
+    figures_col.caption(" · ".join(f"{label}: {value}" for label, value in figures) or " ")
+    if button_col.button("Stop", key=f"stop_{job.id}", icon=":material/stop:",
+                         help="Ends within one batch; the best model so far is kept."):
         job.stop()
         st.toast("Stopping after the current batch...")
 
 
-def show_chart(key: str, events: list) -> None:
-    if not live.epochs(events, None):
-        st.caption("The curves appear after the first epoch.")
-        return
-    show_folds = bool(live.folds(events)) and st.checkbox("Show cross-validation folds", key=f"folds_{key}")
-    st.plotly_chart(charts.curves({"this run": events}, show_folds), key=f"curves_{key}")
-
-
-def show_finished(job: JobHandle) -> None:
-    events = live.handle_events(job)
+def show_result(job: JobHandle, events: list) -> None:
+    """A finished run's warnings and its task's evaluation chart (its figures are in its lane)."""
     end = live.final_event(events)
-    title = job_title(job)
-    if job.status == "failed":
-        st.error(f"**{title}** failed: {job.error or getattr(end, 'message', 'unknown error')}")
-    elif not isinstance(end, TrainEnd):
-        st.warning(f"**{title}** was cancelled before it started.")
-    else:
-        show_result(job, title, end, events)
-    if st.button("Dismiss", key=f"dismiss_{job.id}", help="Hide this message (the run stays on Compare)."):
-        jobs.take(job.id)  # read: drop it from the runner
-        st.rerun(scope="fragment")
-
-
-def show_result(job: JobHandle, title: str, end: TrainEnd, events: list) -> None:
-    summary = end.run_summary
-    text = f"**{title}** {job.status} in {live.duration(summary.train_seconds)}: {live.result_words(summary)}."
-    (st.success if job.status == "completed" else st.warning)(
-        text + (" The best model so far was kept." if job.status == "stopped" else "")
-        + " Try it on the **Inspect** page or compare it on **Compare**.")
+    if not isinstance(end, TrainEnd):
+        return
+    summary, title = end.run_summary, job_title(job, events)
     if summary.warning:
-        st.warning(summary.warning.capitalize(), icon=":material/warning:")
+        st.warning(f"{title}: {summary.warning}", icon=":material/warning:")
     if summary.metrics.get("frr_warning"):
-        st.warning(summary.metrics["frr_warning"], icon=":material/warning:")
+        st.warning(f"{title}: {summary.metrics['frr_warning']}", icon=":material/warning:")
     evaluation = Run(job.run_dir).evaluation_report() if job.run_dir else None
     if isinstance(evaluation, DetectionEvaluation):
         st.plotly_chart(charts.anomaly_histogram(evaluation, f"{title}: scores"), key=f"hist_{job.id}")
-    with st.expander("Curves", expanded=False):
-        show_chart(job.id, events)
 
 
 def trained_here(path) -> bool:
@@ -278,38 +347,40 @@ def trained_here(path) -> bool:
     return owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
 
 
-def other_process_runs(known: set[str], preparing: bool) -> None:
-    """Runs training in another process (e.g. the command line, torchrun, Ray): read-only live view."""
+def other_process_runs(known: set[str]) -> dict[str, list]:
+    """Runs training in another process (the command line, torchrun, Ray): read-only lanes."""
+    found = {}
     for info in runs(ws):
-        if info.status == "running" and str(info.path) not in known and not (preparing and trained_here(info.path)):
+        if info.status == "running" and str(info.path) not in known and not trained_here(info.path):
             events = live.run_events(info.path)
-            st.subheader(f"Training elsewhere: {info.name}")
-            st.progress(live.progress(events).fraction, text=live.progress(events).text)
-            show_chart(info.run_id, events)
+            progress = live.progress(events)
+            n, b = st.columns([3, 6], vertical_alignment="center")
+            n.markdown(f"**{info.name}** (started elsewhere)")
+            b.progress(progress.fraction, text=progress.text)
+            found[info.name] = events
+    return found
 
 
-@st.fragment(run_every=1.5)
-def live_panel() -> None:
+@st.fragment(run_every=2.0)
+def race_board() -> None:
     all_jobs = jobs.handles(TRAINING)
-    running = [j for j in all_jobs if j.status == "running"]
-    queued = [j for j in all_jobs if j.status == "queued"]
-    finished = [j for j in reversed(all_jobs) if j.finished][:3]
-    for job in running:
-        show_running(job)
-    if queued:
-        st.subheader("Queued")
-        for job in queued:
-            q1, q2 = st.columns([4, 1])
-            q1.write(f"{job_title(job)}: waits for the training before it.")
-            if q2.button("Cancel", key=f"cancel_{job.id}"):
-                job.stop()
-                st.rerun(scope="fragment")
-    other_process_runs({str(j.run_dir) for j in all_jobs if j.run_dir}, any(j.run_dir is None for j in running))
-    if finished:
-        st.subheader("Finished")
-        for job in finished:
-            show_finished(job)
+    shown = [j for j in all_jobs if not j.finished] + [j for j in all_jobs if j.finished][-6:]
+    if not shown and not any(info.status == "running" for info in runs(ws)):
+        return
+    st.header("Trainings")
+    events = {job.id: live.handle_events(job) for job in shown}
+    for job in shown:
+        lane(job, events[job.id])
+    curves = {job_title(j, events[j.id]): events[j.id] for j in shown
+              if create_task(j.config.task).live_curves and live.epochs(events[j.id], None)}
+    curves |= other_process_runs({str(j.run_dir) for j in all_jobs if j.run_dir})
+    curves = {name: evs for name, evs in curves.items() if live.epochs(evs, None)}
+    if curves:  # every run with epochs on one chart, each in its colour
+        st.plotly_chart(charts.curves(curves), key="race_curves")
+    for job in shown:
+        if job.finished:
+            show_result(job, events[job.id])
 
 
 with progress_area:
-    live_panel()
+    race_board()

@@ -148,11 +148,12 @@ def test_train_compare_and_inspect(env):
         train.text_input(key="run_name").input("tiny probe")
         train.button(key="train").click().run()
         no_exceptions(train)
-        assert any("Training queued" in s.value for s in train.success)
+        assert any("1 training started" in t.value for t in train.toast)
         wait_for_training(train)
     finally:
         torch.set_num_threads(threads)
-    assert any("tiny probe" in s.value and "completed" in s.value for s in train.success), \
+    assert any("tiny probe" in m.value for m in train.markdown)  # its lane on the race board
+    assert any(p.proto.text.startswith("Completed in") for p in train.get("progress")), \
         [e.value for e in train.error]
 
     compare = page("pages/3_Compare.py").run()

@@ -149,6 +149,20 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def curve_points(page) -> dict[str, int]:
+    """Points per run on the board's curves chart (trace names are "<run>: <curve>")."""
+    return page.evaluate("""() => {
+        const counts = {};
+        for (const plot of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
+            for (const trace of plot.data || []) {
+                const run = (trace.name || "").split(": ")[0];
+                counts[run] = (counts[run] || 0) + (trace.x ? trace.x.length : 0);
+            }
+        }
+        return counts;
+    }""")
+
+
 def test_data_train_inspect_in_a_browser(page, app_url, images):
     ok_files = sorted((images / "train" / "ok").iterdir())
     scratch_files = sorted((images / "train" / "scratch").iterdir())
@@ -203,11 +217,11 @@ def test_data_train_inspect_in_a_browser(page, app_url, images):
         field.press("Enter")
         idle(page)
     page.get_by_role("button", name="Train", exact=True).click()
-    page.get_by_text("Training queued").first.wait_for()
+    page.get_by_text("1 training started").first.wait_for()
     progress_seen: list[str] = []
     points_seen: list[int] = []
-    running = page.locator('[data-testid="stVerticalBlock"]').filter(has_text="Training: ")
-    done = page.get_by_text("completed in")
+    eta_seen_before_first_epoch = False
+    done = page.get_by_text(re.compile("^Completed in"))
     deadline = time.monotonic() + 400
     while not done.count():
         assert time.monotonic() < deadline, f"training did not finish; progress seen: {progress_seen[-5:]}"
@@ -216,19 +230,17 @@ def test_data_train_inspect_in_a_browser(page, app_url, images):
             text = bar.first.inner_text()
             if not progress_seen or progress_seen[-1] != text:
                 progress_seen.append(text)
-        chart = running.last.locator('[data-testid="stPlotlyChart"]')
-        if chart.count():
-            points = chart.first.locator(".scatterlayer path.point").count()
-            if not points_seen or points_seen[-1] != points:
-                points_seen.append(points)
-                if len(points_seen) == 3:
-                    shot(page, "3_train_live")
+        points = sum(curve_points(page).values())
+        eta_seen_before_first_epoch |= not points and bool(progress_seen) and " left" in progress_seen[-1]
+        if not points_seen or points_seen[-1] != points:
+            points_seen.append(points)
+            if len(points_seen) == 3:
+                shot(page, "3_train_live")
         page.wait_for_timeout(500)
     assert len(progress_seen) >= 2, f"the live progress never updated: {progress_seen}"
+    assert eta_seen_before_first_epoch, f"no time left was shown before the first epoch: {progress_seen[:5]}"
     assert len(points_seen) >= 2 and points_seen[-1] > points_seen[0], f"the curve never grew: {points_seen}"
     idle(page)
-    page.get_by_text("Curves").first.click()
-    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     shot(page, "3_train_done")
 
     # Compare
@@ -281,8 +293,8 @@ def test_anomaly_model_from_good_parts_only_in_a_browser(page, app_url):
     field.press("Enter")
     idle(page)
     page.get_by_role("button", name="Train", exact=True).click()
-    page.get_by_text("Training queued").first.wait_for()
-    page.get_by_text("completed in").first.wait_for(timeout=400_000)
+    page.get_by_text("1 training started").first.wait_for()
+    page.get_by_text(re.compile("^Completed in")).first.wait_for(timeout=400_000)
     idle(page)
     page.get_by_text("threshold set from").first.wait_for()
     shot(page, "6_anomaly_train")
@@ -299,3 +311,46 @@ def test_anomaly_model_from_good_parts_only_in_a_browser(page, app_url):
     summary = page.get_by_text(re.compile(r"\d+ images: \d+ NG, \d+ OK")).first
     summary.wait_for()
     shot(page, "7_anomaly_inspect")
+
+
+def test_two_runs_race_side_by_side_in_a_browser(page, app_url):
+    """Issue 20: a newcomer starts two trainings at once and watches both curves move together."""
+    page.goto(app_url)
+    page.get_by_role("button", name="Load the sample data").click()
+    page.get_by_text("sample images").first.wait_for()
+    page.goto(f"{app_url}/Train")
+    page.get_by_text("1. Backbone").first.wait_for()
+    idle(page)
+    page.locator('[data-testid="stRadio"] label').filter(has_text="fine_tune").first.click()
+    idle(page)
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Advanced settings").click()
+    for label, value in (("Epochs", "6"), ("Image size", "64")):
+        field = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
+        field.fill(value)
+        field.press("Enter")
+        idle(page)
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Race several models").click()
+    backbones = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Also race these backbones")
+    backbones.click()
+    page.get_by_role("option", name="tf_efficientnet_lite1").first.click()
+    page.keyboard.press("Escape")
+    idle(page)
+    page.get_by_role("button", name="Start the race (2 trainings)").click()
+    page.get_by_text("2 trainings started").first.wait_for()
+    first, last, shot_taken = {}, {}, False  # points per run seen while neither run had finished
+    deadline = time.monotonic() + 600
+    while page.get_by_text(re.compile("^Completed in")).count() < 2:
+        assert time.monotonic() < deadline, f"the race did not finish; points seen last: {last}"
+        points = {run: n for run, n in curve_points(page).items() if run.startswith("tf_efficientnet_lite")}
+        if page.get_by_text(re.compile("^Completed in")).count() == 0:  # both still racing
+            for run, n in points.items():
+                first.setdefault(run, n)
+                last[run] = n
+            if len(last) == 2 and all(last[r] > first[r] for r in last) and not shot_taken:
+                shot(page, "3_train_race")
+                shot_taken = True
+        page.wait_for_timeout(1000)
+    assert len(last) == 2 and all(last[r] > first[r] for r in last), \
+        f"both curves should move while both train: first {first}, last {last}"
+    idle(page)
+    shot(page, "3_train_race_done")
