@@ -53,7 +53,7 @@ duplicates = st.radio("Images that are already in their class (exact copies)", l
                       help="Each file is compared, by its content, with the images already in its class before "
                            "it is saved. Copies add nothing to training and make validation scores look better "
                            "than they are.")
-tab_files, tab_zip = st.tabs(["Images into a class", "A .zip with one folder per class"])
+tab_files, tab_zip = st.tabs(["Images into a class", "A .zip with one folder per class"], key="add_how")
 with tab_files:
     left, right = st.columns([1, 2])
     with left:
