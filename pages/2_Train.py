@@ -19,7 +19,7 @@ from inspector.evidence.transferability import BackboneRank, rank_backbones
 from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
 from ui import charts, live, words
-from ui.data import checked_dataset
+from ui.data import checked_dataset, dataset_summary
 from ui.state import (page_setup, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
 
@@ -53,11 +53,12 @@ if dataset is None:
     st.info("There are no images to train on yet. Add images on the **Data** page, "
             "or load the sample data on the **Home** page.")
 else:
-    st.caption(f"Dataset: {len(dataset)} images in {len(dataset.classes)} "
-               f"{'class' if len(dataset.classes) == 1 else 'classes'} "
-               f"({', '.join(f'{k} {v}' for k, v in dataset.counts().items())}).")
+    st.caption(f"Dataset: {dataset_summary(dataset)}")
 
-progress_area = st.container()
+active = jobs.active(TRAINING)
+if active:  # the board is under the Train buttons, where eyes are after a click; say so up here
+    st.info(f"{words.count(len(active), 'training')} in progress: [watch {'them' if len(active) > 1 else 'it'} "
+            "on the board below](#trainings).", icon=":material/model_training:")
 
 # -- task ---------------------------------------------------------------------------------------
 tasks = list(list_tasks())
@@ -282,12 +283,14 @@ def job_title(job: JobHandle, events: list) -> str:
 def lane(job: JobHandle, events: list) -> None:
     """One run's lane: name, phase with progress and ETA, its task's live figures, its button."""
     title = job_title(job, events)
-    name_col, bar_col, figures_col, button_col = st.columns([3, 5, 3, 1], vertical_alignment="center")
+    name_col, bar_col, figures_col, button_col = st.columns([3, 5, 2.5, 1.5], vertical_alignment="center")
     name_col.markdown(f"**{title}**")
     job_task = create_task(job.config.task)
     if job.status == "queued":
         ahead = sum(1 for j in jobs.active(TRAINING) if j.status == "queued" and j.seq < job.seq)
-        bar_col.caption(f"Waiting for a free slot ({words.count(ahead, 'training')} ahead in the queue).")
+        bar_col.caption(f"Queued: starts when a running training ends ({words.count(jobs.slots, 'training')} run "
+                        "at the same time here)" + (f", after {words.count(ahead, 'other')} in the queue." if ahead
+                                                    else "; it is next."))
         if button_col.button("Cancel", key=f"cancel_{job.id}", icon=":material/close:"):
             job.stop()
             st.rerun(scope="fragment")
@@ -382,5 +385,4 @@ def race_board() -> None:
             show_result(job, events[job.id])
 
 
-with progress_area:
-    race_board()
+race_board()
