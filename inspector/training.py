@@ -2,6 +2,7 @@
 (inspector/tasks/) and the engine's fitting (engine/trainer.py); it knows no task or strategy."""
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 import time
@@ -24,7 +25,8 @@ from .engine.distributed import DistributedFailure, Ranks, process_group, ranks_
 from .engine.events import CheckpointSaved, Event, TrainEnd, TrainFailed, TrainStart
 from .engine.features import FeatureCache
 from .engine.loaders import load_image_set
-from .engine.trainer import fit_with_plan
+from .engine.progress import ProgressTracker, Work, prior_seconds_per_pass
+from .engine.trainer import fit_with_plan, plan_work
 from .errors import InspectorError
 from .runs import Run, RunStore
 from .summary import RunSummary
@@ -141,9 +143,12 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
     run = run or _FollowerRun(run_id, run_path)
     callbacks = list(callbacks) if ranks.is_main else []
 
+    emitting = threading.Lock()  # the progress heartbeat emits from its own thread
+
     def emit(event: Event) -> None:
-        run.append_event(event.to_dict())
-        dispatch(callbacks, event)
+        with emitting:
+            run.append_event(event.to_dict())
+            dispatch(callbacks, event)
 
     def save(kept: torch.nn.Module, epoch: int, val_accuracy: float | None) -> None:
         # The recipe is taken from the fitted model: some tasks learn part of it (an anomaly bank's shape).
@@ -154,19 +159,23 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
         emit(CheckpointSaved(run.run_id, epoch=epoch, val_accuracy=val_accuracy))
 
     skipped = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
+    tracker = None
     try:
-        images = load_image_set(dataset, prep.image_size, prep.bit_depth)
         emit(TrainStart(run.run_id, backbone=config.backbone, strategy=strategy.name, strategy_reason=reason,
                         device=_device_label(device, ranks), classes=list(dataset.classes),
                         n_images=len(dataset), validation=plan.description, epochs=resolved.epochs,
                         run_dir=str(run.path)))
+        tracker = _tracker(run.run_id, emit, task, strategy, model, dataset, plan, resolved, prep, device, ranks)
+        tracker.start("decoding", total=len(dataset), unit="images")
+        images = load_image_set(dataset, prep.image_size, prep.bit_depth, on_image=tracker.advance)
         ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
-                         stop_event or threading.Event(), feature_cache=feature_cache, ranks=ranks)
+                         stop_event or threading.Event(), feature_cache=feature_cache, ranks=ranks, progress=tracker)
         model = prepare_model(model, device)
         fitted = fit_with_plan(strategy, model, images, plan, ctx, save, cross_validate=config.cross_validate)
+        tracker.start("evaluation")
         evaluation = task.evaluate(dataset, fitted.evaluated, fitted.outputs, model, plan, resolved)
         has_model = fitted.best_epoch is not None
-        inference_ms = task.inference_ms(model, images, prep, device) if has_model else None
+        inference_ms = _inference_ms(task, model, images, prep, device, tracker) if has_model else None
     except InspectorError as exc:
         _fail(run, emit, str(exc), user_error=True)
         raise
@@ -182,6 +191,9 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
             raise DistributedFailure(message) from exc
         _fail(run, emit, f"{type(exc).__name__}: {exc}", user_error=False)
         raise
+    finally:
+        if tracker is not None:
+            tracker.close()
 
     if evaluation.report:
         run.save_evaluation(evaluation.report)
@@ -191,9 +203,38 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
                          params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
                          inference_ms_per_image=inference_ms, metrics=evaluation.metrics)
     run.update(status=fitted.status, summary=summary.to_dict())
+    tracker.finish()
     emit(TrainEnd(run.run_id, status=fitted.status, summary=summary.to_dict()))
     return TrainResult(run.run_id, run.path, fitted.status, config.backbone, strategy.name, reason, summary,
                        evaluation.report, skipped)
+
+
+HEARTBEAT_S = 2.0  # a Progress event at least this often, even while one batch runs long
+
+
+def _tracker(run_id: str, emit, task, strategy, model: torch.nn.Module, dataset: LabeledDataset, plan,
+             config: TrainConfig, prep, device: torch.device, ranks: Ranks) -> ProgressTracker:
+    """The run's progress tracker with its whole plan: decoding, the fits (engine/trainer.plan_work),
+    the task's evaluation; the speed prior from the device, image size and backbone size."""
+    work = [Work("decoding", len(dataset), "images", cost=DECODE_PASSES),
+            *plan_work(strategy, model, plan, config, cross_validate=config.cross_validate),
+            *task.evaluation_work(model, len(dataset), config)]
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    return ProgressTracker(run_id, emit, work, seconds_per_pass=prior_seconds_per_pass(device.type, prep.image_size,
+                                                                                      params_m),
+                           heartbeat_s=HEARTBEAT_S if ranks.is_main else None)
+
+
+# Decoding one image costs about a tenth of a forward pass (camera-sized JPEGs/PNGs on the 2-core
+# development machine); the measured speed takes over after the first images.
+DECODE_PASSES = 0.1
+
+
+def _inference_ms(task, model, images, prep, device, tracker: ProgressTracker) -> float | None:
+    """task.inference_ms, following its progress when the task's hook takes `on_images` (plugins may not)."""
+    if "on_images" in inspect.signature(task.inference_ms).parameters:
+        return task.inference_ms(model, images, prep, device, on_images=tracker.advance)
+    return task.inference_ms(model, images, prep, device)
 
 
 def _device_label(device: torch.device, ranks: Ranks) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 import streamlit as st
 
 from inspector.engine import EpochEnd, Event, StepEnd, TrainEnd, TrainFailed, TrainStart, event_from_dict
+from inspector.engine.callbacks import progress_words
+from inspector.engine.events import Progress as ProgressEvent
 from inspector.jobs import JobHandle
 from inspector.runs import MetricsTail
 from inspector.tasks.base import create_task
@@ -46,22 +48,37 @@ def folds(events: list[Event]) -> list[str]:
 
 @dataclass(frozen=True)
 class Progress:
-    fraction: float
+    fraction: float  # of the whole run, 0..1
     text: str
     images_per_s: float | None = None
-    eta_s: float | None = None
+    eta_s: float | None = None  # seconds left for the whole run
     device: str | None = None
     memory_mb: float | None = None
+    phase: str | None = None  # one of inspector.engine.progress.PHASES
 
 
 def progress(events: list[Event]) -> Progress:
-    """Where a training stands, in words, from its events so far."""
+    """Where a training stands, in words, from its events so far: the latest Progress event (phase,
+    "x of y", fraction and time left of the whole run), else the older StepEnd/EpochEnd events (runs
+    recorded before Progress existed)."""
     start = next((e for e in events if isinstance(e, TrainStart)), None)
     if start is None:
         return Progress(0.0, "Preparing: reading images and building the model...")
+    now = next((e for e in reversed(events) if isinstance(e, ProgressEvent)), None)
+    if now is not None:
+        text = progress_words(now)
+        if now.fold != "final" and now.phase in ("features", "head", "training"):
+            text += " (estimating accuracy; the model is already saved)"
+        memory = next((e.device_memory_mb for e in reversed(events) if isinstance(e, EpochEnd)), None)
+        return Progress(now.fraction, text, now.images_per_s, now.eta_s, start.device, memory, now.phase)
     last = next((e for e in reversed(events) if isinstance(e, (StepEnd, EpochEnd))), None)
     if last is None:
         return Progress(0.0, "Started.", device=start.device)
+    return _legacy_progress(start, last)
+
+
+def _legacy_progress(start: TrainStart, last: StepEnd | EpochEnd) -> Progress:
+    """Progress from StepEnd/EpochEnd alone (runs written before the Progress event)."""
     total = max(getattr(last, "epochs", None) or start.epochs or 1, 1)
     if isinstance(last, StepEnd):
         done = last.step / max(last.steps, 1)

@@ -5,7 +5,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ class FitContext:
     feature_cache: FeatureCache | None = None  # None: the process's default cache
     ranks: Ranks = SINGLE  # the processes of a data-parallel training (torchrun); one by default
     start_time: float = field(default_factory=time.perf_counter)
+    # The run's progress tracker (engine/progress.py: start/advance per phase); None when nobody follows
+    # the fit. Read it with progress.tracker_of(ctx).
+    progress: Any = None
 
     def check_stop(self) -> None:
         if self.stop_event.is_set():

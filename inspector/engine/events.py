@@ -51,6 +51,30 @@ class StepEnd(Event):
 
 
 @dataclass(frozen=True)
+class Progress(Event):
+    """Where the whole run stands, at least every ~2 s of work in every phase (engine/progress.py).
+
+    phase: one word of engine.progress.PHASES (decoding, features, head, training, coreset,
+    calibration, bank, scoring, evaluation), the same in the app, the CLI and metrics.jsonl.
+    done / total: units of `unit` ("images", "batches", "patches", "steps") of this phase (and fold).
+    fraction: of the whole run, 0..1, never decreasing. eta_s: seconds left for the whole run
+    (None only when nothing is planned). images_per_s: smoothed over the last few seconds, None
+    in phases that do not go through images. detail: figures a task shows live (e.g. an anomaly
+    run's bank_size, epoch/epochs of fine-tuning); JSON values only.
+    """
+
+    phase: str
+    done: float
+    total: float
+    unit: str
+    fraction: float
+    eta_s: float | None
+    images_per_s: float | None = None
+    fold: str = "final"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EpochEnd(Event):
     epoch: int
     epochs: int
@@ -89,7 +113,7 @@ class TrainFailed(Event):
     user_error: bool  # True: the user can fix it (bad data, no network); False: a bug or OOM
 
 
-EVENT_TYPES = {cls.__name__: cls for cls in (TrainStart, StepEnd, EpochEnd, CheckpointSaved, TrainEnd, TrainFailed)}
+EVENT_TYPES = {cls.__name__: cls for cls in (TrainStart, Progress, StepEnd, EpochEnd, CheckpointSaved, TrainEnd, TrainFailed)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event | None:

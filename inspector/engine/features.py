@@ -20,6 +20,7 @@ from ..models import pooled_features
 from .device import autocast, to_device
 from .distributed import SINGLE, Ranks
 from .loaders import ImageSet
+from .progress import NO_PROGRESS
 
 DEFAULT_CACHE_BYTES = 256 * 2**20  # ~36,000 rows of lite0's 1,752 float32 features
 
@@ -93,9 +94,11 @@ def default_feature_cache_dir() -> Path:
 def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, model_key: str,
                      device: torch.device, batch_size: int = 32,
                      on_batch: Callable[[int, int, float], None] | None = None,
-                     cache: FeatureCache | None = None, ranks: Ranks = SINGLE) -> np.ndarray:
+                     cache: FeatureCache | None = None, ranks: Ranks = SINGLE, progress=NO_PROGRESS,
+                     fold: str = "final") -> np.ndarray:
     """Pooled pre-logit features of every image (rows in order); only images missing from the
-    cache go through the backbone. on_batch(batch, batches, images_per_s) follows progress.
+    cache go through the backbone. on_batch(batch, batches, images_per_s) follows progress, and so
+    does `progress` (a ProgressTracker: a "features" step of `fold` over the images not cached).
 
     With several ranks (torchrun), each computes a shard of the missing images and all of them get
     every row back: N GPUs extract the features N times faster. The ranks' caches hold the same
@@ -110,6 +113,7 @@ def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, mod
     missing = [i for i in range(len(keys)) if i not in rows]
     mine = [missing[j] for j in ranks.shard(len(missing))]
     start, batches = time.perf_counter(), max(1, -(-len(mine) // batch_size))
+    progress.start("features", fold=fold, total=len(mine), unit="images")
     computed = []
     model.eval()
     with torch.inference_mode(), autocast(device):
@@ -122,6 +126,7 @@ def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, mod
                 for i, row in zip(chunk, feats):
                     rows[i] = row
                     cache.put(keys[i], row)
+            progress.advance(len(chunk))
             if on_batch:
                 on_batch(b + 1, batches, (first + len(chunk)) * ranks.world_size
                          / max(time.perf_counter() - start, 1e-9))

@@ -37,12 +37,17 @@ def _decode(path, max_side: int, bit_depth: int | None) -> np.ndarray:
     return to_rgb_array(image)
 
 
-def load_image_set(dataset, image_size: int, bit_depth: int | None = None) -> ImageSet:
+def load_image_set(dataset, image_size: int, bit_depth: int | None = None,
+                   on_image: Callable[[], None] | None = None) -> ImageSet:
     """Decode every sample of a LabeledDataset once (threads: PIL releases the GIL); `bit_depth`: the
-    camera bit depth of its 16-bit images (runtime.images.load_image)."""
+    camera bit depth of its 16-bit images (runtime.images.load_image). on_image() after each image."""
     max_side = max(2 * image_size, 512)
+    images = []
     with ThreadPoolExecutor(max_workers=4) as pool:
-        images = list(pool.map(lambda s: _decode(s.path, max_side, bit_depth), dataset.samples))
+        for image in pool.map(lambda s: _decode(s.path, max_side, bit_depth), dataset.samples):
+            images.append(image)
+            if on_image:
+                on_image()
     return ImageSet(images, np.asarray(dataset.labels, dtype=np.int64), [s.sha256 for s in dataset.samples])
 
 

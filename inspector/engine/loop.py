@@ -22,8 +22,23 @@ from .device import autocast, memory_mb, needs_grad_scaler, to_device
 from .events import EpochEnd, StepEnd
 from .loaders import ImageSet, make_loader
 from .predict import predict_probabilities
+from .progress import Work, tracker_of
 
 Regulariser = Callable[[nn.Module], torch.Tensor]
+TRAIN_STEP_PASSES = 3.0  # a training step (forward, backward, optimiser) costs about three forward passes
+
+
+def batches_per_epoch(n_train: int, batch_size: int) -> int:
+    """Batches per epoch as make_loader makes them (the last partial batch is dropped when there are more)."""
+    return max(1, n_train // batch_size if n_train > batch_size else 1)
+
+
+def gradient_work(n_train: int, n_val: int, batch_size: int, epochs: int, fold: str = "final") -> list[Work]:
+    """The planned work of `fit_gradient` (engine/progress.py): every batch of every epoch, each
+    carrying its share of the epoch's validation pass."""
+    steps = batches_per_epoch(n_train, batch_size)
+    per_batch = min(batch_size, n_train) * TRAIN_STEP_PASSES + n_val / steps
+    return [Work("training", epochs * steps, "batches", cost=per_batch, fold=fold)]
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
@@ -70,6 +85,7 @@ def _train_epoch(net: nn.Module, model: nn.Module, loader, optimizer, schedule, 
         schedule.step()
         loss_sum += loss.detach() * len(y)
         seen += len(y)
+        tracker_of(ctx).advance(1, images=len(y) * ctx.ranks.world_size, detail={"epoch": epoch})
         ctx.emit(StepEnd(ctx.run_id, phase="train", step=step, steps=len(loader), epoch=epoch,
                          lr=optimizer.param_groups[-1]["lr"],
                          images_per_s=seen * ctx.ranks.world_size / max(time.perf_counter() - start, 1e-9),
@@ -105,6 +121,8 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
         optimizer, warmup_cosine(epochs * steps_per_epoch, max(1, cfg.warmup_epochs * steps_per_epoch)))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
 
+    tracker_of(ctx).start("training", fold=ctx.fold, total=epochs * steps_per_epoch, unit="batches",
+                          detail={"epoch": 1, "epochs": epochs})
     best_state, best_key, best_epoch, best_probs, stale = None, None, None, None, 0
     epoch_times: list[float] = []
     stopped = False

@@ -18,6 +18,7 @@ from ..errors import InspectorError
 from .context import FitContext, FitOutcome, TrainingStopped
 from .distributed import SINGLE
 from .loaders import ImageSet
+from .progress import Work
 
 SaveModel = Callable[[torch.nn.Module, int, "float | None"], None]  # (model, epoch, val_accuracy)
 
@@ -67,6 +68,29 @@ def _fit(strategy: Fittable, model: torch.nn.Module, train: ImageSet, val: Image
         raise InspectorError(f"Strategy '{strategy.name}' finished without a model; this is a bug in the "
                              "strategy (its fit must return the fitted model and its best epoch).")
     return outcome
+
+
+def plan_work(strategy: Fittable, model: torch.nn.Module, plan, config, *, cross_validate: bool = True) -> list[Work]:
+    """The planned work of `fit_with_plan` (engine/progress.py), in the order it runs: the kept model's
+    fit, then the cross-validation folds (whose frozen features are cached by then). Each fit's work
+    comes from the strategy's `work(model, n_train, n_val, config, fold=, cached=)`; a strategy without
+    it counts as one step of one pass per image."""
+    def fit_work(n_train: int, n_val: int, fold: str, cached: bool) -> list[Work]:
+        work = getattr(strategy, "work", None)
+        if work is None:
+            return [Work("training", 1, "steps", cost=float(n_train + n_val), fold=fold)]
+        return list(work(model, n_train, n_val, config, fold=fold, cached=cached))
+
+    if plan.mode == "holdout":
+        train_idx, val_idx = plan.folds[0]
+        return fit_work(len(train_idx), len(val_idx), "final", False)
+    n = len(plan.folds[0][0]) + len(plan.folds[0][1])
+    steps = fit_work(n, 0, "final", False)
+    if cross_validate:
+        k = len(plan.folds)
+        for i, (train_idx, val_idx) in enumerate(plan.folds, start=1):
+            steps += fit_work(len(train_idx), len(val_idx), f"{i}/{k}", True)
+    return steps
 
 
 def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, plan, ctx: FitContext,

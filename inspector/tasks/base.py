@@ -180,9 +180,22 @@ class Task:
         raise NotImplementedError
 
     def inference_ms(self, model: torch.nn.Module, images, preprocessing: Preprocessing,
-                     device: torch.device) -> float | None:
-        """Milliseconds per image for the kept model at batch 32 (the Compare page); None: not measured."""
+                     device: torch.device, on_images: Callable[[int], None] | None = None) -> float | None:
+        """Milliseconds per image for the kept model at batch 32 (the Compare page); None: not measured.
+        on_images(n): n more images timed (the run's progress)."""
         return None
+
+    def evaluation_work(self, model: torch.nn.Module, n_images: int, config: TrainConfig) -> list:
+        """The planned work after fitting (`evaluate`, `inference_ms`) as engine.progress.Work steps of
+        the phase "evaluation", for the run's ETA. The default: one short step."""
+        from ..engine.progress import Work
+
+        return [Work("evaluation", 1, "steps", cost=1.0)]
+
+    def live_figures(self, events: Sequence[Any]) -> list[tuple[str, str]]:
+        """(label, formatted value) pairs for the live panel while a run of this task trains, from its
+        typed events so far (engine.events); "-" for a figure not known yet. The default: none."""
+        return []
 
     # -- reading what training stored ------------------------------------------------------
     def read_evaluation(self, data: dict[str, Any] | None) -> Any:

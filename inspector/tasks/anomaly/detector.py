@@ -28,6 +28,7 @@ from ...augment import build_transform, resolve_preprocessing
 from ...backbones import create_model
 from ...engine.device import prepare_model, to_device
 from ...engine.distributed import SINGLE, Ranks
+from ...engine.progress import NO_PROGRESS, Work
 from ...errors import InspectorError
 
 ProgressFn = Callable[[int, int], None]
@@ -114,11 +115,22 @@ def _check_images(images: list[np.ndarray], what: str = "images") -> list[np.nda
     return list(images)
 
 
-def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+# Costs in forward passes of the backbone (one image at inference), measured on the 2-core development
+# machine at 256 px (0.094 s per pass): a greedy coreset iteration costs this per candidate row
+# (5.3e-7 s), a nearest-bank search this per query patch x bank row x feature (8.2e-11 s). They only
+# plan the run's ETA; the measured speed of each phase replaces them as it runs.
+CORESET_PASSES_PER_ROW = 5.6e-6
+SEARCH_PASSES_PER_MAC = 8.7e-10
+CORESET_REPORT_EVERY = 16  # iterations between progress reports
+
+
+def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 0,
+                   on_step: Callable[[int], None] | None = None) -> torch.Tensor:
     """Indices of `size` rows chosen by greedy k-center selection (PatchCore's coreset).
 
     Distances are computed on a fixed random projection (Johnson-Lindenstrauss), so the cost is
-    O(N x size x projection_dim). Starts from a seeded random row: reproducible.
+    O(N x size x projection_dim). Starts from a seeded random row: reproducible. on_step(k): k more
+    rows chosen (every CORESET_REPORT_EVERY iterations, and the rest at the end).
     """
     n = features.shape[0]
     if size >= n:
@@ -138,6 +150,10 @@ def greedy_coreset(features: torch.Tensor, size: int, projection_dim: int = 128,
         d = sq - 2 * (x @ c) + sq[current]
         torch.minimum(min_dist, d, out=min_dist)
         current = int(torch.argmax(min_dist))
+        if on_step and (i + 1) % CORESET_REPORT_EVERY == 0:
+            on_step(CORESET_REPORT_EVERY)
+    if on_step and size % CORESET_REPORT_EVERY:
+        on_step(size % CORESET_REPORT_EVERY)
     return chosen
 
 
@@ -217,18 +233,61 @@ class PatchDetector:
         flat = self.embed(views, on_batch)
         return flat.reshape(len(images), 8, *flat.shape[1:])
 
+    # -- planning (the run's ETA) -----------------------------------------------------------
+    def patch_grid(self) -> tuple[int, int, int]:
+        """(H', W', C) of an image's patch features, from the backbone's feature info (no image needed)."""
+        info = getattr(self.model, "feature_info", None) or []
+        layers = self.config.layers
+        stride = info[layers[0]]["reduction"] if len(info) > max(layers) else 8
+        channels = sum(info[i]["num_chs"] for i in layers) if len(info) > max(layers) else 256
+        side = math.ceil(self.preprocessing.image_size / stride)
+        return side, side, channels
+
+    def _coreset_plan(self, n_rows: int) -> tuple[int, int]:
+        """(bank size, candidate rows of the greedy pass; 0: no coreset) for a bank of n_rows patches."""
+        cfg = self.config
+        size = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * n_rows)))
+        return (n_rows, 0) if size >= n_rows else (size, min(n_rows, 20 * size))
+
+    def _bank_work(self, phase: str, n_images: int, fold: str) -> tuple[Work, int]:
+        """The planned coreset step of a bank over n_images' patches, and the bank's size."""
+        h, w, _ = self.patch_grid()
+        views = 8 if self.config.symmetric else 1
+        size, rows = self._coreset_plan(n_images * views * h * w)
+        return Work(phase, size if rows else 0, "patches", cost=rows * CORESET_PASSES_PER_ROW, fold=fold), size
+
+    def fit_work(self, n_images: int, n_scored: int = 0, folds: int = 5) -> list[Work]:
+        """The planned work of `out_of_sample_scores(fit=True)` and of scoring n_scored images after it
+        (engine/progress.py): embedding, each fold's coreset and held-out scoring, the final bank."""
+        h, w, c = self.patch_grid()
+        steps = [Work("features", n_images, "images", cost=8.0 if self.config.symmetric else 1.0)]
+        k = min(folds, n_images)
+        for f in range(k):
+            held = len(range(f, n_images, k))
+            coreset, size = self._bank_work("coreset", n_images - held, f"{f + 1}/{k}")
+            steps += [coreset, Work("calibration", held, "images", cost=h * w * size * c * SEARCH_PASSES_PER_MAC,
+                                    fold=f"{f + 1}/{k}")]
+        bank, size = self._bank_work("bank", n_images, "final")
+        steps.append(bank)
+        if n_scored:
+            steps.append(Work("scoring", n_scored, "images", cost=1.0 + h * w * size * c * SEARCH_PASSES_PER_MAC))
+        return steps
+
     # -- fitting ----------------------------------------------------------------------------
-    def _bank_from(self, feats: torch.Tensor) -> torch.Tensor:
-        """A (M, C) memory bank from (..., C) patch features, coreset-thinned when large."""
+    def _bank_from(self, feats: torch.Tensor, progress=NO_PROGRESS, phase: str = "bank",
+                   fold: str = "final") -> torch.Tensor:
+        """A (M, C) memory bank from (..., C) patch features, coreset-thinned when large. `progress`
+        (a ProgressTracker) follows the greedy pass as a `phase` step of `fold`."""
         flat = feats.reshape(-1, feats.shape[-1])
         cfg = self.config
-        size = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * flat.shape[0])))
-        if size >= flat.shape[0]:
+        size, rows = self._coreset_plan(flat.shape[0])
+        progress.start(phase, fold=fold, total=size if rows else 0, unit="patches")
+        if not rows:
             return flat.clone()
-        if flat.shape[0] > 20 * size:  # keeps the greedy pass bounded on very large banks
+        if flat.shape[0] > rows:  # keeps the greedy pass bounded on very large banks
             gen = torch.Generator().manual_seed(cfg.seed + 1)
-            flat = flat[torch.randperm(flat.shape[0], generator=gen)[:20 * size].to(flat.device)]
-        idx = greedy_coreset(flat, size, cfg.projection_dim, cfg.seed)
+            flat = flat[torch.randperm(flat.shape[0], generator=gen)[:rows].to(flat.device)]
+        idx = greedy_coreset(flat, size, cfg.projection_dim, cfg.seed, on_step=progress.advance)
         return flat[idx.to(flat.device)].clone()
 
     def _set_bank(self, bank: torch.Tensor, n_train: int, feature_hw: tuple[int, int]) -> None:
@@ -275,12 +334,14 @@ class PatchDetector:
 
     def out_of_sample_scores(self, images: list[np.ndarray], folds: int = 5, seed: int = 0,
                              on_batch: ProgressFn | None = None, fit: bool = False,
-                             ranks: Ranks = SINGLE) -> np.ndarray:
+                             ranks: Ranks = SINGLE, progress=NO_PROGRESS) -> np.ndarray:
         """Each good image scored by a bank built without it (k-fold; leave-one-out when n <= folds).
 
         Every image is embedded once (split over the ranks of a distributed training). With
         `fit=True` the final bank is also built from the same features (the detector is then
-        fitted on all the images: no second embedding pass).
+        fitted on all the images: no second embedding pass). `progress` (a ProgressTracker) follows
+        the work planned by `fit_work`: the caller starts its "features" step, this the folds' coreset
+        and calibration steps and the final "bank".
         """
         images = _check_images(images, "good images")
         n = len(images)
@@ -298,11 +359,15 @@ class PatchDetector:
         for f in range(k):
             held = np.flatnonzero(fold_of == f)
             kept = torch.as_tensor(np.flatnonzero(fold_of != f), device=feats.device)
-            bank = self._bank_from(feats[kept])
-            dist = self._distances(feats[torch.as_tensor(held, device=feats.device), 0], bank)
-            scores[held] = dist.reshape(len(held), -1).max(1).values.cpu().numpy()
+            bank = self._bank_from(feats[kept], progress, "coreset", f"{f + 1}/{k}")
+            bank_sq = (bank * bank).sum(1)
+            progress.start("calibration", fold=f"{f + 1}/{k}", total=len(held), unit="images")
+            for i in held:  # one image at a time: the same distances, and progress per image
+                scores[i] = float(self._distances(feats[int(i):int(i) + 1, 0], bank, bank_sq).max())
+                progress.advance(1)
         if fit:
-            self._set_bank(self._bank_from(feats), n, feats.shape[2:4])
+            self._set_bank(self._bank_from(feats, progress, "bank", "final"), n, feats.shape[2:4])
+            progress.note(bank_size=int(self.memory_bank_.shape[0]))
         return scores
 
     # -- state ------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from torch import nn
 from ...engine.context import FitContext, FitOutcome, TrainingStopped
 from ...engine.events import StepEnd
 from ...engine.loaders import ImageSet
+from ...engine.progress import Work, tracker_of
+from .calibration import calibrate
 from .detector import PatchDetector
 
 CALIBRATION_KEY = "calibration_scores"
@@ -59,19 +61,57 @@ class PatchMemory:
     def epochs(self, config) -> int:
         return 1  # one pass over the good images builds the memory bank
 
+    def work(self, model: AnomalyModel, n_train: int, n_val: int, config, *, fold: str = "final",
+             cached: bool = False) -> list[Work]:
+        """The planned work of `fit` (engine/progress.py), from the detector's plan."""
+        return [Work(w.phase, w.total, w.unit, w.cost, fold if w.fold == "final" else w.fold)
+                for w in model.detector.fit_work(n_train, n_val, CALIBRATION_FOLDS)]
+
     def fit(self, model: AnomalyModel, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
-        def progress(phase: str):
+        tracker = _Stoppable(tracker_of(ctx), ctx)  # a stop also lands inside the long coreset passes
+        views = 8 if model.detector.config.symmetric else 1
+
+        def progress(phase: str, per_image: int):
+            seen = [0]
+
             def on_batch(done: int, total: int) -> None:
                 ctx.check_stop()
+                tracker.advance((done - seen[0]) / per_image, images=done - seen[0],
+                                detail={"images_embedded": done // per_image} if phase == "features" else None)
+                seen[0] = done
                 ctx.emit(StepEnd(ctx.run_id, phase=phase, step=done, steps=total, epoch=0, lr=None,
                                  images_per_s=done / max(ctx.elapsed, 1e-9), elapsed_s=ctx.elapsed, fold=ctx.fold))
             return on_batch
 
         try:
+            tracker.start("features", fold=ctx.fold, total=len(train), unit="images")
             model.calibration_scores_ = model.detector.out_of_sample_scores(
-                train.images, folds=CALIBRATION_FOLDS, seed=ctx.config.seed, on_batch=progress("features"),
-                fit=True, ranks=ctx.ranks)
-            raw = model.detector.score(val.images, on_batch=progress("scoring"))[0] if val is not None else None
+                train.images, folds=CALIBRATION_FOLDS, seed=ctx.config.seed, on_batch=progress("features", views),
+                fit=True, ranks=ctx.ranks, progress=tracker)
+            scale = calibrate(np.asarray(model.calibration_scores_, dtype=float), ctx.config.target_frr)
+            tracker.note(threshold=float(scale.threshold), target_frr=ctx.config.target_frr)
+            raw = None
+            if val is not None:
+                tracker.start("scoring", fold=ctx.fold, total=len(val), unit="images")
+                raw = model.detector.score(val.images, on_batch=progress("scoring", 1))[0]
         except TrainingStopped:
             return FitOutcome(model, None, None, stopped=True)
         return FitOutcome(model, 1, None if raw is None else raw[:, None])
+
+
+class _Stoppable:
+    """A progress tracker that checks the stop flag whenever work is reported."""
+
+    def __init__(self, tracker: Any, ctx: FitContext) -> None:
+        self.tracker, self.ctx = tracker, ctx
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        self.ctx.check_stop()
+        self.tracker.start(*args, **kwargs)
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        self.ctx.check_stop()
+        self.tracker.advance(*args, **kwargs)
+
+    def note(self, **detail: Any) -> None:
+        self.tracker.note(**detail)

@@ -58,7 +58,7 @@ class AnomalyTask(Task):
     choice = "I only have good parts"
     accepts = frozenset({"target_frr", "classifier"})
     runtime_outputs = "anomaly_score"
-    heatmap_caption = "anomaly map (red: past the threshold)"
+    heatmap_caption = "anomaly map (blue to yellow: below the threshold; red: past it)"
     parity = ParityRule("verdicts", "raw scores", "max_rel_raw_score_diff", "relative raw-score difference",
                         MAX_RELATIVE_SCORE_DIFF, lambda predictor, images: predictor.score(images)[0],
                         lambda bundle, images: bundle.score(images)[0], compare_raw_scores)
@@ -131,6 +131,25 @@ class AnomalyTask(Task):
              for i, lab, r in zip(evaluated, labels, raw_defects)],
             metrics["min_guaranteed_frr"], metrics["frr_warning"], scale.to_dict(), scores.tolist())
         return Evaluation(metrics, report)
+
+    def live_figures(self, events) -> list[tuple[str, str]]:
+        """Good images embedded, the memory bank's size and the threshold, as the run learns them
+        (from its Progress events' detail); no accuracy: an anomaly run has none while it trains."""
+        from ...engine.events import Progress
+
+        detail: dict[str, Any] = {}
+        for event in events:
+            if isinstance(event, Progress):
+                detail.update(event.detail)
+        good = next((e.total for e in reversed(events) if isinstance(e, Progress) and e.phase == "features"), None)
+        embedded = detail.get("images_embedded")
+        of = f" of {good:.0f}" if good is not None else ""
+        bank = detail.get("bank_size")
+        threshold, target = detail.get("threshold"), detail.get("target_frr")
+        return [("Good images embedded", "-" if embedded is None else f"{embedded}{of}"),
+                ("Memory bank", "-" if bank is None else f"{bank:,} patches"),
+                ("Threshold", "-" if threshold is None else
+                 f"{threshold:.3g}" + (f" (at most {target:.0%} false rejects)" if target is not None else ""))]
 
     def load_predictor(self, recipe, state, device, **options):
         from .predictor import AnomalyPredictor

@@ -12,6 +12,7 @@ training images (one feature row per image: its symmetric views are averaged bef
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -98,8 +99,22 @@ def _logit_spread(weight: np.ndarray, features: np.ndarray) -> float:
     return float((scores - scores.mean(1, keepdims=True)).std())
 
 
+def temperature_folds(labels: np.ndarray, folds: int = 10) -> int:
+    """How many folds `choose_temperature` fits (0: too few images per class for any)."""
+    k = int(min(folds, np.bincount(labels).min())) if len(labels) else 0
+    return k if k >= 2 else 0
+
+
+def head_steps(labels: np.ndarray) -> int:
+    """The steps `fit_linear_head` reports through on_step: the LDA on all rows, each temperature fold
+    and the temperature search."""
+    folds = temperature_folds(np.asarray(labels))
+    return 1 + folds + (1 if folds else 0)
+
+
 def choose_temperature(features: np.ndarray, labels: np.ndarray, n_classes: int,
-                       seed: int, folds: int = 10, final_weight: np.ndarray | None = None) -> float:
+                       seed: int, folds: int = 10, final_weight: np.ndarray | None = None,
+                       on_step: Callable[[], None] | None = None) -> float:
     """The softmax temperature with the best out-of-fold log-loss on the training images.
 
     Fold models see (k-1)/k of the images. With few images per class LDA's scores sharpen as that
@@ -110,13 +125,15 @@ def choose_temperature(features: np.ndarray, labels: np.ndarray, n_classes: int,
     drops from 1.29 to 1.15 and the mean confidence rises from 0.35 to 0.49 (accuracy 0.64); at 10
     and 20 per class the ratio is 0.9-0.95 and little changes (docs/BENCHMARKS.md).
     """
-    min_count = np.bincount(labels).min()
-    folds = int(min(folds, min_count))
-    if folds < 2:
+    folds = temperature_folds(labels, folds)
+    if not folds:
         return 1.0
+    step = on_step or (lambda: None)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    fitted = [(val_idx, fit_lda(features[train_idx], labels[train_idx], n_classes))
-              for train_idx, val_idx in splitter.split(features, labels)]
+    fitted = []
+    for train_idx, val_idx in splitter.split(features, labels):
+        fitted.append((val_idx, fit_lda(features[train_idx], labels[train_idx], n_classes)))
+        step()
 
     def out_of_fold_loss(log_temperature: float) -> float:
         logits = np.zeros((len(labels), n_classes))
@@ -126,6 +143,7 @@ def choose_temperature(features: np.ndarray, labels: np.ndarray, n_classes: int,
         return log_loss(logits, labels)
 
     temperature = float(np.exp(minimize_scalar(out_of_fold_loss, bounds=(-5.0, 30.0), method="bounded").x))
+    step()
     if final_weight is None:
         return temperature
     fold_spread = np.mean([_logit_spread(weight, features) for _, (weight, _) in fitted])
@@ -134,11 +152,14 @@ def choose_temperature(features: np.ndarray, labels: np.ndarray, n_classes: int,
 
 
 def fit_linear_head(features: np.ndarray, labels: np.ndarray, n_classes: int, *,
-                    seed: int) -> LinearHead:
-    """Shrinkage LDA on all rows, with the temperature chosen by stratified cross-validation."""
+                    seed: int, on_step: Callable[[], None] | None = None) -> LinearHead:
+    """Shrinkage LDA on all rows, with the temperature chosen by stratified cross-validation.
+    on_step() after each of its `head_steps(labels)` steps (a progress bar)."""
     features = np.asarray(features, dtype=np.float64)
     weight, bias = fit_lda(features, labels, n_classes)
-    temperature = choose_temperature(features, labels, n_classes, seed, final_weight=weight)
+    if on_step:
+        on_step()
+    temperature = choose_temperature(features, labels, n_classes, seed, final_weight=weight, on_step=on_step)
     weight, bias = _scaled(weight, bias, temperature)
     return LinearHead(weight, bias, temperature)
 

@@ -14,11 +14,12 @@ from ...engine.context import FitContext, FitOutcome, TrainingStopped
 from ...engine.events import EpochEnd, StepEnd
 from ...engine.features import extract_features
 from ...engine.loaders import ImageSet
-from ...engine.loop import fit_gradient
+from ...engine.loop import fit_gradient, gradient_work
+from ...engine.progress import Work, tracker_of
 from ...errors import InspectorError
 from ...evaluation import accuracy_and_f1, mean_log_loss
 from ...models import architecture_recipe
-from .linear import LinearHead, fit_linear_head
+from .linear import LinearHead, fit_linear_head, head_steps
 
 
 class Strategy:
@@ -51,6 +52,13 @@ class Strategy:
     def fit(self, model: torch.nn.Module, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
         raise NotImplementedError
 
+    def work(self, model: torch.nn.Module, n_train: int, n_val: int, config, *, fold: str = "final",
+             cached: bool = False) -> list[Work]:
+        """The planned work of one `fit` (engine/progress.py: phases, units, cost in forward passes),
+        for the run's ETA. `cached`: the frozen features of these images are already computed.
+        By default: gradient training (engine/loop.py's fit_gradient)."""
+        return gradient_work(n_train, n_val, config.batch_size, self.epochs(config), fold)
+
     def epochs(self, config) -> int:
         return config.epochs or self.default_epochs
 
@@ -76,6 +84,8 @@ def create_strategy(name: str) -> Strategy:
         raise InspectorError(f"Unknown strategy '{name}'. Choose one of: {', '.join(list_strategies())}.")
     return STRATEGIES[name]()
 
+
+HEAD_STEPS = 12  # the linear head's planned steps: its LDA, up to 10 temperature folds, the search
 
 AUTO_SUMMARY = "Picks the strategy that suits your number of images and your hardware."
 
@@ -116,6 +126,14 @@ class LinearProbe(Strategy):
     def epochs(self, config) -> int:
         return 1  # the head is fitted in closed form: one pass, whatever the epoch setting
 
+    def work(self, model, n_train, n_val, config, *, fold="final", cached=False) -> list[Work]:
+        """Features of the training (and validation) images, then the closed-form head."""
+        views = 8 if getattr(model, "symmetric", False) else 1
+        steps = [Work("features", 0 if cached else n, "images", cost=views, fold=fold) for n in (n_train, n_val) if n]
+        # The head's LDA fits grow with the square of the images: about 9 passes at 120 images
+        # (0.6 s on the busy 2-core development machine), spread over its ~12 steps.
+        return steps + [Work("head", HEAD_STEPS, "steps", cost=(1 + n_train ** 2 / 1800) / HEAD_STEPS, fold=fold)]
+
     def features(self, model, images: ImageSet, ctx: FitContext) -> np.ndarray:
         transform = build_transform(ctx.preprocessing, "none")
 
@@ -126,9 +144,13 @@ class LinearProbe(Strategy):
 
         # Features depend on the pooling head too (multiscale vs the backbone's own pooling).
         model_key = f"{ctx.model_key}|{architecture_recipe(model)}"
+        # On a CPU, chunks of 8 images (16 without the symmetric views) keep the progress moving at no
+        # cost: the symmetric model passes 8 images' views at a time anyway (models.VIEW_CHUNK).
+        batch = max(32, ctx.config.batch_size) if ctx.device.type != "cpu" else (
+            8 if getattr(model, "symmetric", False) else 16)
         return extract_features(model, images, transform, model_key=model_key, device=ctx.device,
-                                batch_size=max(32, ctx.config.batch_size), on_batch=on_batch,
-                                cache=ctx.feature_cache, ranks=ctx.ranks)
+                                batch_size=batch, on_batch=on_batch, cache=ctx.feature_cache, ranks=ctx.ranks,
+                                progress=tracker_of(ctx), fold=ctx.fold)
 
     def fit_head(self, model, train, val, ctx) -> tuple[np.ndarray | None, dict] | None:
         """Fit the closed-form head in place: (validation probabilities, figures), or None if stopped.
@@ -139,7 +161,9 @@ class LinearProbe(Strategy):
         except TrainingStopped:
             return None
         started = time.perf_counter()
-        head = fit_linear_head(x_train, train.labels, len(ctx.classes), seed=ctx.config.seed)
+        tracker = tracker_of(ctx)
+        tracker.start("head", fold=ctx.fold, total=head_steps(train.labels), unit="steps")
+        head = fit_linear_head(x_train, train.labels, len(ctx.classes), seed=ctx.config.seed, on_step=tracker.advance)
         _set_head(model, head)
         figures = {"train_loss": mean_log_loss(_softmax(head.logits(x_train)), train.labels),
                    "val_loss": None, "val_accuracy": None, "val_macro_f1": None,
@@ -212,6 +236,10 @@ class LinearProbeThenFineTune(FineTune):
     summary = ("First fits the classifier on frozen features, then gently fine-tunes everything from there "
                "(LP-FT, Kumar et al. 2022): keeps the pretrained features from being distorted early on.")
     default_lr = 1e-4
+
+    def work(self, model, n_train, n_val, config, *, fold="final", cached=False) -> list[Work]:
+        return (LinearProbe().work(model, n_train, n_val, config, fold=fold, cached=cached)
+                + super().work(model, n_train, n_val, config, fold=fold, cached=cached))
 
     def fit(self, model, train, val, ctx):
         # The probe's head is the starting point only: no epoch of its own, no checkpoint; the
