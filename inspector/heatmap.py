@@ -57,8 +57,29 @@ def class_activation_map(model: torch.nn.Module, layer: torch.nn.Module, tensor:
     return result / peak if peak > 0 else result
 
 
-def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend a [0, 1] heatmap (jet colours) over an RGB uint8 image of the same size."""
+# The colour scale of a thresholded map (an anomaly map): below the threshold the blue-to-yellow part
+# of the jet scale, at and past it only its red end, so red means "past the threshold" and nothing else.
+BELOW_THRESHOLD, PAST_THRESHOLD = (0.0, 0.6), (0.9, 1.0)
+
+
+def threshold_scale(heat: np.ndarray, threshold: float) -> np.ndarray:
+    """Positions on the jet scale for a [0, 1] map whose `threshold` is a fixed place: values below it
+    fill BELOW_THRESHOLD (blue to yellow), values at or past it PAST_THRESHOLD (red to dark red)."""
+    heat = np.clip(np.asarray(heat, dtype=np.float32), 0, 1)
+    (lo0, lo1), (hi0, hi1) = BELOW_THRESHOLD, PAST_THRESHOLD
+    below = lo0 + (lo1 - lo0) * heat / max(threshold, 1e-6)
+    past = hi0 + (hi1 - hi0) * (heat - threshold) / max(1 - threshold, 1e-6)
+    return np.where(heat >= threshold, past, below).astype(np.float32)
+
+
+def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45,
+                    threshold: float | None = None) -> np.ndarray:
+    """Blend a [0, 1] heatmap (jet colours) over an RGB uint8 image of the same size.
+
+    With a `threshold` (an anomaly map: 0.5), the colours say which side of it each pixel is on:
+    blue to yellow below, red at and past it (`threshold_scale`)."""
+    if threshold is not None:
+        heat = threshold_scale(heat, threshold)
     coloured = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     coloured = cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
     return (image.astype(np.float32) * (1 - alpha) + coloured.astype(np.float32) * alpha).astype(np.uint8)

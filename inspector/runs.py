@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ ACTIVE_STATUSES = ("running",)
 # coreset over 200 good images) took 33 s, so 10 minutes leaves a wide margin.
 HEARTBEAT_TIMEOUT_S = 600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NAMING = threading.Lock()  # one run of this process picks its unique name at a time
 
 
 def default_workspace_root() -> Path:
@@ -65,6 +66,21 @@ def clean_name(text: str, max_length: int = 80) -> str:
     """A display name without control characters, trimmed (names are never used as paths)."""
     text = "".join(ch for ch in str(text) if ch.isprintable()).strip()
     return text[:max_length] or "unnamed"
+
+
+def display_name(backbone: str, strategy: str, taken: Iterable[str] = ()) -> str:
+    """The one naming rule for runs, on every page and in the CLI: "<backbone> / <strategy>", with
+    the strategy as resolved (e.g. "linear_probe" for "auto", "patch_memory" for an anomaly run),
+    made unique against the names in `taken` by " (2)", " (3)"... (see `unique_name`)."""
+    return unique_name(f"{backbone} / {strategy}", taken)
+
+
+def unique_name(name: str, taken: Iterable[str] = ()) -> str:
+    """`name` cleaned, or "name (2)", "name (3)"... when it is already in `taken`."""
+    name, taken = clean_name(name), set(taken)
+    if name not in taken:
+        return name
+    return next(f"{name} ({k})" for k in range(2, len(taken) + 3) if f"{name} ({k})" not in taken)
 
 
 def _slug(text: str) -> str:
@@ -121,6 +137,20 @@ class RunInfo:
         return {"run_id": self.run_id, "run_dir": str(self.path), "name": self.name, "status": self.status,
                 "created": self.created, "backbone": self.backbone, "strategy": self.strategy,
                 "has_model": self.has_model, **summary, "task": self.task}
+
+
+def best_run(infos: Iterable[RunInfo]) -> RunInfo | None:
+    """The run with the best main figure of its task (the first of its task's `columns`, e.g. the
+    validation accuracy, or the AUROC of an anomaly run; higher is better), newest first among equals.
+    Runs without that figure (still training, failed, or trained without a validation estimate) come
+    after every run with one; None for no runs. Runs of different tasks are ranked by their own figure."""
+    def rank(info: RunInfo) -> tuple[bool, float, float]:
+        columns = create_task(info.task).columns
+        value = info.run_summary.value(columns[0].key) if columns else None
+        scored = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return scored, float(value) if scored else 0.0, info.created
+
+    return max(infos, key=rank, default=None)
 
 
 class Run:
@@ -250,18 +280,24 @@ class RunStore:
         run_id = f"{stamp}-{_slug(backbone)}-{_slug(strategy)}-{uuid.uuid4().hex[:6]}"
         staging = self.root / f".{run_id}.creating"
         try:
-            staging.mkdir()
-            atomic_write_json(staging / CONFIG_FILE, config)
-            atomic_write_json(staging / RUN_FILE, {
-                "run_id": run_id, "name": clean_name(name or f"{backbone} / {strategy}"), "status": "running",
-                "created": time.time(), "task": task, "backbone": backbone, "strategy": strategy,
-                "owner": _process_identity(), "summary": {}})
-            # The folder appears complete or not at all: listing never sees a half-made run.
-            os.replace(staging, self.root / run_id)
+            with _NAMING:
+                staging.mkdir()
+                atomic_write_json(staging / CONFIG_FILE, config)
+                taken = self.names()
+                atomic_write_json(staging / RUN_FILE, {
+                    "run_id": run_id, "status": "running", "created": time.time(), "task": task,
+                    "name": unique_name(name, taken) if name else display_name(backbone, strategy, taken),
+                    "backbone": backbone, "strategy": strategy, "owner": _process_identity(), "summary": {}})
+                # The folder appears complete or not at all: listing never sees a half-made run.
+                os.replace(staging, self.root / run_id)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise storage_error(exc, self.root) from exc
         return Run(self.root / run_id)
+
+    def names(self) -> set[str]:
+        """The names of the runs in the store (as listed: unique)."""
+        return {info.name for info in self.list_runs()}
 
     def get(self, run_id: str) -> Run:
         if not run_id or _UNSAFE.search(run_id) or run_id.startswith("."):
@@ -271,7 +307,8 @@ class RunStore:
         return run
 
     def list_runs(self) -> list[RunInfo]:
-        """Every readable run, newest first; folders that are not runs are left out."""
+        """Every readable run, newest first; folders that are not runs are left out. Names are unique:
+        of runs stored under one name (by an older version), the later ones read "name (2)"..."""
         if not self.root.is_dir():
             return []
         infos = []
@@ -282,10 +319,19 @@ class RunStore:
                 infos.append(Run(path).info())
             except InspectorError:
                 continue
+        seen: set[str] = set()
+        for info in sorted(infos, key=lambda info: (info.created, info.run_id)):
+            info.name = unique_name(info.name, seen)
+            seen.add(info.name)
         return sorted(infos, key=lambda info: info.created, reverse=True)
 
-    def rename(self, run_id: str, name: str) -> None:
-        self.get(run_id).update(name=clean_name(name))
+    def rename(self, run_id: str, name: str) -> str:
+        """Rename a run; returns the name given, made unique among the other runs (" (2)"...)."""
+        run = self.get(run_id)
+        with _NAMING:
+            final = unique_name(name, {info.name for info in self.list_runs() if info.run_id != run_id})
+            run.update(name=final)
+        return final
 
     def delete(self, run_id: str) -> None:
         run = self.get(run_id)

@@ -1,20 +1,20 @@
 """Compare: all runs in a table, curves overlaid (live), confusion matrices, per-class F1, paired predictions."""
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import streamlit as st
 
 from inspector import Run, RunStore
+from inspector.runs import best_run
 from inspector.comparison import PairedPrediction, compare_runs, paired_predictions, time_per_image
 from inspector.evaluation import WIDE_INTERVAL, ClassificationEvaluation, DetectionEvaluation
 from inspector.tasks.base import create_task
 from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
 from ui.deploy import render_export
-from ui.evidence import render_comparison
-from ui.state import (flash, page_setup, run_label, runner, runs, show_flashes, show_work, user_errors,
+from ui.evidence import paired_caption, render_comparison
+from ui.state import (BEST_HELP, flash, page_setup, run_label, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
 
 page_setup("Compare", ":material/compare:")
@@ -34,38 +34,67 @@ task_columns = [c for task in shown_tasks for c in task.columns]  # each task's 
 
 
 def table_row(info) -> dict:
+    """One run's row: short headers, the secondary fields (backbone and strategy are in the name,
+    the run id and size in `inspector runs`) left out."""
     s = info.run_summary  # empty figures until the run has finished
-    return {"name": info.name, "task": info.task, "backbone": info.backbone,
-            "strategy": info.strategy, "status": info.status,
+    return {"run": info.name, "task": info.task, "status": info.status,
             **{c.label: (c.text(s.value(c.key)) if c.format == "" else s.value(c.key)) for c in task_columns},
-            "train time (s)": s.train_seconds or None, "parameters (M)": s.params_m,
-            "inference, batch of 32 (ms/image)": s.inference_ms_per_image,
-            "inference, one image at a time (ms)": speeds.get(info.run_id),
-            "started": dt.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M"), "run id": info.run_id}
+            "train (s)": s.train_seconds or None, "ms/image": s.inference_ms_per_image,
+            "ms, one by one": speeds.get(info.run_id)}
 
 
 def column_config(column) -> object:
     """A Streamlit column for one of a task's summary figures (`tasks.base.Column`)."""
-    if column.format == "percent":
-        return st.column_config.ProgressColumn(column.label, format="percent", min_value=0, max_value=1,
-                                               help=column.help or None)
     if column.format:
-        return st.column_config.NumberColumn(format=column.format, help=column.help or None)
-    return st.column_config.TextColumn(help=column.help or None)
+        return st.column_config.NumberColumn(format=column.format, help=column.help or None, width="small")
+    return st.column_config.TextColumn(help=column.help or None, width="small")
 
 
-st.caption("Click a column header to sort. Accuracy is measured on images the model did not train on.")
+NUMBER_FORMATS = {"train (s)": "%.0f", "ms/image": "%.1f", "ms, one by one": "%.1f"}
+COLUMN_HELP = {"ms/image": "Inference time per image, measured right after training with 32 images per batch.",
+               "ms, one by one": "Measured with the button below: one image per call, as on an inspection station.",
+               "train (s)": "Training time in seconds."}
+
+
+def run_table(rows: list[dict]) -> tuple[list[dict], dict]:
+    """(rows, column_config) for st.dataframe: a column empty for every run is left out, so are the task
+    when all runs share one and the status when all have completed; in a column with some empty cells
+    every cell becomes text and an empty one "-" (Streamlit has no blank for a missing number: it
+    writes "None")."""
+    texts = {c.label: c.text for c in task_columns}
+    keys = [k for k in rows[0] if any(r[k] not in (None, "-") for r in rows)]
+    if len({r["task"] for r in rows}) == 1:
+        keys.remove("task")
+    if all(r["status"] == "completed" for r in rows):
+        keys.remove("status")
+    formats = {**{c.label: c.format for c in task_columns}, **NUMBER_FORMATS}
+    config: dict = {"run": st.column_config.TextColumn(width="medium")}
+    for column in task_columns:
+        config[column.label] = column_config(column)
+    for key, fmt in NUMBER_FORMATS.items():
+        config[key] = st.column_config.NumberColumn(format=fmt, help=COLUMN_HELP[key], width="small")
+    for key in keys:
+        values = [r[key] for r in rows]
+        if None in values and formats.get(key):
+            text = texts.get(key, lambda v, f=formats[key]: f % v)
+            for r in rows:
+                r[key] = "-" if r[key] is None else text(r[key])
+            config[key] = st.column_config.TextColumn(help=(config.get(key) or {}).get("help"), width="small")
+        elif None in values:
+            for r in rows:
+                r[key] = "-" if r[key] is None else r[key]
+    return [{k: r[k] for k in keys} for r in rows], {k: v for k, v in config.items() if k in keys}
+
+
+st.caption("Newest first; click a column header to sort. Accuracy is measured on images the model did not train "
+           "on. Backbone and strategy are in the run's name; `inspector runs` lists every field.")
 if any(i.summary and i.summary.warning for i in infos):
     st.warning(f"Some accuracies have a 95% interval wider than {WIDE_INTERVAL * 100:.0f} points: with this few "
                "images, differences "
                "between those models may be luck. Add images per class before choosing between them.",
                icon=":material/warning:")
-st.dataframe([table_row(i) for i in infos], hide_index=True, column_config={
-    **{c.label: column_config(c) for c in task_columns},
-    "inference, batch of 32 (ms/image)": st.column_config.NumberColumn(
-        format="%.1f", help="Measured right after training, 32 images per batch."),
-    "inference, one image at a time (ms)": st.column_config.NumberColumn(
-        format="%.1f", help="Measured with the button below: one image per call, as on an inspection station.")})
+table, table_columns = run_table([table_row(i) for i in infos])
+st.dataframe(table, hide_index=True, column_config=table_columns)
 
 dataset = None
 with user_errors("Reading the dataset"):
@@ -115,8 +144,8 @@ with st.expander("Rename or delete a run"):
     new_name = b.text_input("New name", key="new_run_name")
     if c.button("Rename", key="rename_run", disabled=not new_name.strip()):
         with user_errors("Renaming"):
-            RunStore(ws.runs_dir).rename(target, new_name)
-            flash(f"Renamed to '{new_name.strip()}'.")
+            final = RunStore(ws.runs_dir).rename(target, new_name)
+            flash(f"Renamed to '{final}'." + ("" if final == new_name.strip() else " (that name was taken)"))
             st.rerun()
     sure = st.checkbox("Yes, delete this run and its model", key="delete_run_sure")
     if st.button("Delete run", key="delete_run", disabled=not sure):
@@ -136,9 +165,18 @@ any_running = any(i.status == "running" for i in chosen)
 
 @st.fragment(run_every=2 if any_running else None)
 def overlaid_curves() -> None:
-    show_folds = st.checkbox("Show cross-validation folds", key="compare_folds")
-    series = {i.name: live.run_events(i.path) for i in chosen}
-    st.plotly_chart(charts.curves(series, show_folds), key="compare_curves")
+    curved = [i for i in chosen if create_task(i.task).live_curves]  # tasks that train in epochs
+    series = {i.name: live.run_events(i.path) for i in curved}
+    one_step = [i for i in curved if charts.fitted_in_one_step(series[i.name])]
+    if len(one_step) < len(curved):
+        show_folds = st.checkbox("Show cross-validation folds", key="compare_folds")
+        st.plotly_chart(charts.curves(series, show_folds), key="compare_curves")
+        st.caption("Validation curves: the kept model's own when it was checked on held-out images; when it "
+                   "trained on every image (too few for a hold-out split), the mean of the cross-validation "
+                   "folds, each a model trained without the images it is scored on. The legend says which.")
+    for info in one_step:
+        words = create_task(info.task).result_words(info.run_summary)
+        st.markdown(f"**{info.name}**: fitted in one step, so no curves: {words}.")
 
 
 if chosen:
@@ -168,8 +206,9 @@ if chosen:
 exportable = [i for i in infos if i.has_model and create_task(i.task).parity is not None]
 if exportable:
     with st.expander("Export a model for the line (ONNX bundle, checked against this app)"):
-        target = st.selectbox("Model to export", [i.run_id for i in exportable], key="export_run",
-                              format_func=lambda r: run_label(by_id[r]))
+        export_ids = [i.run_id for i in exportable]
+        target = st.selectbox("Model to export", export_ids, key="export_run", index=export_ids.index(
+            best_run(exportable).run_id), format_func=lambda r: run_label(by_id[r]), help=BEST_HELP)
         render_export(by_id[target].path, by_id[target].run_summary.classes)
 
 # -- paired comparison ---------------------------------------------------------------------------
@@ -215,9 +254,7 @@ def show_disagreements(rows: list[PairedPrediction]) -> None:
             thumb = thumbnail_of(Path(r.path))
             if thumb:
                 st.image(thumb, width="stretch")
-            mark = lambda label: "✅" if label == r.true else "❌"  # noqa: E731
-            st.caption(f"**{Path(r.path).name}** (labeled {r.true})  \n"
-                       f"A: {r.a} {r.pa:.0%} {mark(r.a)}  \nB: {r.b} {r.pb:.0%} {mark(r.b)}")
+            st.caption(paired_caption(r))
 
 
 @st.fragment(run_every=1.0)

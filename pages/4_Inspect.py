@@ -10,11 +10,12 @@ import streamlit as st
 from inspector import InspectorError
 from inspector.data import IMAGE_EXTENSIONS
 from inspector.reports import csv_text
+from inspector.runs import best_run
 from inspector.tasks.base import create_task
 from ui import charts
 from ui.data import rgb
 from ui.models import Decision, configured, heatmap_overlay, result_row
-from ui.state import page_setup, predictor, run_label, runs, show_flashes, user_errors, workspace
+from ui.state import BEST_HELP, page_setup, predictor, run_label, runs, show_flashes, user_errors, workspace
 
 MAX_IMAGES = 60
 MAX_HEATMAPS = 12
@@ -34,7 +35,8 @@ classifiers = [m.run_id for m in models if create_task(m.task).predicts_classes]
 
 # -- model and decision rule: the controls are the prediction options the run's task accepts ------
 a, b = st.columns(2)
-run_a = a.selectbox("Model", list(by_id), key="model_a", format_func=lambda r: run_label(by_id[r]))
+run_a = a.selectbox("Model", list(by_id), key="model_a", index=list(by_id).index(best_run(models).run_id),
+                     format_func=lambda r: run_label(by_id[r]), help=BEST_HELP)
 task = create_task(by_id[run_a].task)
 chosen = [by_id[run_a]]
 typer = None

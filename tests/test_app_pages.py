@@ -158,7 +158,8 @@ def test_train_compare_and_inspect(env):
 
     compare = page("pages/3_Compare.py").run()
     no_exceptions(compare)
-    assert len(compare.get("plotly_chart")) >= 3  # curves, a confusion matrix, per-class F1
+    assert len(compare.get("plotly_chart")) >= 2  # a confusion matrix, per-class F1
+    assert any("fitted in one step, so no curves" in m.value for m in compare.markdown)  # a probe: no one-dot curve
     compare.button(key="measure").click().run()
     no_exceptions(compare)
 

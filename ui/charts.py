@@ -1,6 +1,9 @@
 """Plotly figures for the pages (pure functions of plain data)."""
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
@@ -18,40 +21,87 @@ def class_counts(counts: dict[str, int]) -> go.Figure:
     return fig
 
 
+def fitted_in_one_step(events: list) -> bool:
+    """True for a run without epochs (a linear probe is fitted in one step): no curve to draw."""
+    final = live.epochs(events) or live.epochs(events, None)
+    return bool(final) and all((e.epochs or 1) <= 1 for e in final)
+
+
+def validation(events: list) -> tuple[list, str]:
+    """(points with val_loss / val_accuracy / val_macro_f1 per epoch, where they come from).
+
+    The kept model's own validation when it has one (a hold-out split); else, when the kept model
+    trained on every image, the mean of the cross-validation folds per epoch."""
+    final = [e for e in live.epochs(events) if e.val_accuracy is not None]
+    if final:
+        return final, "validation: held-out images"
+    folds = live.folds(events)
+    by_epoch: dict[int, list] = {}
+    for fold in folds:
+        for e in live.epochs(events, fold):
+            by_epoch.setdefault(e.epoch, []).append(e)
+    points = [SimpleNamespace(epoch=epoch, **{key: _mean(getattr(e, key) for e in group) for key in _VAL_KEYS})
+              for epoch, group in sorted(by_epoch.items())]
+    return points, f"validation: mean of {len(folds)} cross-validation folds" if points else ""
+
+
+_VAL_KEYS = ("val_loss", "val_accuracy", "val_macro_f1")
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
 def curves(series: dict[str, list], show_folds: bool = False) -> go.Figure:
-    """Loss, validation accuracy/macro-F1 and learning rate per epoch for one or more runs."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Validation accuracy and macro-F1",
-                                                        "Learning rate"))
-    for i, (name, events) in enumerate(series.items()):
+    """Loss, validation accuracy/macro-F1 and learning rate per epoch for one or more runs.
+
+    The legend names the runs (one colour each) and where each one's validation comes from; the
+    panel titles say which line is which. Runs fitted in one step (no epochs) are left out: a curve
+    of one point says nothing (the page shows their figures instead)."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(
+        "Loss (solid: train, dashed: validation)", "Validation accuracy (solid) and macro-F1 (dotted)",
+        "Learning rate (kept model)"))
+    drawn = {name: events for name, events in series.items() if not fitted_in_one_step(events)}
+    for i, (name, events) in enumerate(drawn.items()):
         color = PALETTE[i % len(PALETTE)]
-        _add_fold(fig, name, live.epochs(events), color, opacity=1.0, legend=True)
+        points, source = validation(events)
+        label = f"{name} ({source})" if source else name
+        final = live.epochs(events)
+        _add(fig, label, name, final, [(1, "train loss", "train_loss", "solid"), (3, "learning rate", "lr", "solid")],
+             color, legend=True)
+        _add(fig, label, name, points, [(1, "val loss", "val_loss", "dash"), (2, "val accuracy", "val_accuracy", "solid"),
+                                        (2, "val macro-F1", "val_macro_f1", "dot")], color, legend=not final)
         if show_folds:
             for fold in live.folds(events):
-                _add_fold(fig, f"{name} fold {fold}", live.epochs(events, fold), color, opacity=0.35, legend=False)
+                _add(fig, f"{name} fold {fold}", name, live.epochs(events, fold), [
+                    (1, "val loss", "val_loss", "dash"), (2, "val accuracy", "val_accuracy", "solid"),
+                    (2, "val macro-F1", "val_macro_f1", "dot")], color, legend=False, opacity=0.3)
     if not any(trace.xaxis == "x2" for trace in fig.data):
         fig.add_annotation(text="Measured by cross-validation<br>once the kept model is trained",
-                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False)  # the middle panel
-    fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+                           xref="x2 domain", yref="y2 domain", x=0.5, y=0.5, showarrow=False)
+    last = max((e.epoch for events in drawn.values() for e in live.epochs(events, None)), default=1)
+    fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, math.ceil(last / 8)))  # whole epochs only
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_yaxes(tickformat=".1e", rangemode="tozero", row=1, col=3)
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    fig.update_annotations(font_size=13)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
     return fig
 
 
-def _add_fold(fig: go.Figure, name: str, epochs: list, color: str, opacity: float, legend: bool) -> None:
-    x = [e.epoch for e in epochs]
-    traces = [
-        (1, "train loss", "train_loss", "solid"), (1, "val loss", "val_loss", "dash"),
-        (2, "val accuracy", "val_accuracy", "solid"), (2, "val macro-F1", "val_macro_f1", "dot"),
-        (3, "learning rate", "lr", "solid"),
-    ]
-    for col, label, key, dash in traces:
-        y = [getattr(e, key) for e in epochs]
+def _add(fig: go.Figure, label: str, group: str, points: list, traces: list, color: str, legend: bool,
+         opacity: float = 1.0) -> None:
+    """One run's lines: the first drawn carries the run's legend entry when `legend`."""
+    x = [e.epoch for e in points]
+    for col, what, key, dash in traces:
+        y = [getattr(e, key) for e in points]
         if not any(v is not None for v in y):
             continue
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{name}: {label}", opacity=opacity,
-                                 line=dict(color=color, dash=dash), marker=dict(size=5),
-                                 showlegend=legend, legendgroup=name), row=1, col=col)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label, opacity=opacity,
+                                 line=dict(color=color, dash=dash), marker=dict(size=5), showlegend=legend,
+                                 legendgroup=group, hovertemplate=f"{what} %{{y:.3g}}, epoch %{{x}}<extra>{group}</extra>"),
+                      row=1, col=col)
+        legend = False
 
 
 def confusion(matrix: list[list[int]], classes: list[str], title: str) -> go.Figure:
@@ -89,8 +139,9 @@ def probabilities(probs: dict[str, float], ok_classes: set[str]) -> go.Figure:
     colors = ["#2e7d32" if n in ok_classes else "#c62828" for n in names]
     fig = go.Figure(go.Bar(x=[probs[n] for n in names], y=names, orientation="h", marker_color=colors,
                            text=[f"{probs[n]:.0%}" for n in names], textposition="auto"))
-    fig.update_layout(height=40 + 26 * len(names), margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis=dict(range=[0, 1], tickformat=".0%"))
+    # The whole 0-100 % scale with its end ticks: the right margin leaves room for the "100%" label.
+    fig.update_layout(height=60 + 26 * len(names), margin=dict(l=10, r=30, t=10, b=10),
+                      xaxis=dict(range=[0, 1], tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%"))
     return fig
 
 

@@ -2,6 +2,7 @@
 answers of the library (Advice, RunComparison, BackboneRank rows), never with their JSON."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
@@ -9,7 +10,7 @@ import streamlit as st
 from plotly.colors import qualitative
 
 if TYPE_CHECKING:  # types only: inspector.comparison loads the inference stack
-    from inspector.comparison import RunComparison
+    from inspector.comparison import PairedPrediction, RunComparison
     from inspector.evidence.learning_curve import Advice
     from inspector.evidence.transferability import BackboneRank
 
@@ -63,7 +64,9 @@ def render_comparison(result: RunComparison) -> None:
     cols[0].metric("Accuracy A", f"{paired.accuracy_a:.1%}")
     cols[1].metric("Accuracy B", f"{paired.accuracy_b:.1%}")
     cols[2].metric("A minus B", f"{100 * paired.difference:+.0f} points",
-                   help=f"95% interval {100 * low:+.0f} to {100 * high:+.0f} points; p = {paired.p_value:.2g}")
+                   help=f"95% interval {100 * low:+.0f} to {100 * high:+.0f} points; p = {paired.p_value:.2g}. "
+                   "Both from McNemar's exact test on the images where the two disagree, so they agree: "
+                   "significant exactly when the interval leaves out 0.")
     if paired.verdict == "no_significant_difference":
         st.info(paired.sentence)
     else:
@@ -82,3 +85,16 @@ def render_ranking(rows: list[BackboneRank]) -> None:
                  hide_index=True, use_container_width=True)
     st.caption("LogME (You et al., ICML 2021) scores how well each backbone's frozen features fit your classes, "
                "without training: higher is better. Train the top one first; close scores are a tie.")
+
+
+def _mark(label: str, true: str) -> str:
+    # Material icons come from the font bundled with Streamlit; emoji (a tick, a cross) need a colour
+    # emoji font the line PC may lack, and render as empty boxes there.
+    return ":green[:material/check: right]" if label == true else ":red[:material/close: wrong]"
+
+
+def paired_caption(row: PairedPrediction) -> str:
+    """One image of the disagreement gallery: its name and label, each model's class, confidence and
+    whether it is right (Markdown for st.caption)."""
+    return (f"**{Path(row.path).name}** (labeled {row.true})  \n"
+            f"A: {row.a} {row.pa:.0%} {_mark(row.a, row.true)}  \nB: {row.b} {row.pb:.0%} {_mark(row.b, row.true)}")

@@ -10,6 +10,8 @@ import numpy as np
 import streamlit as st
 
 from inspector import Prediction, RunInfo, overlay_heatmap
+from inspector.runtime.calibration import ScoreScale
+from inspector.tasks.anomaly.maps import THRESHOLD
 from inspector.tasks.base import PredictOptions, create_task, decode_for
 
 from .state import predictor
@@ -73,10 +75,12 @@ def predict(run: RunInfo, data: bytes) -> Prediction:
 def _overlay(run_dir: str, mtime: float, decision: Decision, sha: str, _data: bytes) -> np.ndarray:
     _, model, _ = configured(run_dir, decision, with_classifier=False)
     image = decode_for(model, _data)
-    return overlay_heatmap(image, model.heatmap(image))
+    # A predictor with a readable score scale draws maps with its threshold at THRESHOLD: red past it.
+    threshold = THRESHOLD if isinstance(getattr(model, "scale", None), ScoreScale) else None
+    return overlay_heatmap(image, model.heatmap(image), threshold=threshold)
 
 
 def heatmap_overlay(run: RunInfo, data: bytes, decision: Decision = Decision()) -> np.ndarray:
     """The image with the predictor's heatmap blended over it (Grad-CAM of the predicted class, or
-    the anomaly map: red where it passes the threshold)."""
+    the anomaly map: blue to yellow below the threshold, red past it)."""
     return _overlay(*_key(run), decision, digest(data), data)

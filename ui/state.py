@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image, ImageDraw
 from streamlit.errors import StreamlitAPIException
 
 from inspector import InspectorError, RunInfo, RunStore, load_predictor
@@ -24,8 +26,13 @@ NAVIGATION = (("app.py", "Home", ":material/home:"), ("pages/1_Data.py", "Data",
 
 
 def page_setup(title: str, icon: str = ":material/search:") -> None:
-    """Page config and the sidebar menu (Streamlit's own menu would call the home page "app")."""
-    st.set_page_config(page_title=f"{title} · Defect Inspector", page_icon=icon, layout="wide")
+    """Page config and the sidebar menu (Streamlit's own menu would call the home page "app").
+
+    The browser tab's icon is the app's own image, served by the app: Streamlit fetches a
+    ":material/...:" page icon from fonts.gstatic.com, which a plant without internet cannot reach
+    (the menu's material icons are fine: they come from the font bundled with Streamlit)."""
+    favicon = app_icon() if icon.startswith(":material/") else icon
+    st.set_page_config(page_title=f"{title} · Defect Inspector", page_icon=favicon, layout="wide")
     with st.sidebar:
         st.markdown("### Defect Inspector")
         for path, label, page_icon in NAVIGATION:
@@ -33,6 +40,17 @@ def page_setup(title: str, icon: str = ":material/search:") -> None:
                 st.page_link(path, label=label, icon=page_icon)
             except StreamlitAPIException:  # a page run on its own (AppTest) has no menu
                 break
+
+
+@functools.lru_cache(maxsize=1)
+def app_icon() -> Image.Image:
+    """The app's icon, drawn here (no file, no font, no network): a magnifier over a part."""
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 62, 62), radius=12, fill=(25, 118, 210))
+    draw.ellipse((12, 10, 44, 42), outline="white", width=6)
+    draw.line((40, 38, 54, 52), fill="white", width=8)
+    return icon
 
 
 def workspace() -> Workspace:
@@ -62,6 +80,9 @@ def predictor(run: RunInfo | str | Path):
 
 def runs(ws: Workspace) -> list[RunInfo]:
     return RunStore(ws.runs_dir).list_runs()
+
+
+BEST_HELP = "The best run by its task's main figure is chosen first (validation accuracy, or AUROC)."
 
 
 def run_label(info: RunInfo) -> str:

@@ -3,8 +3,10 @@
 Two models scored on the same images are compared image by image. Only the images on which they
 disagree (one right, the other wrong) carry information about which is better; McNemar's exact
 test asks whether those disagreements split more unevenly than a fair coin would split them
-(a two-sided binomial test with p = 1/2). The size of the difference comes with a percentile
-bootstrap interval over images. Runs scored on different images are refused: comparing two
+(a two-sided binomial test with p = 1/2). The interval of the accuracy difference comes from the
+same procedure (`mcnemar_exact_ci`: the exact, Clopper-Pearson, interval of the share of the
+disagreements A wins, scaled to accuracy points), so the verdict and the interval always agree:
+"significant" exactly when the interval leaves out 0. Runs scored on different images are refused: comparing two
 accuracies measured on different images as if they were paired hides the luck of the split.
 
 Pure numpy/scipy: no torch, no run store (inspector/comparison.py reads the runs).
@@ -64,9 +66,34 @@ def mcnemar_exact_p(only_a_right: int, only_b_right: int) -> float:
     return float(min(1.0, 2.0 * binom.cdf(min(b, c), b + c, 0.5)))
 
 
+def mcnemar_exact_ci(only_a_right: int, only_b_right: int, n_images: int, *, alpha: float = 0.05
+                     ) -> tuple[float, float]:
+    """The (1 - alpha) interval of accuracy_a - accuracy_b that inverts McNemar's exact test.
+
+    Given the d = b + c disagreements, A wins each with an unknown share theta, and the accuracy
+    difference is (b - c) / n = d / n * (2 theta - 1). The Clopper-Pearson interval of theta is the
+    set of shares the two one-sided exact binomial tests at alpha / 2 do not reject, and
+    `mcnemar_exact_p` doubles the smaller tail: 0 lies outside this interval exactly when that p < alpha.
+    Without disagreements the difference is exactly 0 on these images: (0, 0).
+    """
+    from scipy.stats import beta
+
+    b, c, n = int(only_a_right), int(only_b_right), int(n_images)
+    d = b + c
+    if d == 0:
+        return (0.0, 0.0)
+    low = float(beta.ppf(alpha / 2, b, c + 1)) if b > 0 else 0.0
+    high = float(beta.ppf(1 - alpha / 2, b + 1, c)) if c > 0 else 1.0
+    return (d / n * (2 * low - 1), d / n * (2 * high - 1))
+
+
 def bootstrap_difference_ci(correct_a: np.ndarray, correct_b: np.ndarray, *, level: float = 0.95,
                             n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval (over images) of mean(correct_a) - mean(correct_b).
+
+    Not what `compare_correctness` reports: a bootstrap interval and McNemar's test are two methods
+    and can disagree near the edge (p = 0.12 beside an interval of -6 to -1); the comparison uses
+    `mcnemar_exact_ci`, the interval of its own test.
 
     Each image contributes -1, 0 or +1 to the difference, so resampling n images with
     replacement is a multinomial draw over those three counts: exact and O(n_boot), not O(n_boot n).
@@ -120,15 +147,14 @@ def _check_same_images(a: dict, b: dict, name_a: str, name_b: str) -> None:
 
 
 def compare_predictions(predictions_a: Iterable[Mapping[str, Any]], predictions_b: Iterable[Mapping[str, Any]], *,
-                        name_a: str = "A", name_b: str = "B", alpha: float = 0.05, level: float = 0.95,
-                        seed: int = 0) -> PairedComparison:
+                        name_a: str = "A", name_b: str = "B", alpha: float = 0.05) -> PairedComparison:
     """Paired comparison of two models from their per-image predictions.
 
     Args:
         predictions_a, predictions_b: rows with "path", "label" (true class) and "predicted", as the
             trainer stores them in evaluation.json. Both must cover exactly the same images.
-        alpha: significance level of McNemar's exact test (the verdict).
-        level: coverage of the bootstrap interval of the accuracy difference.
+        alpha: significance level of McNemar's exact test (the verdict); the interval of the accuracy
+            difference is that test's (1 - alpha) interval (`mcnemar_exact_ci`), so they always agree.
 
     Raises:
         InspectorError: the two were scored on different images, or on different labels.
@@ -138,12 +164,11 @@ def compare_predictions(predictions_a: Iterable[Mapping[str, Any]], predictions_
     keys = sorted(table_a)
     correct_a = np.array([table_a[k][0] == table_a[k][1] for k in keys])
     correct_b = np.array([table_b[k][0] == table_b[k][1] for k in keys])
-    return compare_correctness(correct_a, correct_b, name_a=name_a, name_b=name_b, alpha=alpha, level=level,
-                               seed=seed)
+    return compare_correctness(correct_a, correct_b, name_a=name_a, name_b=name_b, alpha=alpha)
 
 
 def compare_correctness(correct_a: np.ndarray, correct_b: np.ndarray, *, name_a: str = "A", name_b: str = "B",
-                        alpha: float = 0.05, level: float = 0.95, seed: int = 0) -> PairedComparison:
+                        alpha: float = 0.05) -> PairedComparison:
     """The same as `compare_predictions` from two aligned boolean arrays (image i right or wrong)."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
@@ -152,16 +177,19 @@ def compare_correctness(correct_a: np.ndarray, correct_b: np.ndarray, *, name_a:
     p = mcnemar_exact_p(only_a, only_b)
     acc_a, acc_b = float(a.mean()), float(b.mean())
     diff = acc_a - acc_b
-    ci = bootstrap_difference_ci(a, b, level=level, seed=seed)
+    ci = mcnemar_exact_ci(only_a, only_b, a.size, alpha=alpha)  # the same test: 0 outside it iff p < alpha
     verdict = "no_significant_difference" if p >= alpha or diff == 0 else ("a_better" if diff > 0 else "b_better")
-    sentence = describe(verdict, name_a, name_b, diff, ci, p, a.size, only_a, only_b, level)
+    sentence = describe(verdict, name_a, name_b, diff, ci, p, a.size, only_a, only_b, 1 - alpha)
     return PairedComparison(name_a, name_b, int(a.size), acc_a, acc_b, diff, ci, p, only_a, only_b, verdict, sentence)
 
 
 def _points(x: float) -> str:
-    """A difference in accuracy as signed percentage points: +6, -3, 0."""
+    """A difference in accuracy as signed percentage points: +6, -3, 0; under one point, one decimal
+    (+0.4), so an interval that leaves out 0 never reads as reaching it."""
+    if x == 0:
+        return "0"
     value = round(100 * x)
-    return f"{value:+d}" if value else "0"
+    return f"{value:+d}" if value else f"{100 * x:+.1f}"
 
 
 def _p(p: float) -> str:

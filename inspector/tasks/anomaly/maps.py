@@ -10,10 +10,16 @@ import numpy as np
 from ...errors import InspectorError
 from .calibration import ScoreScale
 
+THRESHOLD = 0.5  # where the threshold sits on a readable map (`normalise_map`), and so on the overlay
+
 
 def anomaly_map(patch_map: np.ndarray, image_hw: tuple[int, int], sigma: float = 4,
                 box: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """Upsampled and smoothed raw patch distances at image size (H, W), float32.
+
+    The map's peak is the image's raw score (the largest patch distance): smoothing and resizing
+    lower a lone hot patch, so the map is stretched back between its lowest value and that peak.
+    An image past the threshold therefore always has pixels past it (red on the overlay).
 
     Args:
         patch_map: (H', W') raw distances of one image, as returned by `PatchDetector.score`.
@@ -26,6 +32,7 @@ def anomaly_map(patch_map: np.ndarray, image_hw: tuple[int, int], sigma: float =
     patch_map = np.asarray(patch_map, dtype=np.float32)
     if patch_map.ndim != 2 or patch_map.size == 0:
         raise InspectorError(f"An anomaly map needs a 2-D patch map, got shape {patch_map.shape}.")
+    peak = float(patch_map.max())  # the image's raw score
     height, width = (int(v) for v in image_hw)
     if height <= 0 or width <= 0:
         raise InspectorError(f"The image size must be positive, got {image_hw}.")
@@ -42,9 +49,18 @@ def anomaly_map(patch_map: np.ndarray, image_hw: tuple[int, int], sigma: float =
         radius = int(4 * sigma + 0.5)
         out = cv2.GaussianBlur(out, (2 * radius + 1, 2 * radius + 1), sigmaX=float(sigma),
                                sigmaY=float(sigma), borderType=cv2.BORDER_REFLECT)
-    return out.astype(np.float32, copy=False)
+    return _with_peak(out, peak).astype(np.float32, copy=False)
+
+
+def _with_peak(m: np.ndarray, peak: float) -> np.ndarray:
+    """`m` stretched between its minimum and `peak` (unchanged when flat or already there)."""
+    low, high = float(m.min()), float(m.max())
+    if high <= low or high >= peak:
+        return m
+    return low + (m - low) * ((peak - low) / (high - low))
 
 
 def normalise_map(m: np.ndarray, scale: ScoreScale) -> np.ndarray:
-    """The readable mapping applied to every pixel: 0.5 is the threshold, for overlays."""
+    """The readable mapping applied to every pixel: THRESHOLD (0.5) is the threshold, for overlays
+    (`inspector.heatmap.overlay_heatmap(image, map, threshold=THRESHOLD)` draws it red past it)."""
     return scale.readable(m).astype(np.float32)
