@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import TrainConfig
-from .engine.events import EpochEnd, Event, TrainStart
+from .engine.events import Event, Progress, TrainStart
 from .errors import InspectorError
 
 QUEUED, RUNNING, COMPLETED, STOPPED, FAILED = "queued", "running", "completed", "stopped", "failed"
@@ -138,8 +138,9 @@ class JobHandle:
                 self._run_dir = Path(event.run_dir) if event.run_dir else (
                     Path(runs_dir) / event.run_id if runs_dir is not None else None)
                 self._text = "training"
-            elif isinstance(event, EpochEnd) and event.fold == "final":
-                self._fraction = min(max(event.epoch / max(event.epochs, 1), 0.0), 1.0)
+            elif isinstance(event, Progress):  # the whole run's fraction, every phase
+                self._fraction = max(self._fraction, min(max(event.fraction, 0.0), 1.0))
+                self._text = event.phase
 
     def _same_training(self, data: Any, config: TrainConfig) -> bool:
         with self._lock:
@@ -380,7 +381,7 @@ def _worker_main(train_fn: Callable[..., Any], data: Any, config: TrainConfig, r
 
     def relay(event: Event) -> None:
         follow_threads()
-        if isinstance(event, TrainStart) or (isinstance(event, EpochEnd) and event.fold == "final"):
+        if isinstance(event, (TrainStart, Progress)):  # the page reads the rest from metrics.jsonl
             messages.put(("event", event))
 
     follow_threads()

@@ -140,6 +140,16 @@ def test_with_one_slot_trainings_run_one_at_a_time_in_submission_order(tmp_path)
     assert [h.id for h in runner.handles("training")] == [h.id for h in handles]
 
 
+def test_a_handle_follows_the_runs_progress_events_and_never_goes_back():
+    from inspector.engine.events import Progress
+    from inspector.jobs import JobHandle
+
+    handle = JobHandle("training-1", "training", "training-1", seq=1, config=CONFIG)
+    for fraction, phase in ((0.1, "features"), (0.6, "training"), (0.4, "evaluation")):
+        handle._on_event(Progress("run", phase=phase, done=1, total=2, unit="images", fraction=fraction, eta_s=5.0))
+    assert handle.fraction == 0.6 and handle.text == "evaluation"
+
+
 def test_trainings_race_on_the_slots_and_the_rest_wait_in_order(tmp_path):
     trainer = FakeTrainer()
     runner = BackgroundRunner(trainer, slots=2)
