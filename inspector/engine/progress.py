@@ -98,6 +98,7 @@ class ProgressTracker:
         self._fraction = 0.0
         self._spent: dict[str, float] = defaultdict(float)  # seconds per phase
         self._measured: dict[str, float] = defaultdict(float)  # cost units done per phase, timed
+        self._first: dict[str, tuple[float, float]] = {}  # (seconds, cost) at each phase's first report
         self._images_per_s: float | None = None
         self._last_images: float | None = None  # clock of the last advance that counted images
         self._detail: dict[str, Any] = {}
@@ -146,8 +147,9 @@ class ProgressTracker:
             step = self._steps[self._index]
             n = min(float(n), max(step.total - step.done, 0.0))
             step.done += n
-            if timed:
+            if timed and n:
                 self._measured[step.phase] += n * step.cost
+                self._first.setdefault(step.phase, (self._spent[step.phase], self._measured[step.phase]))
             images = n if images is None and step.unit == "images" and timed else images
             if images:
                 self._update_rate(images, now)
@@ -172,27 +174,41 @@ class ProgressTracker:
         self._stop.set()
 
     # -- estimates --------------------------------------------------------------------------
-    def seconds_per_cost(self, phase: str, in_flight: float = 0.0) -> float:
+    def seconds_per_cost(self, phase: str) -> float:
         """Seconds per forward-pass equivalent in `phase`: measured, shrunk toward the run's overall
-        speed (and that toward the prior) by about one second of pseudo-observation each.
-        `in_flight`: seconds spent in the current phase since its last report (work under way)."""
-        current = in_flight if phase == self.phase else 0.0
-        spent, measured = sum(self._spent.values()) + in_flight, sum(self._measured.values())
-        overall = (spent + 1.0) / (measured + 1.0 / self.prior)
-        return (self._spent.get(phase, 0.0) + current + 1.0) / (self._measured.get(phase, 0.0) + 1.0 / overall)
+        speed (and that toward the prior) by about one second of pseudo-observation each."""
+        spent, measured = self._steady(phase)
+        overall = (sum(self._spent.values()) + 1.0) / (sum(self._measured.values()) + 1.0 / self.prior)
+        return (spent + 1.0) / (measured + 1.0 / overall)
+
+    def _steady(self, phase: str) -> tuple[float, float]:
+        """(seconds, cost) measured in `phase`, without its first report once twice as much work
+        followed it: the first unit of a phase carries one-off costs (the first training batch on a
+        busy CPU took 30 s, the next ones 3 s)."""
+        spent, measured = self._spent.get(phase, 0.0), self._measured.get(phase, 0.0)
+        first = self._first.get(phase)
+        if first is not None and measured - first[1] >= 2 * first[1]:
+            return spent - first[0], measured - first[1]
+        return spent, measured
 
     def eta_s(self) -> float | None:
         """Seconds left for the whole run; None before anything is planned.
 
-        Time under way since the last report counts both ways: as work partly done on the current
-        step, and as evidence that the phase is slower than measured so far (a long silence early
-        in a phase raises the ETA instead of freezing it)."""
+        Time under way since the last report counts as work partly done on the current step, and,
+        once it is longer than one unit should take, as evidence that the phase is slower: the unit
+        under way then counts as done at that moment (a lower bound), so a long silence raises the
+        ETA instead of freezing it, without running away."""
         with self._lock:
             if not self._steps:
                 return None
-            in_flight = self._clock() - self._last_tick if self._index >= 0 else 0.0
-            rates = {phase: self.seconds_per_cost(phase, in_flight) for phase in {s.phase for s in self._steps}}
+            rates = {phase: self.seconds_per_cost(phase) for phase in {s.phase for s in self._steps}}
             steps = self._steps[max(self._index, 0):]
+            if self._index >= 0:
+                step, in_flight = steps[0], self._clock() - self._last_tick
+                spent, measured = self._steady(step.phase)
+                pseudo = (spent + 1.0) / rates[step.phase] - measured  # the shrinkage's pseudo-cost
+                rates[step.phase] = max(rates[step.phase],
+                                        (spent + in_flight + 1.0) / (measured + step.cost + pseudo))
             left = sum(step.remaining_cost() * rates[step.phase] for step in steps)
             if self._index >= 0:
                 left -= min(in_flight, steps[0].remaining_cost() * rates[steps[0].phase])

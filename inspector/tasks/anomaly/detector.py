@@ -115,11 +115,12 @@ def _check_images(images: list[np.ndarray], what: str = "images") -> list[np.nda
     return list(images)
 
 
-# Costs in forward passes of the backbone (one image at inference), measured on the 2-core development
-# machine at 256 px (0.094 s per pass): a greedy coreset iteration costs this per candidate row
-# (5.3e-7 s), a nearest-bank search this per query patch x bank row x feature (8.2e-11 s). They only
-# plan the run's ETA; the measured speed of each phase replaces them as it runs.
-CORESET_PASSES_PER_ROW = 5.6e-6
+# Costs in forward passes of the backbone (one image at inference at 256 px), measured on the 2-core
+# development machine: a greedy coreset iteration costs this per candidate row (2e-8 s at 24,576 rows,
+# 7e-8 s at 40,960, 5e-7 s under heavy load; a pass ~0.05 s), a nearest-bank search this per query
+# patch x bank row x feature (8.2e-11 s at 0.094 s per pass). They only plan the run's ETA; the
+# measured speed of each phase replaces them as it runs.
+CORESET_PASSES_PER_ROW = 1.5e-6
 SEARCH_PASSES_PER_MAC = 8.7e-10
 CORESET_REPORT_EVERY = 16  # iterations between progress reports
 

@@ -31,8 +31,9 @@ class Strategy:
     - `fit(model, train, val, ctx)` trains `model` in place on `train` and returns a FitOutcome
       whose model holds the weights to keep, `best_epoch` (None only if stopped before any
       epoch ended) and, when `val` is given, one row of class probabilities per validation image.
-    - It reports progress through `ctx.emit` (StepEnd/EpochEnd, one EpochEnd per epoch) and calls
-      `ctx.check_stop()` at least once per batch. The TrainingStopped it raises may simply propagate
+    - It reports progress through `ctx.emit` (StepEnd/EpochEnd, one EpochEnd per epoch) and through
+      the run's tracker (`engine.progress.tracker_of(ctx)`: start a phase, advance per image or batch,
+      as planned by its `work`), and calls `ctx.check_stop()` at least once per batch. The TrainingStopped it raises may simply propagate
       (the trainer then keeps the last checkpoint), or the strategy returns `stopped=True` itself.
     - It never writes files: the trainer saves the kept model after `fit` returns, handles the
       folds (a fresh `ctx` per fold) and the final model. Engine loops may call `ctx.checkpoint`
