@@ -126,8 +126,11 @@ def _check_run(result, events) -> list[Progress]:
 
 def test_linear_probe_reports_every_planned_phase(tiny_data, tmp_path):
     events = []
+    from inspector.engine.features import FeatureCache
+
     result = train(tiny_data, TrainConfig(strategy="linear_probe", image_size=128, seed=1, max_folds=3),
-                   runs_dir=tmp_path, callbacks=[events.append])
+                   runs_dir=tmp_path, callbacks=[events.append],
+                   feature_cache=FeatureCache())  # its own cache: features another test left are not reused
     progress = _check_run(result, events)
     assert _phases(progress) == {"decoding", "features", "head", "evaluation"}
     assert {e.fold for e in progress} == {"final", "1/3", "2/3", "3/3"}

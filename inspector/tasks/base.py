@@ -187,10 +187,9 @@ class Task:
 
     def evaluation_work(self, model: torch.nn.Module, n_images: int, config: TrainConfig) -> list:
         """The planned work after fitting (`evaluate`, `inference_ms`) as engine.progress.Work steps of
-        the phase "evaluation", for the run's ETA. The default: one short step."""
-        from ..engine.progress import Work
-
-        return [Work("evaluation", 1, "steps", cost=1.0)]
+        the phase "evaluation", for the run's ETA. The default: none planned (the tracker then adds
+        the phase when it starts; the contract layer imports nothing of the engine)."""
+        return []
 
     def live_figures(self, events: Sequence[Any]) -> list[tuple[str, str]]:
         """(label, formatted value) pairs for the live panel while a run of this task trains, from its
