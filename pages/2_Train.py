@@ -313,7 +313,7 @@ def lane(job: JobHandle, events: list) -> None:
     progress = live.progress(events)
     eta = f" · about {live.duration(progress.eta_s)} left" if progress.eta_s is not None else " · estimating time left"
     bar_col.progress(progress.fraction, text=progress.text + eta)
-    figures = list(job_task.live_figures(events))
+    figures = [(label, value) for label, value in job_task.live_figures(events) if value != "-"]  # known ones
     if progress.images_per_s:
         figures.append(("images/s", f"{progress.images_per_s:.0f}"))
     if job.threads:
