@@ -206,6 +206,10 @@ def choice_cost(backbone_name: str, size: int):
     return measure_choice_cost(backbone_name, size)
 
 
+def about(seconds: float) -> str:
+    return "under 1 s" if seconds < 1 else f"about {live.duration(seconds)}"
+
+
 if dataset is not None and startable:  # the cost of a choice, shown where it is made
     size = int(image_size) or int(chosen["input_size"])
     with user_errors("Measuring the cost"):
@@ -217,9 +221,9 @@ if dataset is not None and startable:  # the cost of a choice, shown where it is
             "(measured now, one forward pass of the backbone).")
         if len(strategies) > 1:
             cost_area.caption(
-                f"On this computer, for your {words.count(n, 'image')} at {size} px: the linear probe needs about "
-                f"{live.duration(cost.linear_probe_s(n, views))} of feature extraction ({words.count(views, 'view')}); "
-                f"fine-tuning about {live.duration(cost.epoch_s(n))} per epoch, plus the same again per "
+                f"On this computer, for your {words.count(n, 'image')} at {size} px: the linear probe needs "
+                f"{about(cost.linear_probe_s(n, views))} of feature extraction ({words.count(views, 'view')}); "
+                f"fine-tuning {about(cost.epoch_s(n))} per epoch, plus the same again per "
                 "cross-validation fold. Rough figures from one measured forward pass.")
 
 

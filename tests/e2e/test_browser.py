@@ -144,18 +144,23 @@ def choose(page, label: str, option: str) -> None:
     idle(page)
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, at: str | None = None) -> None:
+    """A screenshot; `at`: a text to scroll to first (Streamlit scrolls inside the page, so a
+    full-page shot shows only what is in view)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if at is not None:
+        page.mouse.move(0, 0)  # no tooltip left open by the last click
+        page.get_by_text(at, exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def curve_points(page) -> dict[str, int]:
-    """Points per run on the board's curves chart (trace names are "<run>: <curve>")."""
+    """Points per run on the board's curves chart (each run's traces share its legend group)."""
     return page.evaluate("""() => {
         const counts = {};
         for (const plot of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
             for (const trace of plot.data || []) {
-                const run = (trace.name || "").split(": ")[0];
+                const run = trace.legendgroup || trace.name || "";
                 counts[run] = (counts[run] || 0) + (trace.x ? trace.x.length : 0);
             }
         }
@@ -235,13 +240,13 @@ def test_data_train_inspect_in_a_browser(page, app_url, images):
         if not points_seen or points_seen[-1] != points:
             points_seen.append(points)
             if len(points_seen) == 3:
-                shot(page, "3_train_live")
+                shot(page, "3_train_live", at="Trainings")
         page.wait_for_timeout(500)
     assert len(progress_seen) >= 2, f"the live progress never updated: {progress_seen}"
     assert eta_seen_before_first_epoch, f"no time left was shown before the first epoch: {progress_seen[:5]}"
     assert len(points_seen) >= 2 and points_seen[-1] > points_seen[0], f"the curve never grew: {points_seen}"
     idle(page)
-    shot(page, "3_train_done")
+    shot(page, "3_train_done", at="Trainings")
 
     # Compare
     page.goto(f"{app_url}/Compare")
@@ -324,14 +329,13 @@ def test_two_runs_race_side_by_side_in_a_browser(page, app_url):
     page.locator('[data-testid="stRadio"] label').filter(has_text="fine_tune").first.click()
     idle(page)
     page.locator('[data-testid="stExpander"] summary').filter(has_text="Advanced settings").click()
-    for label, value in (("Epochs", "6"), ("Image size", "64")):
+    for label, value in (("Epochs", "8"), ("Image size", "96")):
         field = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
         field.fill(value)
         field.press("Enter")
         idle(page)
     page.locator('[data-testid="stExpander"] summary').filter(has_text="Race several models").click()
-    backbones = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Also race these backbones")
-    backbones.click()
+    page.get_by_role("combobox", name=re.compile("Also race these backbones")).click()  # its box, not its label
     page.get_by_role("option", name="tf_efficientnet_lite1").first.click()
     page.keyboard.press("Escape")
     idle(page)
@@ -347,10 +351,10 @@ def test_two_runs_race_side_by_side_in_a_browser(page, app_url):
                 first.setdefault(run, n)
                 last[run] = n
             if len(last) == 2 and all(last[r] > first[r] for r in last) and not shot_taken:
-                shot(page, "3_train_race")
+                shot(page, "3_train_race", at="Trainings")
                 shot_taken = True
         page.wait_for_timeout(1000)
     assert len(last) == 2 and all(last[r] > first[r] for r in last), \
         f"both curves should move while both train: first {first}, last {last}"
     idle(page)
-    shot(page, "3_train_race_done")
+    shot(page, "3_train_race_done", at="Trainings")
