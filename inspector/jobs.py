@@ -329,7 +329,12 @@ class BackgroundRunner:
         worker = self._context.Process(
             target=_worker_main, name=f"inspector-{handle.id}", daemon=True,
             args=(self._train_fn, data, handle.config, runs_dir, handle.stop_event, handle._threads, messages))
-        worker.start()
+        try:
+            worker.start()  # pickles the data and the config for the new process
+        except Exception as exc:  # noqa: BLE001 - e.g. data that cannot be sent to another process
+            handle._finish(FAILED, error=f"The training could not start its worker process: {type(exc).__name__}: "
+                                         f"{exc}")
+            return
         while True:
             try:
                 kind, value = messages.get(timeout=0.5)

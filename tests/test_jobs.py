@@ -459,5 +459,13 @@ def test_a_worker_process_that_dies_fails_its_handle_in_words(tmp_path):
     assert handle.status == "failed" and "exit code 3" in handle.error and "out of memory" in handle.error
 
 
+def test_data_that_cannot_reach_a_worker_process_fails_the_handle_and_frees_the_slot(tmp_path):
+    runner = BackgroundRunner(_die_at_once, slots=1, processes=True)
+    handle = runner.submit_training(lambda: None, CONFIG, tmp_path)  # a lambda cannot be pickled
+    wait_until(lambda: handle.finished, timeout=60)
+    assert handle.status == "failed" and "could not start its worker process" in handle.error
+    assert runner._running == [] or all(h.finished for h in runner._running)
+
+
 def _die_at_once(data, config, *, runs_dir, callbacks, stop_event):
     os._exit(3)  # as the kernel's OOM killer would end it: no exception, no result
