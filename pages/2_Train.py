@@ -265,7 +265,7 @@ with st.expander("Race several models at the same time", icon=":material/sports_
                "the others wait their turn. Every run draws its curves on one board below.")
     if st.button(f"Start the race ({words.count(len(entrants), 'training')})", icon=":material/sports_score:",
                  disabled=not can_train or len(entrants) < 2, key="race",
-                 help="Pick at least two backbones or strategies."):
+                 help=None if len(entrants) >= 2 else "Pick at least one more backbone or strategy to race."):
         with user_errors("Starting the race"):
             prefix = run_name.strip()
             start([config_for(b, s, f"{prefix} {b} / {s}" if prefix else None) for b, s in entrants])

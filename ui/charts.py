@@ -78,8 +78,10 @@ def curves(series: dict[str, list], show_folds: bool = False) -> go.Figure:
                     (1, "val loss", "val_loss", "dash"), (2, "val accuracy", "val_accuracy", "solid"),
                     (2, "val macro-F1", "val_macro_f1", "dot")], color, legend=False, opacity=0.3)
     if not any(trace.xaxis == "x2" for trace in fig.data):
-        fig.add_annotation(text="Measured by cross-validation<br>once the kept model is trained",
-                           xref="x2 domain", yref="y2 domain", x=0.5, y=0.5, showarrow=False)
+        left, right = fig.layout.xaxis2.domain  # the middle panel, in paper coordinates (an axis-domain
+        fig.add_annotation(text="Measured by cross-validation<br>once the kept model is trained",  # reference
+                           xref="paper", yref="paper", x=(left + right) / 2, y=0.5,  # drew it in panel 1)
+                           showarrow=False)
     last = max((e.epoch for events in drawn.values() for e in live.epochs(events, None)), default=1)
     fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, math.ceil(last / 8)))  # whole epochs only
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
