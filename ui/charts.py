@@ -9,6 +9,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from . import live
+from .words import count
 
 PALETTE = qualitative.Plotly
 
@@ -42,7 +43,7 @@ def validation(events: list) -> tuple[list, str]:
             by_epoch.setdefault(e.epoch, []).append(e)
     points = [SimpleNamespace(epoch=epoch, **{key: _mean(getattr(e, key) for e in group) for key in _VAL_KEYS})
               for epoch, group in sorted(by_epoch.items())]
-    return points, f"validation: mean of {len(folds)} cross-validation folds" if points else ""
+    return points, f"validation: mean of {count(len(folds), 'cross-validation fold')}" if points else ""
 
 
 _VAL_KEYS = ("val_loss", "val_accuracy", "val_macro_f1")
