@@ -144,6 +144,18 @@ def choose(page, label: str, option: str) -> None:
     idle(page)
 
 
+def open_expander(page, title: str) -> None:
+    """Open an expander, again if a rerun that was still on its way re-drew it closed."""
+    details = page.locator('[data-testid="stExpander"]').filter(has_text=title).first.locator("details")
+    for _ in range(5):
+        if details.get_attribute("open") is not None:
+            return
+        details.locator("summary").click()
+        idle(page)
+        page.wait_for_timeout(500)
+    assert details.get_attribute("open") is not None, f"the expander {title!r} does not open"
+
+
 def shot(page, name: str, at: str | None = None) -> None:
     """A screenshot; `at`: a text to scroll to first (Streamlit scrolls inside the page, so a
     full-page shot shows only what is in view)."""
@@ -334,7 +346,7 @@ def test_two_runs_race_side_by_side_in_a_browser(page, app_url):
         field.fill(value)
         field.press("Enter")
         idle(page)
-    page.locator('[data-testid="stExpander"] summary').filter(has_text="Race several models").click()
+    open_expander(page, "Race several models")
     page.get_by_role("combobox", name=re.compile("Also race these backbones")).click()  # its box, not its label
     page.get_by_role("option", name="tf_efficientnet_lite1").first.click()
     page.keyboard.press("Escape")
