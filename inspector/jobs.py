@@ -22,12 +22,15 @@ A training's live curves are not kept here: they are read from its run's metrics
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
+import types
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -330,7 +333,8 @@ class BackgroundRunner:
             target=_worker_main, name=f"inspector-{handle.id}", daemon=True,
             args=(self._train_fn, data, handle.config, runs_dir, handle.stop_event, handle._threads, messages))
         try:
-            worker.start()  # pickles the data and the config for the new process
+            with _plain_main():
+                worker.start()  # pickles the data and the config for the new process
         except Exception as exc:  # noqa: BLE001 - e.g. data that cannot be sent to another process
             handle._finish(FAILED, error=f"The training could not start its worker process: {type(exc).__name__}: "
                                          f"{exc}")
@@ -363,6 +367,25 @@ class BackgroundRunner:
             handle._finish(FAILED, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - reported on the page, the app goes on
             handle._finish(FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _plain_main():
+    """A bare `__main__` while a worker is spawned. Spawn re-runs the parent's main script in the
+    child; under Streamlit that is the page being run (and under AppTest a temporary script), which
+    must not run again in a training's worker. The real one is put back unless something replaced
+    it meanwhile (a page rerun starting)."""
+    with _MAIN_LOCK:
+        real, placeholder = sys.modules.get("__main__"), types.ModuleType("__main__")
+        sys.modules["__main__"] = placeholder
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is placeholder and real is not None:
+                sys.modules["__main__"] = real
 
 
 def _cpu_count() -> int:

@@ -29,15 +29,16 @@ def test_two_runs_race_on_one_board_and_both_curves_move(env, monkeypatch):  # n
     train.multiselect(key="race_backbones_tf_efficientnet_lite0").set_value(["tf_efficientnet_lite1"]).run()
     no_exceptions(train)
     assert any("runs 2 trainings at the same time" in c.value for c in train.caption)
+    before = {h.id for h in runner().handles(TRAINING)}  # the runner is shared by every test of this process
     train.button(key="race").click().run()
     no_exceptions(train)
     assert any("2 trainings started" in t.value for t in train.toast)
 
-    handles = runner().handles(TRAINING)
+    handles = [h for h in runner().handles(TRAINING) if h.id not in before]
     assert len(handles) == 2
     both_running = both_drawn_while_racing = False
     deadline = time.monotonic() + 600
-    while runner().active(TRAINING):
+    while not all(h.finished for h in handles):
         assert time.monotonic() < deadline, "the race did not finish in time"
         time.sleep(1)
         train.run()
@@ -53,7 +54,7 @@ def test_two_runs_race_on_one_board_and_both_curves_move(env, monkeypatch):  # n
     train.run()
     no_exceptions(train)
     texts = lanes(train)
-    assert sum(t.startswith("Completed in") for t in texts) == 2, texts
+    assert sum(t.startswith("Completed in") for t in texts) >= 2, texts
     names = [m.value for m in train.markdown if m.value.startswith("**tf_efficientnet_lite")]
     assert len(set(names)) == 2, names  # each run its own lane, its own name
     spec = train.get("plotly_chart")[0].proto.spec

@@ -115,7 +115,7 @@ def _wait_finished(*jobs) -> None:
 
 def test_train_clicked_again_while_the_first_is_starting_does_not_duplicate(tiny_data, tmp_path):
     trainer = _SlowTrainer()
-    runner = BackgroundRunner(trainer)
+    runner = BackgroundRunner(trainer, slots=1)  # one slot: the other training must wait its turn
     config = TrainConfig(strategy="linear_probe", seed=1)
     dataset = discover_dataset(tiny_data)
     barrier = threading.Barrier(8)
@@ -134,7 +134,7 @@ def test_train_clicked_again_while_the_first_is_starting_does_not_duplicate(tiny
     assert trainer.started.wait(30)
     clicks.append(runner.submit_training(copy.deepcopy(dataset), config, tmp_path))  # and once more while it runs
     other = runner.submit_training(dataset, config.replace(seed=2), tmp_path)  # another session, other settings
-    assert other.status == "queued"  # one training at a time: the second waits its turn
+    assert other.status == "queued"  # the slot is taken: the second waits its turn
     trainer.release.set()
     _wait_finished(clicks[0], other)
 

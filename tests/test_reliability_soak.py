@@ -15,7 +15,7 @@ SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
 
 @pytest.mark.slow
 def test_soak_memory_files_and_threads_stay_bounded():
-    out = subprocess.run([sys.executable, str(SOAK), "--seconds", "15", "--images-per-class", "4", "--json"],
+    out = subprocess.run([sys.executable, str(SOAK), "--seconds", "30", "--images-per-class", "4", "--json"],
                          check=False, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -23,4 +23,5 @@ def test_soak_memory_files_and_threads_stay_bounded():
     assert result["trainings"] - result["warm_up_trainings"] >= 3 and result["predictions"] >= 12
     assert end["rss_mb"] - start["rss_mb"] < 300, result  # generous: allocator slack and caches, not a leak
     assert end["fds"] <= start["fds"] + 2, result  # run files, model files and images are all closed
-    assert end["threads"] <= start["threads"] + 2, result  # one worker thread, however many jobs ran
+    # Trainings run in worker processes that end with them: no thread is left behind per job.
+    assert end["threads"] <= start["threads"] + 2, result
