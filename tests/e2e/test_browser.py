@@ -144,6 +144,21 @@ def choose(page, label: str, option: str) -> None:
     idle(page)
 
 
+def fine_tune_settings(page, app_url: str, epochs: int) -> None:
+    """On the Train page: strategy fine_tune, `epochs` epochs, 96 px images."""
+    page.goto(f"{app_url}/Train")
+    page.get_by_text("1. Backbone").first.wait_for()
+    idle(page)
+    page.locator('[data-testid="stRadio"] label').filter(has_text="fine_tune").first.click()
+    idle(page)
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Advanced settings").click()
+    for label, value in (("Epochs", str(epochs)), ("Image size", "96")):
+        field = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
+        field.fill(value)
+        field.press("Enter")
+        idle(page)
+
+
 def open_expander(page, title: str) -> None:
     """Open an expander, again if a rerun that was still on its way re-drew it closed."""
     details = page.locator('[data-testid="stExpander"]').filter(has_text=title).first.locator("details")
@@ -244,17 +259,7 @@ def test_data_train_inspect_in_a_browser(page, app_url, images):
     shot(page, "2_data")
 
     # Train: a short fine-tune (one epoch every second or so), watch the curve appear and grow
-    page.goto(f"{app_url}/Train")
-    page.get_by_text("1. Backbone").first.wait_for()
-    idle(page)
-    page.locator('[data-testid="stRadio"] label').filter(has_text="fine_tune").first.click()
-    idle(page)
-    page.locator('[data-testid="stExpander"] summary').filter(has_text="Advanced settings").click()
-    for label, value in (("Epochs", "10"), ("Image size", "96")):
-        field = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
-        field.fill(value)
-        field.press("Enter")
-        idle(page)
+    fine_tune_settings(page, app_url, epochs=10)
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("1 training started").first.wait_for()
     progress_seen: list[str] = []
@@ -357,17 +362,7 @@ def test_two_runs_race_side_by_side_in_a_browser(page, app_url):
     page.goto(app_url)
     page.get_by_role("button", name="Load the sample data").click()
     page.get_by_text("sample images").first.wait_for()
-    page.goto(f"{app_url}/Train")
-    page.get_by_text("1. Backbone").first.wait_for()
-    idle(page)
-    page.locator('[data-testid="stRadio"] label').filter(has_text="fine_tune").first.click()
-    idle(page)
-    page.locator('[data-testid="stExpander"] summary').filter(has_text="Advanced settings").click()
-    for label, value in (("Epochs", "8"), ("Image size", "96")):
-        field = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
-        field.fill(value)
-        field.press("Enter")
-        idle(page)
+    fine_tune_settings(page, app_url, epochs=8)
     open_expander(page, "Race several models")
     start = page.get_by_role("button", name="Start the race (2 trainings)")
     pick(page, "Also race these backbones", "tf_efficientnet_lite1", done=start)
