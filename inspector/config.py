@@ -56,6 +56,10 @@ class TrainConfig:
     # The camera's bit depth for 16-bit grey images (10, 12, 14, 16): one brightness mapping for the
     # whole dataset and every image the model later sees. None: inferred once from the dataset.
     bit_depth: int | None = None
+    # Domain adaptation (classification): another line's labelled dataset and unlabelled images from this
+    # line, as given (folder or zip paths, stored with the run); None: not used.
+    source: str | None = None
+    unlabeled: str | None = None
 
     def __post_init__(self) -> None:
         problems = []

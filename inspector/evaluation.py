@@ -51,7 +51,9 @@ def per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
                          *, method: str = "hold-out") -> dict[str, Any]:
-    """Accuracy with its interval, macro-F1, per-class precision/recall/F1, confusion matrix.
+    """Accuracy with its interval, balanced accuracy (the mean recall over the classes present: what
+    a rare defect class counts for, whatever the class sizes), macro-F1, per-class precision/recall/F1,
+    confusion matrix.
 
     A class absent from the data (support 0) is not scored: its precision, recall and F1 are None
     (null in the JSON), never 0, and it stays out of macro-F1."""
@@ -68,6 +70,7 @@ def evaluate_predictions(y_true: Sequence[int], y_pred: Sequence[int], classes: 
         "accuracy": correct / n if n else 0.0,
         "accuracy_ci": list(ci),
         "interval_too_wide": interval_warning(ci) is not None,
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "classes": list(classes),
         "per_class": {name: class_scores(precision[i], recall[i], f1[i], support[i])
@@ -141,6 +144,7 @@ class ClassificationEvaluation:
     per_class: dict[str, ClassScores]
     confusion_matrix: list[list[int]]
     predictions: list[dict[str, str]] = field(default_factory=list)  # path, label, predicted
+    balanced_accuracy: float | None = None  # None: a report from before it was measured
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassificationEvaluation:
@@ -150,13 +154,13 @@ class ClassificationEvaluation:
                    data["macro_f1"], list(data["classes"]),
                    {name: ClassScores(**class_scores(s["precision"], s["recall"], s["f1"], s["support"]))
                     for name, s in data["per_class"].items()},  # old reports scored absent classes 0
-                   data["confusion_matrix"], list(data.get("predictions", [])))
+                   data["confusion_matrix"], list(data.get("predictions", [])), data.get("balanced_accuracy"))
 
     def to_dict(self) -> dict[str, Any]:
         """evaluation.json: `evaluate_predictions`' keys, then the per-image predictions."""
         return {"method": self.method, "n_images": self.n_images, "accuracy": self.accuracy,
                 "accuracy_ci": list(self.accuracy_ci), "interval_too_wide": interval_warning(self.accuracy_ci) is not None,
-                "macro_f1": self.macro_f1, "classes": list(self.classes),
+                "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1, "classes": list(self.classes),
                 "per_class": {name: asdict(scores) for name, scores in self.per_class.items()},
                 "confusion_matrix": self.confusion_matrix, "predictions": list(self.predictions)}
 

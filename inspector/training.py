@@ -82,10 +82,42 @@ def _as_dataset(data: LabeledDataset | str | Path | Iterable) -> LabeledDataset:
     return data if isinstance(data, LabeledDataset) else discover_dataset(data)
 
 
-def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | None = None, *,
+@dataclass(frozen=True)
+class Domains:
+    """Another line's labelled images and this line's unlabelled ones (domain adaptation); None: absent."""
+
+    source: LabeledDataset | None = None
+    unlabeled: LabeledDataset | None = None
+
+    @property
+    def used(self) -> bool:
+        return self.source is not None or self.unlabeled is not None
+
+
+def _domains(source, unlabeled) -> Domains:
+    from .data import discover_images
+
+    if unlabeled is not None and not isinstance(unlabeled, LabeledDataset):
+        unlabeled = discover_images(unlabeled)
+    return Domains(None if source is None else _as_dataset(source), unlabeled)
+
+
+def _where(data: Any) -> str:
+    if isinstance(data, LabeledDataset):
+        return str(data.root) if data.root is not None else "(images given in memory)"
+    return str(data)
+
+
+def train(data: LabeledDataset | str | Path | Iterable | None, config: TrainConfig | None = None, *,
+          source: LabeledDataset | str | Path | None = None, unlabeled: LabeledDataset | str | Path | None = None,
           runs_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
           stop_event: threading.Event | None = None, feature_cache: FeatureCache | None = None) -> TrainResult:
     """Train a model on `data` (folder, zip, (path, label) pairs or a LabeledDataset) and store it.
+
+    Domain adaptation: `source` is another line's labelled dataset and `unlabeled` a folder, zip or
+    dataset of this line's unlabelled images (any layout), by default `config.source` and
+    `config.unlabeled`; `data` may then be None (no labelled image
+    from this line: the classes are the source's). The task decides what it does with them.
 
     User mistakes raise InspectorError before a run folder is made. Failures during training are
     recorded in the run (status "failed") and re-raised. A stop request keeps the best model.
@@ -93,14 +125,26 @@ def train(data: LabeledDataset | str | Path | Iterable, config: TrainConfig | No
     config = config or TrainConfig()
     started = time.perf_counter()
     task = create_task(config.task)
-    dataset = _as_dataset(data)
-    task.check_dataset(dataset, config)
+    # The config may carry the paths instead (background jobs, sweeps): they are read here.
+    source = source if source is not None else config.source
+    unlabeled = unlabeled if unlabeled is not None else config.unlabeled
+    domains = _domains(source, unlabeled)
+    if data is None and domains.source is None:
+        raise InspectorError("No labelled images were given: pass a dataset folder or zip, or another line's "
+                             "labelled images as the source.")
+    dataset = _as_dataset(data) if data is not None else LabeledDataset([], list(domains.source.classes), [], None)
+    if domains.used:
+        config = config.replace(source=config.source or (_where(source) if source is not None else None),
+                                unlabeled=config.unlabeled or (_where(unlabeled) if unlabeled is not None else None))
+        task.check_domains(dataset, domains, config)
+    else:
+        task.check_dataset(dataset, config)
     check_backbone_name(config.backbone)
     ranks = ranks_from_environment()  # several when started by torchrun; rank 0 writes the run store
     device = ranks.device_for(resolve_device(config.device))
     with process_group(ranks, device):
         return _train(task, dataset, config, device, ranks, started, runs_dir=runs_dir, callbacks=callbacks,
-                      stop_event=stop_event, feature_cache=feature_cache)
+                      stop_event=stop_event, feature_cache=feature_cache, domains=domains)
 
 
 class _FollowerRun:
@@ -123,7 +167,7 @@ class _FollowerRun:
 
 
 def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.device, ranks: Ranks, started: float, *,
-           runs_dir, callbacks, stop_event, feature_cache) -> TrainResult:
+           runs_dir, callbacks, stop_event, feature_cache, domains: Domains = Domains()) -> TrainResult:
     seed_everything(config.seed)
     # One brightness mapping for the whole dataset's 16-bit images, stored in the recipe (preprocessing).
     config = config.replace(bit_depth=config.bit_depth or dataset.bit_depth)
@@ -166,10 +210,12 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
                         n_images=len(dataset), validation=plan.description, epochs=resolved.epochs,
                         run_dir=str(run.path)))
         tracker = _tracker(run.run_id, emit, task, strategy, model, dataset, plan, resolved, prep, device, ranks)
-        tracker.start("decoding", total=len(dataset), unit="images")
+        tracker.start("decoding", total=len(dataset) + domains_size(domains), unit="images")
         images = load_image_set(dataset, prep.image_size, prep.bit_depth, on_image=tracker.advance)
+        source_images, unlabeled_images = _load_domains(domains, dataset.classes, prep, tracker)
         ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
-                         stop_event or threading.Event(), feature_cache=feature_cache, ranks=ranks, progress=tracker)
+                         stop_event or threading.Event(), feature_cache=feature_cache, ranks=ranks, progress=tracker,
+                         source=source_images, unlabeled=unlabeled_images)
         model = prepare_model(model, device)
         fitted = fit_with_plan(strategy, model, images, plan, ctx, save, cross_validate=config.cross_validate)
         tracker.start("evaluation")
@@ -201,12 +247,41 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
                          validation=plan.description, train_seconds=round(time.perf_counter() - started, 2),
                          best_epoch=fitted.best_epoch,
                          params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                         inference_ms_per_image=inference_ms, metrics=evaluation.metrics)
+                         inference_ms_per_image=inference_ms,
+                         metrics={**evaluation.metrics, **_domain_figures(resolved, domains), **(fitted.figures or {})})
     run.update(status=fitted.status, summary=summary.to_dict())
     tracker.finish()
     emit(TrainEnd(run.run_id, status=fitted.status, summary=summary.to_dict()))
     return TrainResult(run.run_id, run.path, fitted.status, config.backbone, strategy.name, reason, summary,
                        evaluation.report, skipped)
+
+
+def domains_size(domains: Domains) -> int:
+    """The images of the other line and the unlabelled ones (0 without domain adaptation)."""
+    return sum(len(d) for d in (domains.source, domains.unlabeled) if d is not None)
+
+
+def _load_domains(domains: Domains, classes: list[str], prep, tracker) -> tuple[Any, Any]:
+    """The source's images with labels indexing the run's `classes` (its images of other classes are
+    left out: check_domains said so), and the unlabelled images with label -1."""
+    source = unlabeled = None
+    if domains.source is not None:
+        kept = [i for i, s in enumerate(domains.source.samples) if s.label in classes]
+        subset = domains.source.subset(kept)
+        source = load_image_set(subset, prep.image_size, prep.bit_depth, on_image=tracker.advance)
+        source.labels = np.asarray([classes.index(s.label) for s in subset.samples], dtype=np.int64)
+    if domains.unlabeled is not None:
+        unlabeled = load_image_set(domains.unlabeled, prep.image_size, prep.bit_depth, on_image=tracker.advance)
+        unlabeled.labels = np.full(len(unlabeled), -1, dtype=np.int64)
+    return source, unlabeled
+
+
+def _domain_figures(config: TrainConfig, domains: Domains) -> dict[str, Any]:
+    """What a run with another line's images stores: which source, how many images of each kind."""
+    if not domains.used:
+        return {}
+    return {"source": config.source, "n_source": len(domains.source) if domains.source is not None else 0,
+            "n_unlabeled": len(domains.unlabeled) if domains.unlabeled is not None else 0}
 
 
 HEARTBEAT_S = 2.0  # a Progress event at least this often, even while one batch runs long

@@ -25,11 +25,41 @@ def unseen_parts() -> list[tuple[np.ndarray, str]]:
     return [(render_image(label, rng), label) for label in ("crack", "ok", "scratch") for _ in range(6)]
 
 
-def check_trains_reproducibly_and_beats_chance(strategy: str, data, unseen_parts, tmp_path) -> None:
+def camera_b(image: np.ndarray) -> np.ndarray:
+    """The shift a second camera makes (the test's own): darker, lower contrast, softer, noisier."""
+    from PIL import Image, ImageFilter
+
+    soft = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float64)
+    noise = np.random.default_rng(int(image.sum()) % 2**32).normal(0, 4, image.shape)
+    return np.clip(0.6 * soft + 20 + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def other_line(tmp_path_factory) -> dict:
+    """A transfer strategy's data: this line (the test's second camera) with 4 labelled images per class and
+    12 unlabelled ones, the source being tiny_data's camera; and this line's unseen parts."""
+    from PIL import Image
+
+    from inspector.sample_data import render_image
+
+    rng = np.random.default_rng(99)
+    root = tmp_path_factory.mktemp("line_b")
+    for label in ("crack", "ok", "scratch"):
+        (root / "labelled" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(camera_b(render_image(label, rng))).save(root / "labelled" / label / f"{i}.png")
+        (root / "unlabelled" / "shift1").mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            Image.fromarray(camera_b(render_image(label, rng))).save(root / "unlabelled" / "shift1" / f"{label}{i}.png")
+    unseen = [(camera_b(render_image(label, rng)), label) for label in ("crack", "ok", "scratch") for _ in range(6)]
+    return {"data": root / "labelled", "unlabeled": root / "unlabelled", "unseen": unseen}
+
+
+def check_trains_reproducibly_and_beats_chance(strategy: str, data, unseen_parts, tmp_path, **domains) -> None:
     config = TrainConfig(strategy=strategy, epochs=4, **FAST)
     events: list = []
-    first = train(data, config, runs_dir=tmp_path / "a", callbacks=[events.append])
-    second = train(data, config, runs_dir=tmp_path / "b")
+    first = train(data, config, runs_dir=tmp_path / "a", callbacks=[events.append], **domains)
+    second = train(data, config, runs_dir=tmp_path / "b", **domains)
     assert first.status == second.status == "completed"
     assert (first.run_dir / "model.safetensors").is_file(), "the trainer saves every completed model"
     final_epochs = [e.epoch for e in events if isinstance(e, EpochEnd) and e.fold == "final"]
@@ -47,7 +77,7 @@ def check_trains_reproducibly_and_beats_chance(strategy: str, data, unseen_parts
     assert accuracy >= 0.5, f"{strategy}: {accuracy:.2f} on unseen parts, chance is 0.33"
 
 
-def check_stops_within_a_batch(strategy: str, data, tmp_path) -> None:
+def check_stops_within_a_batch(strategy: str, data, tmp_path, **domains) -> None:
     stop, after_stop = threading.Event(), []
 
     def stop_at_first_batch(event) -> None:
@@ -58,7 +88,7 @@ def check_stops_within_a_batch(strategy: str, data, tmp_path) -> None:
 
     # A fresh feature cache: with the images' features already cached there would be no batch to stop in.
     result = train(data, TrainConfig(strategy=strategy, epochs=30, **FAST), runs_dir=tmp_path,
-                   callbacks=[stop_at_first_batch], stop_event=stop, feature_cache=FeatureCache())
+                   callbacks=[stop_at_first_batch], stop_event=stop, feature_cache=FeatureCache(), **domains)
     assert result.status == "stopped"
     assert len(after_stop) <= 1, f"{strategy} ran {len(after_stop)} batches after the stop request"
     assert RunStore(tmp_path).list_runs()[0].status == "stopped"
@@ -66,7 +96,17 @@ def check_stops_within_a_batch(strategy: str, data, tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_strategy_contract(strategy, tiny_data, unseen_parts, tmp_path):
+def test_strategy_contract(strategy, tiny_data, unseen_parts, other_line, tmp_path):
+    if getattr(STRATEGIES[strategy], "transfer", False):
+        # A transfer strategy learns this line from the other line (tiny_data) and this line's few images,
+        # refuses in plain words without the other line, and is judged on this line's unseen parts.
+        with pytest.raises(InspectorError, match="another line"):
+            train(other_line["data"], TrainConfig(strategy=strategy, **FAST), runs_dir=tmp_path / "none")
+        domains = {"source": tiny_data, "unlabeled": other_line["unlabeled"]}
+        check_trains_reproducibly_and_beats_chance(strategy, other_line["data"], other_line["unseen"], tmp_path,
+                                                   **domains)
+        check_stops_within_a_batch(strategy, other_line["data"], tmp_path / "stop", **domains)
+        return
     check_trains_reproducibly_and_beats_chance(strategy, tiny_data, unseen_parts, tmp_path)
     check_stops_within_a_batch(strategy, tiny_data, tmp_path / "stop")
 

@@ -27,7 +27,16 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     from ..tasks.base import DEFAULT_TASK
 
     p = sub.add_parser("train", help="train a model on a folder of class sub-folders or a .zip")
-    p.add_argument("data", help="folder with one sub-folder per class, or a .zip of such folders")
+    p.add_argument("data", nargs="?", default=None,
+                   help="folder with one sub-folder per class, or a .zip of such folders (may be left out with "
+                        "--source: then no labelled image of this line is used)")
+    p.add_argument("--source", default=None, metavar="FOLDER",
+                   help="another line's labelled dataset (class folders, folder or .zip) to carry over to this "
+                        "line: domain adaptation (strategy auto measures every transfer method against this "
+                        "line's own images)")
+    p.add_argument("--unlabeled", default=None, metavar="FOLDER",
+                   help="unlabelled images from this line (folder or .zip, any layout: folder names are not read "
+                        "as labels), used with --source")
     task = p.add_argument("--task", default=DEFAULT_TASK,
                           help="classification: learn each defect class; anomaly: learn good parts only and flag "
                                "anything unusual (default: %(default)s)")
@@ -99,7 +108,7 @@ def _launch_ranks(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int | None:
     from ..config import TrainConfig
-    from ..data import discover_dataset, validate_dataset
+    from ..data import discover_dataset, discover_images, validate_dataset
     from ..engine import ConsoleProgress
     from ..engine.distributed import ranks_from_environment
     from ..training import train
@@ -117,17 +126,29 @@ def run(args: argparse.Namespace) -> int | None:
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
                          resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv,
                          any_orientation=not args.orientation_matters, bit_depth=args.bit_depth)
-    dataset = discover_dataset(args.data, extract_dir=args.scratch)
+    if args.data is None and args.source is None:
+        raise InspectorError("Give the dataset folder (or .zip) to train on, or another line's dataset with --source.")
+    if args.unlabeled is not None and args.source is None:
+        raise InspectorError("--unlabeled goes with --source: unlabelled images from this line adapt another "
+                             "line's model to it.")
+    dataset = discover_dataset(args.data, extract_dir=args.scratch) if args.data is not None else None
+    source = discover_dataset(args.source, extract_dir=args.scratch) if args.source is not None else None
+    unlabeled = discover_images(args.unlabeled, extract_dir=args.scratch) if args.unlabeled is not None else None
+    if source is not None:
+        config = config.replace(source=args.source, unlabeled=args.unlabeled)
     data_warnings: list[str] = []
     if ranks.is_main:  # under torchrun the other ranks train quietly: one report, one JSON line
-        for note in dataset.notes:  # a split layout: which folder is trained on, what the others are for
-            print(f"note: {note}", file=sys.stderr)
-        for item in dataset.skipped:
-            print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
-        data_warnings = [finding.message for finding in validate_dataset(dataset).warnings]  # empty class, copies
+        for given in (d for d in (dataset, source, unlabeled) if d is not None):
+            for note in given.notes:  # a split layout: which folder is trained on, what the others are for
+                print(f"note: {note}", file=sys.stderr)
+            for item in given.skipped:
+                print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+        if dataset is not None:  # empty class, copies
+            data_warnings = [finding.message for finding in validate_dataset(dataset).warnings]
         for message in data_warnings:
             print(f"warning: {message}", file=sys.stderr)
-    result = train(dataset, config, runs_dir=args.runs_dir, callbacks=[ConsoleProgress()])
+    result = train(dataset, config, source=source, unlabeled=unlabeled, runs_dir=args.runs_dir,
+                   callbacks=[ConsoleProgress()])
     if not ranks.is_main:
         return None
     print(f"Run saved to {result.run_dir}", file=sys.stderr)
@@ -138,5 +159,6 @@ def run(args: argparse.Namespace) -> int | None:
     for message in run_warnings:
         print(f"warning: {message}", file=sys.stderr)
     if args.json:
-        emit_json({**result.to_dict(), "warnings": [*data_warnings, *run_warnings], "notes": dataset.notes})
+        emit_json({**result.to_dict(), "warnings": [*data_warnings, *run_warnings],
+                   "notes": dataset.notes if dataset is not None else []})
     return None

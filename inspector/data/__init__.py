@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from inspector.data.archive import extract_zip
-from inspector.data.discovery import LabeledDataset, Sample, discover_dataset
+from inspector.data.discovery import UNLABELED, LabeledDataset, Sample, discover_dataset, discover_images
 from inspector.data.images import (
     IMAGE_EXTENSIONS,
     MAX_IMAGE_PIXELS,
@@ -18,6 +18,7 @@ from inspector.data.validation import Finding, ValidationReport, validate_datase
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
+    "UNLABELED",
     "Finding",
     "LabeledDataset",
     "Sample",
@@ -26,6 +27,7 @@ __all__ = [
     "ValidationReport",
     "content_hash",
     "discover_dataset",
+    "discover_images",
     "extract_zip",
     "is_image_path",
     "load_image",

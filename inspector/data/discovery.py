@@ -28,7 +28,7 @@ from inspector.errors import ImageLoadError, InspectorError
 from inspector.runtime.frames import frame_problem
 from inspector.runtime.images import broken_link_reason, dataset_bit_depth, image_bit_depth, walk_files
 
-__all__ = ["LabeledDataset", "Sample", "Skipped", "discover_dataset", "natural_key"]
+__all__ = ["UNLABELED", "LabeledDataset", "Sample", "Skipped", "discover_dataset", "discover_images", "natural_key"]
 
 _LAYOUT_HINT = "Put the images into one sub-folder per class, e.g. data/ok/*.png and data/scratch/*.png"
 # Decoding is mostly C code that releases the GIL, so threads scale with cores.
@@ -202,6 +202,41 @@ def _discover_folder(root: Path, skipped: list[Skipped], max_pixels: int | None,
 
 
 _MASKS_REASON = "defect masks (ground truth), not photos: left out"
+
+UNLABELED = "(unlabelled)"  # the one pseudo-class of `discover_images`' samples
+
+
+def discover_images(source: str | os.PathLike, *, extract_dir: Path | None = None,
+                    max_pixels: int | None = None) -> LabeledDataset:
+    """Every usable image in a folder or ``.zip``, in any layout: folder names are never read as labels
+    (unlabelled images from a line, which plants keep by date, shift or camera). The samples' label is
+    the pseudo-class ``UNLABELED``; mask folders (ground_truth/, masks/) are left out like everywhere.
+
+    Raises:
+        InspectorError: the path is missing, is a file that is not a zip, or holds no usable image.
+    """
+    path = Path(source)
+    if str(path) in ("", "."):
+        raise InspectorError("No folder or zip file of unlabelled images was given.")
+    if not path.exists():
+        raise InspectorError(f"'{path}' does not exist.")
+    skipped: list[Skipped] = []
+    if path.is_dir():
+        root = path
+    elif path.suffix.lower() == ".zip":
+        dest = extract_dir if extract_dir is not None else Path(tempfile.mkdtemp(prefix="inspector-zip-"))
+        root, skipped = extract_zip(path, dest)
+    else:
+        raise InspectorError(f"'{path.name}' is a file, not a folder or a .zip archive of images.")
+    candidates: list[tuple[Path, str]] = []
+    for file in _walk_files(root, root, skipped):
+        if any(is_mask_folder(part) for part in file.relative_to(root).parts[:-1]):
+            continue
+        if is_image_path(file):
+            candidates.append((file, UNLABELED))
+        else:
+            skipped.append(Skipped(display_path(file, root), _non_image_reason(file)))
+    return _verify(candidates, [UNLABELED], skipped, root, max_pixels)
 
 
 def _mask_folder_of(path: Path, class_dir: Path) -> Path | None:

@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from .distributed import SINGLE, Ranks
 from .events import Event
 from .features import FeatureCache
+from .loaders import ImageSet
 
 # Called with (model, epoch, val_accuracy) when the kept model improves during a fit.
 CheckpointSink = Callable[[torch.nn.Module, int, "float | None"], None]
@@ -44,6 +45,11 @@ class FitContext:
     # The run's progress tracker (engine/progress.py: start/advance per phase); None when nobody follows
     # the fit. Read it with progress.tracker_of(ctx).
     progress: Any = None
+    # Domain adaptation: another line's labelled images (labels index `classes`) and unlabelled images
+    # from this line (labels -1); None when absent. Every fold gets all of them: only this line's
+    # labelled images are split into folds.
+    source: ImageSet | None = None
+    unlabeled: ImageSet | None = None
 
     def check_stop(self) -> None:
         if self.stop_event.is_set():
@@ -78,3 +84,6 @@ class FitOutcome:
     best_epoch: int | None
     val_probabilities: np.ndarray | None  # (n_val, n_outputs)
     stopped: bool = False
+    # Figures the strategy measured besides the epochs (e.g. a transfer run's guard), JSON-ready; the kept
+    # model's are added to the run's summary metrics.
+    figures: dict[str, Any] | None = None

@@ -28,6 +28,7 @@ PHASES: dict[str, str] = {
     "decoding": "Reading images",
     "features": "Extracting features",
     "head": "Fitting the classifier",
+    "adaptation": "Comparing transfer methods",
     "training": "Training",
     "coreset": "Choosing bank patches",
     "calibration": "Calibrating the threshold",

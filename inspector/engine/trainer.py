@@ -38,6 +38,7 @@ class PlanResult:
     best_epoch: int | None  # None: no model (stopped before the first epoch ended)
     evaluated: np.ndarray  # image indices with an out-of-sample output
     outputs: np.ndarray  # one row per evaluated image (class probabilities, or a task's scores)
+    figures: dict | None = None  # the kept fit's own figures (FitOutcome.figures)
 
 
 class _KeptModelSaver:
@@ -107,14 +108,15 @@ def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, 
         saver.after_fit(outcome)
         status = "stopped" if outcome.stopped else "completed"
         if outcome.best_epoch is None or outcome.val_probabilities is None:
-            return PlanResult(status, outcome.best_epoch, none, np.zeros((0, 0)))
-        return PlanResult(status, outcome.best_epoch, np.asarray(val_idx), outcome.val_probabilities)
+            return PlanResult(status, outcome.best_epoch, none, np.zeros((0, 0)), outcome.figures)
+        return PlanResult(status, outcome.best_epoch, np.asarray(val_idx), outcome.val_probabilities, outcome.figures)
 
     initial = copy.deepcopy(model.state_dict()) if cross_validate else None  # each fold starts from here
     outcome = _fit(strategy, model, images, None, kept_ctx, saver)
     saver.after_fit(outcome)
     if outcome.stopped or not cross_validate:
-        return PlanResult("stopped" if outcome.stopped else "completed", outcome.best_epoch, none, np.zeros((0, 0)))
+        return PlanResult("stopped" if outcome.stopped else "completed", outcome.best_epoch, none, np.zeros((0, 0)),
+                          outcome.figures)
     # With several ranks the folds run side by side, one process each (no collectives inside a
     # fold), and their predictions are gathered: k folds on N ranks take about k/N fold times.
     mine = set(ctx.ranks.shard(len(plan.folds)).tolist())
@@ -135,4 +137,4 @@ def fit_with_plan(strategy: Fittable, model: torch.nn.Module, images: ImageSet, 
     outputs = [probs for _, _, probs in fold_results]
     status = "stopped" if ctx.stop_event.is_set() else "completed"
     return PlanResult(status, outcome.best_epoch, np.asarray(evaluated, dtype=int),
-                      np.concatenate(outputs) if outputs else np.zeros((0, 0)))
+                      np.concatenate(outputs) if outputs else np.zeros((0, 0)), outcome.figures)

@@ -155,6 +155,12 @@ class Task:
     def check_dataset(self, dataset: LabeledDataset, config: TrainConfig) -> None:
         """Raise InspectorError, in plain words, when the data cannot train this task."""
 
+    def check_domains(self, dataset: LabeledDataset, domains: Any, config: TrainConfig) -> None:
+        """With another line's images (training.Domains: source, unlabeled): raise InspectorError, in
+        plain words, when this task cannot use them or the data cannot train it. The default: not used."""
+        raise InspectorError(f"{self.name} runs do not learn from another line's images or from unlabelled "
+                             "images; leave out the source and the unlabelled images.")
+
     def strategies(self) -> dict[str, str]:
         """The strategies a user can choose (name -> one line); "auto" is always allowed."""
         return {}

@@ -86,13 +86,24 @@ def create_strategy(name: str) -> Strategy:
     return STRATEGIES[name]()
 
 
+NEEDS_SOURCE = ("'{name}' carries a model from another line to this one: give that line's labelled images "
+                "(inspector train --source FOLDER, or 'Images from another line' on the Data page).")
+
 HEAD_STEPS = 12  # the linear head's planned steps: its LDA, up to 10 temperature folds, the search
 
 AUTO_SUMMARY = "Picks the strategy that suits your number of images and your hardware."
 
 
-def choose_strategy(images_per_class: int, device_type: str) -> tuple[str, str]:
-    """The strategy `auto` runs, and why, in one sentence."""
+def is_transfer(name: str) -> bool:
+    """Does the strategy of that name carry a model from another line (it needs a source)?"""
+    return bool(getattr(STRATEGIES.get(name), "transfer", False))
+
+
+def choose_strategy(images_per_class: int, device_type: str, *, source: bool = False) -> tuple[str, str]:
+    """The strategy `auto` runs, and why, in one sentence. `source`: another line's images are given."""
+    if source:
+        return "auto_transfer", ("another line's images are given: every transfer method is measured against "
+                                 "this line's own images and kept only if it helps")
     if images_per_class < 30 or (device_type == "cpu" and images_per_class < 100):
         return "linear_probe", (f"with {images_per_class} images in the smallest class"
                                 f"{' on a CPU' if device_type == 'cpu' else ''}, a tuned classifier on frozen "
@@ -271,3 +282,7 @@ class L2SP(FineTune):
                 group["weight_decay"] = 0.0
         return fit_gradient(model, groups, train, val, ctx, epochs=self.epochs(ctx.config),
                             regulariser=pull_to_pretrained)
+
+
+# The transfer strategies register themselves (they build on LinearProbe above).
+from .transfer import strategies as _transfer_strategies  # noqa: E402,F401

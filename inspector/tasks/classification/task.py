@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...data import plan_validation, validate_dataset
+from ...data import ValidationPlan, plan_validation, validate_dataset
 from ...errors import InspectorError
 from ...evaluation import ClassificationEvaluation, evaluate_predictions
 from ...models import architecture_recipe, build_model
@@ -57,12 +57,37 @@ class ClassificationTask(Task):
         if not report.ok:
             raise InspectorError(" ".join(f.message for f in report.errors))
 
+    def check_domains(self, dataset, domains, config) -> None:
+        """Another line's labelled images (source) and this line's unlabelled ones: the source must be a
+        usable dataset sharing classes with this line's; this line's labelled images (if any) must be too."""
+        from .strategies import is_transfer
+
+        if domains.source is None:
+            raise InspectorError("Unlabelled images from this line are used together with another line's labelled "
+                                 "images: give the other line's dataset as the source too.")
+        report = validate_dataset(domains.source)
+        if not report.ok:
+            raise InspectorError("The other line's images (source): " + " ".join(f.message for f in report.errors))
+        if len(dataset):
+            self.check_dataset(dataset, config)
+            shared = [c for c in dataset.classes if c in domains.source.classes]
+            if not shared:
+                raise InspectorError(f"The other line's classes ({', '.join(domains.source.classes)}) share none with "
+                                     f"this line's ({', '.join(dataset.classes)}): name the class folders alike.")
+        if config.strategy not in ("auto",) and not is_transfer(config.strategy):
+            raise InspectorError(f"'{config.strategy}' does not use another line's images; choose auto or a transfer "
+                                 "method (coral, ot_mapping, subspace_alignment, importance_weighting, "
+                                 "source_selection, auto_transfer), or leave out the source.")
+
     def choose_strategy(self, config, dataset, device):
-        from .strategies import choose_strategy, create_strategy
+        from .strategies import NEEDS_SOURCE, choose_strategy, create_strategy, is_transfer
 
         if config.strategy != "auto":
+            if is_transfer(config.strategy) and not config.source:
+                raise InspectorError(NEEDS_SOURCE.format(name=config.strategy))
             return create_strategy(config.strategy), "chosen by you"
-        name, reason = choose_strategy(min(dataset.counts().values()), device.type)
+        counts = dataset.counts().values()
+        name, reason = choose_strategy(min(counts) if counts else 0, device.type, source=bool(config.source))
         return create_strategy(name), reason
 
     def build_model(self, config, dataset, strategy) -> torch.nn.Module:
@@ -70,6 +95,10 @@ class ClassificationTask(Task):
                            weights_path=config.weights_path, symmetric=config.any_orientation)
 
     def validation_plan(self, dataset, config):
+        if not len(dataset):  # a transfer run without labelled images from this line
+            none = np.zeros(0, dtype=np.int64)
+            return ValidationPlan("holdout", [(none, none)], "no labelled images from this line: its accuracy "
+                                  "cannot be measured (label a few images per class to measure it)")
         return plan_validation(dataset.labels, seed=config.seed, val_fraction=config.val_fraction,
                                max_folds=config.max_folds)
 
@@ -80,7 +109,8 @@ class ClassificationTask(Task):
         """Accuracy, macro-F1 and the confusion matrix over the out-of-sample images, plus each
         image's prediction (for paired comparisons of two runs)."""
         if not len(evaluated):
-            return Evaluation({"val_accuracy": None, "val_accuracy_ci": None, "val_macro_f1": None}, None)
+            return Evaluation({"val_accuracy": None, "val_accuracy_ci": None, "val_balanced_accuracy": None,
+                               "val_macro_f1": None}, None)
         predicted = outputs.argmax(1)
         truth = np.asarray(dataset.labels)[evaluated]
         rows = [{"path": str(dataset.samples[i].path), "label": dataset.classes[t], "predicted": dataset.classes[p]}
@@ -88,7 +118,7 @@ class ClassificationTask(Task):
         report = ClassificationEvaluation.from_dict(
             {**evaluate_predictions(truth, predicted, dataset.classes, method=plan.description), "predictions": rows})
         return Evaluation({"val_accuracy": report.accuracy, "val_accuracy_ci": list(report.accuracy_ci),
-                           "val_macro_f1": report.macro_f1}, report)
+                           "val_balanced_accuracy": report.balanced_accuracy, "val_macro_f1": report.macro_f1}, report)
 
     def inference_ms(self, model, images, preprocessing, device, on_images=None) -> float:
         import time

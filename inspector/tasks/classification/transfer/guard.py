@@ -1,0 +1,160 @@
+"""The guard against negative transfer (the founding document's appendix, question 1): does the other
+line help this one at all?
+
+Every transfer run measures, on the same images of this line, the model from this line's labels alone
+(target-only), the other line's model as it is (source-only) and the adapted one:
+
+- with labelled images from this line, by stratified cross-validation over them (balanced accuracy; the
+  unlabelled images and every source image take part in every fold, the fold's held-out images only as
+  unlabelled ones). A transfer method is kept only when its gain over target-only is beyond the noise:
+  the lower end of a paired, class-stratified bootstrap interval of the difference is above 0;
+- with none, no accuracy on this line can be measured. A label-free score ranks the methods: reverse
+  validation (Zhong et al. 2010): the adapted model labels this line's images, a model trained on those
+  labels alone predicts the source's labelled images, and its balanced accuracy there is the score. It
+  ranks methods; it is not this line's accuracy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..linear import LinearHead, fit_linear_head
+from .alignment import METHODS, DomainFeatures, Scaling
+
+FOLDS = 5
+BOOTSTRAP = 1000
+BASELINES = ("source_only", "target_only")
+NO_HELP = "the other line does not help here"
+
+
+def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
+    """The mean recall over the classes present in `truth`."""
+    recalls = [float((predicted[truth == k] == k).mean()) for k in range(n_classes) if (truth == k).any()]
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
+def _bootstrap(truth: np.ndarray, predictions: dict[str, np.ndarray], n_classes: int, seed: int,
+               minus: str | None = None) -> dict[str, list[float]]:
+    """95 % intervals of each method's balanced accuracy (or of its difference to `minus`), from the
+    same class-stratified resamples of the images for every method (paired)."""
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(truth == k) for k in range(n_classes) if (truth == k).any()]
+    draws: dict[str, list[float]] = {name: [] for name in predictions}
+    for _ in range(BOOTSTRAP):
+        idx = np.concatenate([rng.choice(rows, len(rows)) for rows in by_class])
+        base = balanced_accuracy(truth[idx], predictions[minus][idx], n_classes) if minus else 0.0
+        for name, predicted in predictions.items():
+            draws[name].append(balanced_accuracy(truth[idx], predicted[idx], n_classes) - base)
+    return {name: [round(float(np.quantile(d, 0.025)), 3), round(float(np.quantile(d, 0.975)), 3)]
+            for name, d in draws.items()}
+
+
+def cross_validated_predictions(data: DomainFeatures, methods: Sequence[str], seed: int,
+                                on_step: Callable[[], None] | None = None) -> dict[str, np.ndarray] | None:
+    """Out-of-fold class predictions (n_l,) of this line's labelled images for each method; None when a
+    class has fewer than 2 labelled images (no stratified folds)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(data.target_labels, minlength=1)
+    present = counts[counts > 0]
+    if not len(data.target) or present.min() < 2:
+        return None
+    folds = StratifiedKFold(n_splits=int(min(FOLDS, present.min())), shuffle=True, random_state=seed)
+    predicted = {name: np.full(len(data.target), -1) for name in methods}
+    for train_idx, val_idx in folds.split(data.target, data.target_labels):
+        fold = data.with_target(train_idx, data.target[val_idx])
+        for name in methods:
+            predicted[name][val_idx] = METHODS[name](fold, seed).logits(data.target[val_idx]).argmax(1)
+            if on_step:
+                on_step()
+    return predicted
+
+
+def reverse_validation(data: DomainFeatures, head: LinearHead, seed: int) -> float:
+    """A label-free score of `head` (acting on this line's raw features): this line's images labelled
+    by it train a head on this line's scaled features, which then predicts the source's scaled images;
+    the balanced accuracy there (0-1)."""
+    target = data.target_all
+    pseudo = head.logits(target).argmax(1)
+    if len(np.unique(pseudo)) < 2:
+        return 0.0  # every image given one class: the reverse model cannot learn anything
+    reverse = fit_linear_head(Scaling.of(target)(target), pseudo, data.n_classes, seed=seed)
+    predicted = reverse.logits(Scaling.of(data.source)(data.source)).argmax(1)
+    return balanced_accuracy(data.source_labels, predicted, data.n_classes)
+
+
+@dataclass
+class TransferDecision:
+    """What the guard found: the CLI's `transfer` object (`to_dict`)."""
+
+    method: str  # the model kept: a method's name, or "target_only" / "source_only"
+    chosen_by: str  # "target_cv" | "label_free_score"
+    score_name: str  # "balanced_accuracy" (cross-validated on this line) | "reverse_validation"
+    source_only: float | None
+    target_only: float | None
+    adapted: float | None
+    intervals: dict[str, list[float] | None]
+    reason: str
+    scores: dict[str, float] = field(default_factory=dict)  # every method measured, by name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "chosen_by": self.chosen_by, "score_name": self.score_name,
+                "source_only": self.source_only, "target_only": self.target_only, "adapted": self.adapted,
+                "intervals": self.intervals, "reason": self.reason, "scores": self.scores}
+
+
+def decide(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic: bool,
+           on_step: Callable[[], None] | None = None) -> TransferDecision:
+    """Measure the baselines and `methods` on this line and decide which model to keep. `automatic`:
+    keep a method only if it beats target-only beyond the noise (else target-only); otherwise the
+    user's one method is kept and the figures only inform."""
+    measured = [*BASELINES, *[m for m in methods if m not in BASELINES]]
+    predicted = cross_validated_predictions(data, measured, seed, on_step)
+    if predicted is None:
+        return _label_free(data, methods, seed, automatic=automatic)
+    truth, k = data.target_labels, data.n_classes
+    scores = {name: round(balanced_accuracy(truth, p, k), 3) for name, p in predicted.items()}
+    intervals = _bootstrap(truth, predicted, k, seed)
+    gains = _bootstrap(truth, predicted, k, seed + 1, minus="target_only")
+    best = max(methods, key=lambda name: scores[name])
+    if automatic:
+        helps = gains[best][0] > 0
+        method = best if helps else "target_only"
+        reason = (f"{best} beats target-only by {scores[best] - scores['target_only']:+.1%} balanced accuracy "
+                  f"(95 % interval of the gain {gains[best][0]:+.1%} to {gains[best][1]:+.1%}) on this line's "
+                  "labelled images" if helps else
+                  f"{NO_HELP}: the best transfer method ({best}, {scores[best]:.1%}) does not beat this line's "
+                  f"own images ({scores['target_only']:.1%}) beyond the noise "
+                  f"(gain {gains[best][0]:+.1%} to {gains[best][1]:+.1%}); trained on this line's images only")
+    else:
+        method = best = methods[0]
+        gain = scores[best] - scores["target_only"]
+        reason = (f"{best} as chosen: {scores[best]:.1%} balanced accuracy on this line's labelled images, "
+                  f"{gain:+.1%} against this line's images alone"
+                  + (" (within the noise)" if gains[best][0] <= 0 <= gains[best][1] else
+                     "; worse: the other line hurts here, consider target-only" if gains[best][1] < 0 else ""))
+    adapted_name = method if method not in BASELINES else best
+    return TransferDecision(method, "target_cv", "balanced_accuracy", scores["source_only"], scores["target_only"],
+                            scores[adapted_name],
+                            {"source_only": intervals["source_only"], "target_only": intervals["target_only"],
+                             "adapted": intervals[adapted_name]}, reason, scores)
+
+
+def _label_free(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic: bool) -> TransferDecision:
+    """No accuracy on this line can be measured: rank source-only and the methods by reverse validation."""
+    candidates = ["source_only", *[m for m in methods if m not in BASELINES]]
+    scores = {name: round(reverse_validation(data, METHODS[name](data, seed), seed), 3) for name in candidates}
+    if automatic:
+        method = max(candidates, key=lambda name: scores[name])
+    else:
+        method = methods[0]
+    trust = ("reverse validation ranks methods by how consistently they label this line's images; it is not "
+             "this line's accuracy. Label a few images per class of this line to measure it")
+    reason = (f"{method} scored best by reverse validation ({scores[method]:.1%}; source-only "
+              f"{scores['source_only']:.1%}); {trust}" if automatic else
+              f"{method} as chosen (reverse validation {scores[method]:.1%}, source-only {scores['source_only']:.1%}); "
+              f"{trust}")
+    none = {"source_only": None, "target_only": None, "adapted": None}
+    return TransferDecision(method, "label_free_score", "reverse_validation", None, None, None, none, reason, scores)
