@@ -71,6 +71,8 @@ def curves(series: dict[str, list], show_folds: bool = False) -> go.Figure:
         final = live.epochs(events)
         _add(fig, label, name, final, [(1, "train loss", "train_loss", "solid"), (3, "learning rate", "lr", "solid")],
              color, legend=True)
+        _add(fig, label, name, term_points(final), [(1, term, term, TERM_DASHES.get(term, "dot"))
+                                                    for term in term_names(final)], color, legend=False, opacity=0.6)
         _add(fig, label, name, points, [(1, "val loss", "val_loss", "dash"), (2, "val accuracy", "val_accuracy", "solid"),
                                         (2, "val macro-F1", "val_macro_f1", "dot")], color, legend=not final)
         if show_folds:
@@ -78,6 +80,8 @@ def curves(series: dict[str, list], show_folds: bool = False) -> go.Figure:
                 _add(fig, f"{name} fold {fold}", name, live.epochs(events, fold), [
                     (1, "val loss", "val_loss", "dash"), (2, "val accuracy", "val_accuracy", "solid"),
                     (2, "val macro-F1", "val_macro_f1", "dot")], color, legend=False, opacity=0.3)
+    if any(term_names(live.epochs(events)) for events in drawn.values()):
+        fig.layout.annotations[0].text = "Loss (solid: train, dashed: validation; L_s, L_t, D: the terms)"
     if not any(trace.xaxis == "x2" for trace in fig.data):
         left, right = fig.layout.xaxis2.domain  # the middle panel, in paper coordinates (an axis-domain
         fig.add_annotation(text="Measured by cross-validation<br>once the kept model is trained",  # reference
@@ -90,6 +94,22 @@ def curves(series: dict[str, list], show_folds: bool = False) -> go.Figure:
     fig.update_annotations(font_size=13)
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+# A transfer run's separate loss terms (EpochEnd.terms): source loss, this line's loss, the lines' discrepancy.
+TERM_DASHES = {"L_s": "longdash", "L_t": "dashdot", "D": "longdashdot"}
+
+
+def term_names(points: list) -> list[str]:
+    """The names of the loss terms the epochs report (EpochEnd.terms), in first-seen order; [] for none."""
+    return list(dict.fromkeys(name for e in points for name in (getattr(e, "terms", None) or {})))
+
+
+def term_points(points: list) -> list:
+    """One point per epoch with each term as an attribute (None where an epoch lacks it)."""
+    names = term_names(points)
+    return [SimpleNamespace(epoch=e.epoch, **{n: (getattr(e, "terms", None) or {}).get(n) for n in names})
+            for e in points]
 
 
 def _add(fig: go.Figure, label: str, group: str, points: list, traces: list, color: str, legend: bool,

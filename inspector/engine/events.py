@@ -89,6 +89,9 @@ class EpochEnd(Event):
     device: str
     device_memory_mb: float | None
     fold: str = "final"  # "final" for the model that is kept, "k/K" during cross-validation
+    # The epoch means of the loss's separate terms, by name, when the objective has several (e.g. a
+    # transfer run's "L_s", "L_t", "D"); None otherwise and in event files written before it existed.
+    terms: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

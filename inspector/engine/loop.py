@@ -1,7 +1,8 @@
 """The gradient-training loop shared by every fine-tuning strategy.
 
 Strategies differ only in the parameter groups they hand in (what trains, at which learning
-rate) and an optional regulariser; the loop itself is the same for all of them.
+rate), an optional regulariser and an optional extra loss per batch (e.g. a second data stream);
+the loop itself is the same for all of them.
 """
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ from .predict import predict_probabilities
 from .progress import Work, tracker_of
 
 Regulariser = Callable[[nn.Module], torch.Tensor]
+# Called once per training batch, right after the loop's own forward pass of that batch and inside the
+# same autocast, as extra_loss(model, step) with step = 0, 1, ... counting batches over the whole fit.
+# Returns (a scalar added to the batch's loss, named scalar figures to report): the loop reports each
+# figure's epoch mean in EpochEnd.terms, next to its own loss. A strategy uses it for a second data
+# stream (e.g. another domain's images) without a loop of its own.
+ExtraLoss = Callable[[nn.Module, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 TRAIN_STEP_PASSES = 3.0  # a training step (forward, backward, optimiser) costs about three forward passes
 
 
@@ -58,11 +65,14 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def _train_epoch(net: nn.Module, model: nn.Module, loader, optimizer, schedule, scaler,
-                 regulariser: Regulariser | None, ctx: FitContext, epoch: int) -> tuple[float, int, float]:
+                 regulariser: Regulariser | None, ctx: FitContext, epoch: int,
+                 extra_loss: ExtraLoss | None = None) -> tuple[float, int, float, dict[str, float]]:
     """One pass over the training batches. `net` is `model` itself, or `model` wrapped for
     data-parallel training (its forward averages the gradients over the ranks).
-    Returns (mean loss, images seen by all ranks, seconds)."""
+    Returns (mean loss, images seen by all ranks, seconds, epoch means of extra_loss's figures)."""
     device, start, seen = ctx.device, time.perf_counter(), 0
+    first_step = (epoch - 1) * len(loader)
+    term_sums: dict[str, torch.Tensor] = {}  # summed on the device, like the loss
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)  # a new shuffle of the shards every epoch, the same on every rank
     net.train()
@@ -74,6 +84,11 @@ def _train_epoch(net: nn.Module, model: nn.Module, loader, optimizer, schedule, 
         with autocast(device):
             loss = F.cross_entropy(net(x).float(), y, label_smoothing=0.1)
             total = loss + regulariser(model) if regulariser else loss
+            if extra_loss is not None:
+                extra, figures = extra_loss(model, first_step + step - 1)
+                total = total + extra
+                for name, value in figures.items():
+                    term_sums[name] = term_sums.get(name, torch.zeros((), device=device)) + value.detach().float()
         optimizer.zero_grad(set_to_none=True)
         if scaler:
             scaler.scale(total).backward()
@@ -91,7 +106,11 @@ def _train_epoch(net: nn.Module, model: nn.Module, loader, optimizer, schedule, 
                          images_per_s=seen * ctx.ranks.world_size / max(time.perf_counter() - start, 1e-9),
                          elapsed_s=ctx.elapsed, fold=ctx.fold))
     loss_total, seen_total = ctx.ranks.sum([float(loss_sum), seen], device)
-    return loss_total / max(seen_total, 1), int(seen_total), time.perf_counter() - start
+    names = sorted(term_sums)
+    summed = ctx.ranks.sum([float(term_sums[name]) for name in names], device) if names else []
+    steps = max(1, len(loader) * ctx.ranks.world_size)
+    terms = {name: total / steps for name, total in zip(names, summed)}
+    return loss_total / max(seen_total, 1), int(seen_total), time.perf_counter() - start, terms
 
 
 def _validate(model: nn.Module, val: ImageSet, transform, ctx: FitContext) -> tuple[np.ndarray, float, float, float]:
@@ -105,9 +124,13 @@ def _validate(model: nn.Module, val: ImageSet, transform, ctx: FitContext) -> tu
 
 
 def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, val: ImageSet | None,
-                 ctx: FitContext, *, epochs: int, regulariser: Regulariser | None = None) -> FitOutcome:
+                 ctx: FitContext, *, epochs: int, regulariser: Regulariser | None = None,
+                 extra_loss: ExtraLoss | None = None, loss_name: str = "loss") -> FitOutcome:
     """Train with AdamW + warm-up/cosine; keep the weights with the best validation accuracy
-    (the last epoch's without validation images). Early stopping after `patience` flat epochs."""
+    (the last epoch's without validation images). Early stopping after `patience` flat epochs.
+
+    `extra_loss` (see ExtraLoss) adds a term to every batch's loss; then each EpochEnd carries `terms`:
+    the epoch means of its figures and of the loop's own cross-entropy, named `loss_name`."""
     cfg, device, ranks = ctx.config, ctx.device, ctx.ranks
     # The global batch stays cfg.batch_size: each of N ranks takes 1/N of it (same optimisation as one process).
     loader = make_loader(train, build_transform(ctx.preprocessing, cfg.augment, seed=cfg.seed + ranks.rank),
@@ -129,8 +152,8 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
     try:
         for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
-            train_loss, seen, train_seconds = _train_epoch(net, model, loader, optimizer, schedule, scaler,
-                                                           regulariser, ctx, epoch)
+            train_loss, seen, train_seconds, terms = _train_epoch(net, model, loader, optimizer, schedule, scaler,
+                                                                  regulariser, ctx, epoch, extra_loss)
             probs, val_loss, val_acc, val_f1 = (_validate(model, val, eval_transform, ctx)
                                                 if val is not None and len(val) else (None, None, None, None))
             epoch_times.append(time.perf_counter() - epoch_start)
@@ -138,7 +161,8 @@ def fit_gradient(model: nn.Module, param_groups: list[dict], train: ImageSet, va
                               val_accuracy=val_acc, val_macro_f1=val_f1, lr=optimizer.param_groups[-1]["lr"],
                               images_per_s=seen / max(train_seconds, 1e-9), elapsed_s=ctx.elapsed,
                               eta_s=float(np.mean(epoch_times)) * (epochs - epoch), device=device.type,
-                              device_memory_mb=memory_mb(device), fold=ctx.fold))
+                              device_memory_mb=memory_mb(device), fold=ctx.fold,
+                              terms={loss_name: train_loss, **terms} if extra_loss is not None else None))
             key = (val_acc, -val_loss) if val_acc is not None else (epoch, 0.0)
             if best_key is None or key > best_key:
                 best_key, best_epoch, best_probs, stale = key, epoch, probs, 0

@@ -158,3 +158,30 @@ def _label_free(data: DomainFeatures, methods: Sequence[str], seed: int, *, auto
               f"{trust}")
     none = {"source_only": None, "target_only": None, "adapted": None}
     return TransferDecision(method, "label_free_score", "reverse_validation", None, None, None, none, reason, scores)
+
+
+def baselines(data: DomainFeatures, method: str, seed: int, *, adapted_note: str,
+              on_step: Callable[[], None] | None = None) -> TransferDecision:
+    """The guard's two baselines for a method measured another way (e.g. fine-tuned with a joint objective,
+    whose figure on this line is the run's own validation): source-only and target-only, linear heads on
+    these frozen features, cross-validated on this line's labelled images (balanced accuracy, 95 %
+    intervals); without at least 2 labelled images per class, source-only's reverse-validation score only
+    (in `scores`). `adapted` is None: `adapted_note` says in words where the adapted figure is."""
+    none: dict[str, list[float] | None] = {"source_only": None, "target_only": None, "adapted": None}
+    predicted = cross_validated_predictions(data, BASELINES, seed, on_step)
+    if predicted is None:
+        score = round(reverse_validation(data, METHODS["source_only"](data, seed), seed), 3)
+        reason = (f"{method} as chosen; this line has too few labelled images to measure accuracy (2 per class "
+                  f"are needed): the other line's model as it is scores {score:.1%} by reverse validation, which "
+                  f"ranks methods and is not this line's accuracy. {adapted_note}")
+        return TransferDecision(method, "label_free_score", "reverse_validation", None, None, None, none, reason,
+                                {"source_only": score})
+    truth, k = data.target_labels, data.n_classes
+    scores = {name: round(balanced_accuracy(truth, p, k), 3) for name, p in predicted.items()}
+    intervals = _bootstrap(truth, predicted, k, seed)
+    reason = (f"{method} as chosen: on this line's labelled images (cross-validated, a linear head on frozen "
+              f"features) the other line's model as it is scores {scores['source_only']:.1%} and this line's images "
+              f"alone {scores['target_only']:.1%} balanced accuracy. {adapted_note}")
+    return TransferDecision(method, "target_cv", "balanced_accuracy", scores["source_only"], scores["target_only"],
+                            None, {**none, "source_only": intervals["source_only"],
+                                   "target_only": intervals["target_only"]}, reason, scores)
