@@ -18,6 +18,10 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--ok-classes", default=None, help="comma-separated classes that count as OK: adds an OK/NG verdict")
     # None: the task's own default (0.5), so that a run which takes no threshold can refuse one given.
     p.add_argument("--threshold", type=float, default=None, help="NG when P(defect) >= this (default: 0.5)")
+    # None: this line's classifier, so that a run of another task can refuse a head given.
+    p.add_argument("--head", default=None, choices=("target", "source"),
+                   help="multi-task runs: 'source' predicts with the other line's classifier (default: target, "
+                        "this line's)")
     p.add_argument("--classifier", default=None, metavar="RUN",
                    help="anomaly runs: a classification run that names the defect type of each NG part")
     p.add_argument("--target-frr", type=float, default=None,
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     predictor = load_predictor(args.run_dir, device=args.device, compile=args.compile)
     task = create_task(predictor.task)
     options = PredictOptions(ok_classes=class_list(args.ok_classes) or (), threshold=args.threshold,
-                             target_frr=args.target_frr,
+                             target_frr=args.target_frr, head=args.head,
                              classifier=Predictor.from_run(args.classifier, device=args.device)
                              if args.classifier else None)
     predictor = task.configure(predictor, options)  # refuses the options of other tasks in plain words

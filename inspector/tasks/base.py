@@ -81,19 +81,22 @@ class Column:
 class PredictOptions:
     """What a user may set when predicting; each task accepts its own and refuses the others plainly.
 
-    ok_classes / threshold: classifiers (an OK/NG verdict from P(defect)); target_frr / classifier:
-    anomaly runs (move the threshold; name the defect type of NG parts with a classification predictor).
+    ok_classes / threshold: classifiers (an OK/NG verdict from P(defect)); head: classifiers, which line's
+    classifier predicts ("target": this line's, the default; "source": the other line's, kept by a
+    multi-task run); target_frr / classifier: anomaly runs (move the threshold; name the defect type of NG
+    parts with a classification predictor).
     """
 
     ok_classes: tuple[str, ...] = ()
     threshold: float | None = None
     target_frr: float | None = None
     classifier: Any = None
+    head: str | None = None  # None: the run's own (this line's) classifier
 
     def given(self) -> dict[str, str]:
         """The options that were set, as the CLI spells them (for error messages)."""
         names = {"ok_classes": "--ok-classes", "threshold": "--threshold", "target_frr": "--target-frr",
-                 "classifier": "--classifier"}
+                 "classifier": "--classifier", "head": "--head"}
         return {key: flag for key, flag in names.items() if getattr(self, key) not in (None, (), [])}
 
 

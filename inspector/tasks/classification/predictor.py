@@ -1,6 +1,7 @@
 """The classification task's predictor: classes, probabilities, Grad-CAM heatmaps, OK/NG."""
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from dataclasses import dataclass
@@ -16,10 +17,23 @@ from ...data import load_image, to_rgb_array
 from ...engine.device import prepare_model
 from ...engine.loaders import ImageSet
 from ...engine.predict import predict_probabilities
+from ...errors import InspectorError
 from ...heatmap import class_activation_map, find_cam_layer
 from ...models import model_from_recipe, single_view
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
+
+# A multi-task run (transfer/multitask.py) keeps the other line's classifier beside this line's: a
+# module of that name on the kept model, so its weights are these extra keys of model.safetensors,
+# and the recipe lists the heads (recipe["heads"] = ["target", "source"]). Runs without it have neither.
+SOURCE_HEAD_MODULE = "source_head"
+SOURCE_HEAD_KEYS = (f"{SOURCE_HEAD_MODULE}.weight", f"{SOURCE_HEAD_MODULE}.bias")
+HEADS = ("target", "source")  # target: this line's classifier (the default); source: the other line's
+
+
+def heads_recipe(model: torch.nn.Module) -> dict[str, Any]:
+    """The recipe's `heads` entry for a model that carries a source head; empty for any other."""
+    return {"heads": list(HEADS)} if isinstance(getattr(model, SOURCE_HEAD_MODULE, None), torch.nn.Module) else {}
 
 
 @dataclass(frozen=True)
@@ -73,8 +87,13 @@ class ClassificationPredictor:
     task = "classification"
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
-                 device: torch.device, run_dir: Path | None = None, compile: bool = False) -> None:
+                 device: torch.device, run_dir: Path | None = None, compile: bool = False,
+                 heads: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, head: str = "target") -> None:
         self.model = prepare_model(model.eval(), device)
+        # Classifier weights (weight, bias) of the heads the model does not use now, by name ("source" for
+        # a multi-task run); `head` names the one in use (see with_head).
+        self.heads = dict(heads or {})
+        self.head = head
         # torch.compile: about 1.4x the CPU throughput after a one-off compile of about a minute
         # (docs/BENCHMARKS.md): worth it for long batches and a long-running app, not for one image.
         self._compiled = torch.compile(self.model) if compile else None
@@ -89,10 +108,47 @@ class ClassificationPredictor:
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], state: dict[str, torch.Tensor], device: torch.device,
                     **options: Any) -> ClassificationPredictor:
-        """Rebuild the model from its recipe and weights (never unpickles anything)."""
+        """Rebuild the model from its recipe and weights (never unpickles anything). A multi-task run's
+        source head is kept aside (see `with_head`); the model itself uses this line's."""
         model = model_from_recipe(recipe)
+        state = dict(state)
+        extra = [state.pop(key, None) for key in SOURCE_HEAD_KEYS]
+        heads = {}
+        if "source" in recipe.get("heads", ()):
+            if any(t is None for t in extra):
+                raise InspectorError("The run's recipe lists the other line's classifier (source head), but its "
+                                     f"weights lack {' and '.join(SOURCE_HEAD_KEYS)}: the model file is damaged.")
+            heads["source"] = (extra[0], extra[1])
         model.load_state_dict(state)
-        return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]), device, **options)
+        return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]), device,
+                   heads=heads, **options)
+
+    @property
+    def head_names(self) -> list[str]:
+        """The heads this predictor can use: ["target"], or ["target", "source"] for a multi-task run."""
+        return [name for name in HEADS if name == self.head or name in self.heads]
+
+    def with_head(self, head: str) -> ClassificationPredictor:
+        """This predictor, or a copy whose classifier is the named head: "target" (this line's, the
+        default) or "source" (the other line's, kept by a multi-task run). Plain words when there is none."""
+        if head not in HEADS:
+            raise InspectorError(f"Unknown head '{head}': choose {' or '.join(HEADS)}.")
+        if head == self.head:
+            return self
+        if head not in self.heads:
+            raise InspectorError("This run has no head for the other line (source): only multi-task runs "
+                                 "(strategy multi_task, trained with another line's images) keep one. Predict "
+                                 "without --head source, or train a multi_task run.")
+        model = copy.deepcopy(self.model)
+        classifier = model.get_classifier()
+        weight, bias = self.heads[head]
+        with torch.no_grad():
+            current = (classifier.weight.detach().cpu().clone(), classifier.bias.detach().cpu().clone())
+            classifier.weight.copy_(weight.to(classifier.weight))
+            classifier.bias.copy_(bias.to(classifier.bias))
+        heads = {**{k: v for k, v in self.heads.items() if k != head}, self.head: current}
+        return type(self)(model, self.classes, self.preprocessing, self.device, run_dir=self.run_dir,
+                          compile=self._compiled is not None, heads=heads, head=head)
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         arrays = [as_rgb_array(im, self.preprocessing.bit_depth) for im in images]

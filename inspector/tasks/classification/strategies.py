@@ -287,3 +287,4 @@ class L2SP(FineTune):
 # The transfer strategies register themselves (they build on LinearProbe above).
 from .transfer import strategies as _transfer_strategies  # noqa: E402,F401
 from .transfer import joint as _joint_strategies  # noqa: E402,F401
+from .transfer import multitask as _multitask_strategy  # noqa: E402,F401

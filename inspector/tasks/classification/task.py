@@ -31,7 +31,7 @@ class ClassificationTask(Task):
     name = "classification"
     summary = "I have labelled defects: learn each defect class from a few photos of every class."
     choice = "I have labelled defects"
-    accepts = frozenset({"ok_classes", "threshold"})
+    accepts = frozenset({"ok_classes", "threshold", "head"})
     runtime_outputs = "probabilities"
     predicts_classes = True
     heatmap_caption = "where the model looked"
@@ -103,7 +103,10 @@ class ClassificationTask(Task):
                                max_folds=config.max_folds)
 
     def recipe(self, model, config, dataset, preprocessing) -> dict[str, Any]:
-        return {"num_classes": len(dataset.classes), "classes": list(dataset.classes), **architecture_recipe(model)}
+        from .predictor import heads_recipe  # a multi-task run's heads (recipe["heads"]); nothing for others
+
+        return {"num_classes": len(dataset.classes), "classes": list(dataset.classes), **architecture_recipe(model),
+                **heads_recipe(model)}
 
     def evaluate(self, dataset, evaluated, outputs, model, plan, config) -> Evaluation:
         """Accuracy, macro-F1 and the confusion matrix over the out-of-sample images, plus each
@@ -169,10 +172,12 @@ class ClassificationTask(Task):
                      f"{sum(folds.values()) / len(folds):.1%}")]
         return [("Best val accuracy", "-")]
 
-    def load_predictor(self, recipe, state, device, **options):
+    def load_predictor(self, recipe, state, device, head: str | None = None, **options):
+        """`head`: "source" predicts with the other line's classifier of a multi-task run (see configure)."""
         from .predictor import ClassificationPredictor
 
-        return ClassificationPredictor.from_recipe(recipe, state, device, **options)
+        predictor = ClassificationPredictor.from_recipe(recipe, state, device, **options)
+        return predictor.with_head(head) if head else predictor
 
     # -- reading what training stored ------------------------------------------------------
     def headline(self, summary) -> str:
@@ -189,10 +194,17 @@ class ClassificationTask(Task):
 
     # -- predicting ------------------------------------------------------------------------
     def options_hint(self) -> str:
-        return "a classifier takes --ok-classes and --threshold (an OK/NG verdict from the defect probability)."
+        return ("a classifier takes --ok-classes and --threshold (an OK/NG verdict from the defect probability), "
+                "and --head (source: the other line's classifier of a multi-task run).")
 
     def configure(self, predictor, options: PredictOptions):
         self.check_options(options)
+        if options.head is not None:
+            if hasattr(predictor, "with_head"):
+                predictor = predictor.with_head(options.head)
+            elif options.head != "target":  # an exported bundle carries this line's classifier only
+                raise InspectorError(f"--head {options.head} needs the run itself: an exported model carries this "
+                                     "line's classifier only.")
         unknown = [c for c in options.ok_classes if c not in predictor.classes]
         if unknown:
             raise InspectorError(f"OK classes not in the model: {', '.join(unknown)}. "

@@ -185,3 +185,45 @@ def baselines(data: DomainFeatures, method: str, seed: int, *, adapted_note: str
     return TransferDecision(method, "target_cv", "balanced_accuracy", scores["source_only"], scores["target_only"],
                             None, {**none, "source_only": intervals["source_only"],
                                    "target_only": intervals["target_only"]}, reason, scores)
+
+
+def decide_method(data: DomainFeatures, name: str, fit: Callable[[DomainFeatures, int], LinearHead], seed: int,
+                  on_step: Callable[[], None] | None = None) -> TransferDecision:
+    """The guard for a method outside alignment.METHODS (e.g. multi_task): `fit(data, seed)` gives its head
+    on this line's raw features. Source-only and target-only are measured as in `decide` (the same
+    stratified folds, the same paired bootstrap, or reverse validation without labels from this line);
+    the method is kept as the user chose it and the figures inform."""
+    from sklearn.model_selection import StratifiedKFold
+
+    fits = {"source_only": METHODS["source_only"], "target_only": METHODS["target_only"], name: fit}
+    counts = np.bincount(data.target_labels, minlength=1)
+    present = counts[counts > 0]
+    if not len(data.target) or present.min() < 2:  # no accuracy on this line: the label-free score
+        scores = {m: round(reverse_validation(data, fits[m](data, seed), seed), 3) for m in ("source_only", name)}
+        none = {"source_only": None, "target_only": None, "adapted": None}
+        reason = (f"{name} as chosen (reverse validation {scores[name]:.1%}, source-only {scores['source_only']:.1%}); "
+                  "reverse validation ranks methods by how consistently they label this line's images; it is not "
+                  "this line's accuracy. Label a few images per class of this line to measure it")
+        return TransferDecision(name, "label_free_score", "reverse_validation", None, None, None, none, reason,
+                                scores)
+    folds = StratifiedKFold(n_splits=int(min(FOLDS, present.min())), shuffle=True, random_state=seed)
+    predicted = {m: np.full(len(data.target), -1) for m in fits}
+    for train_idx, val_idx in folds.split(data.target, data.target_labels):
+        fold = data.with_target(train_idx, data.target[val_idx])
+        for m, method in fits.items():
+            predicted[m][val_idx] = method(fold, seed).logits(data.target[val_idx]).argmax(1)
+            if on_step:
+                on_step()
+    truth, k = data.target_labels, data.n_classes
+    scores = {m: round(balanced_accuracy(truth, p, k), 3) for m, p in predicted.items()}
+    intervals = _bootstrap(truth, predicted, k, seed)
+    gains = _bootstrap(truth, predicted, k, seed + 1, minus="target_only")
+    gain = scores[name] - scores["target_only"]
+    reason = (f"{name} as chosen: {scores[name]:.1%} balanced accuracy on this line's labelled images, "
+              f"{gain:+.1%} against this line's images alone"
+              + (" (within the noise)" if gains[name][0] <= 0 <= gains[name][1] else
+                 "; worse: the other line hurts here, consider target-only" if gains[name][1] < 0 else ""))
+    return TransferDecision(name, "target_cv", "balanced_accuracy", scores["source_only"], scores["target_only"],
+                            scores[name], {"source_only": intervals["source_only"],
+                                           "target_only": intervals["target_only"], "adapted": intervals[name]},
+                            reason, scores)
