@@ -5,6 +5,8 @@ or an app restart loses nothing and no name a user types can reach outside the w
 
     <root>/                 INSPECTOR_WORKSPACE, default ~/DefectInspector
       data/<class>/<image>  one folder per class (what `discover_dataset` reads)
+      source/<class>/<image> another line's labelled images (domain adaptation: TrainConfig.source)
+      unlabeled/<image>     this line's unlabelled images, flat (TrainConfig.unlabeled)
       runs/                 the run store
 
 Writes are atomic (a temp file in the same folder, then `os.replace`), class and file names
@@ -33,6 +35,7 @@ from .data import (
     LabeledDataset,
     Skipped,
     discover_dataset,
+    discover_images,
     extract_zip,
     load_image,
 )
@@ -211,15 +214,19 @@ class Workspace:
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_workspace_root()
         self.data_dir = self.root / "data"
+        self.source_dir = self.root / "source"  # another line's labelled images, one folder per class
+        self.unlabeled_dir = self.root / "unlabeled"  # this line's unlabelled images, one flat folder
         self.runs_dir = self.root / "runs"
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
 
     # -- paths -----------------------------------------------------------------------------
-    def _class_dir(self, label: str, *, must_exist: bool = True) -> Path:
-        folder = self.data_dir / safe_class_name(label)
-        self._check_inside(folder)
+    def _class_dir(self, label: str, *, must_exist: bool = True, base: Path | None = None) -> Path:
+        """The folder of class `label` under `base` (data/ by default, or source/)."""
+        base = self.data_dir if base is None else base
+        folder = base / safe_class_name(label)
+        self._check_inside(folder, base)
         if must_exist and not folder.is_dir():
             raise InspectorError(f"There is no class '{label}'.")
         return folder
@@ -231,22 +238,27 @@ class Workspace:
             raise InspectorError(f"'{filename}' is not in class '{label}'.")
         return path
 
-    def _check_inside(self, path: Path) -> None:
-        root = self.data_dir.resolve()
+    def _check_inside(self, path: Path, base: Path | None = None) -> None:
+        """`path` lies strictly inside `base` (data/ by default)."""
+        root = (self.data_dir if base is None else base).resolve()
         resolved = path.resolve()
         if resolved == root or root not in resolved.parents:
             raise InspectorError(f"'{path.name}' is not a valid name.")
 
-    def _ensure_data_dir(self) -> None:
-        with storage_errors(self.data_dir):
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+    def _ensure_data_dir(self, base: Path | None = None) -> None:
+        base = self.data_dir if base is None else base
+        with storage_errors(base):
+            base.mkdir(parents=True, exist_ok=True)
 
     # -- reading ---------------------------------------------------------------------------
     def classes(self) -> dict[str, int]:
         """Class name -> number of image files, in natural order (empty classes included)."""
-        if not self.data_dir.is_dir():
+        return self._classes_in(self.data_dir)
+
+    def _classes_in(self, base: Path) -> dict[str, int]:
+        if not base.is_dir():
             return {}
-        folders = [p for p in self.data_dir.iterdir() if p.is_dir() and not is_ignored_name(p.name)]
+        folders = [p for p in base.iterdir() if p.is_dir() and not is_ignored_name(p.name)]
         return {p.name: len(self._image_files(p)) for p in sorted(folders, key=lambda p: natural_key(p.name))}
 
     def images(self, label: str) -> list[Path]:
@@ -271,24 +283,31 @@ class Workspace:
             return None
         return discover_dataset(self.data_dir)
 
-    def fingerprint(self) -> str:
-        """A digest of the names, sizes and times of every class folder and file under data/.
+    def fingerprint(self, part: str = "data") -> str:
+        """A digest of the names, sizes and times of every class folder and file under data/ (or
+        under source/ or unlabeled/, with `part`).
 
         Cheap (nothing is read, only listed) and different whenever a class is created, renamed or
         deleted, even an empty one, and whenever an image is added, removed or rewritten: the key
-        for anything computed from the data (the app's cached data check).
+        for anything computed from the data (the app's cached data check, the shift meter).
         """
         digest = hashlib.sha1()
-        for entry in self._listing():
+        for entry in self._listing(self._part(part)):
             digest.update(repr(entry).encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
-    def _listing(self) -> Iterator[tuple]:
-        if not self.data_dir.is_dir():
+    def _part(self, part: str) -> Path:
+        folders = {"data": self.data_dir, "source": self.source_dir, "unlabeled": self.unlabeled_dir}
+        if part not in folders:
+            raise InspectorError(f"Unknown part of the workspace {part!r}: use {', '.join(folders)}.")
+        return folders[part]
+
+    def _listing(self, base: Path) -> Iterator[tuple]:
+        if not base.is_dir():
             return
-        for current, dirs, files in os.walk(self.data_dir):
+        for current, dirs, files in os.walk(base):
             dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
-            where = os.path.relpath(current, self.data_dir)
+            where = os.path.relpath(current, base)
             yield ("dir", where, _mtime_ns(current))
             for name in sorted(files):
                 if is_ignored_name(name):
@@ -342,11 +361,17 @@ class Workspace:
                 saved), `duplicates` is not "skip" or "keep", or the disk is full or read-only
                 (the files saved so far stay).
         """
+        return self._import_files(label, files, duplicates, self.data_dir)
+
+    def _import_files(self, label: str | None, files: Iterable[tuple[str, bytes]], duplicates: str,
+                      base: Path) -> ImportReport:
+        """:meth:`import_images` into class `label` under `base`, or into `base` itself (label None)."""
         files = list(files)
         _check_duplicates_choice(duplicates)
         _check_upload(files)
-        folder = self._make_class_dir(label)
-        return self._import(((folder.name, name, data) for name, data in files), duplicates)
+        folder = self._make_class_dir(label, base)
+        return self._import(((None if label is None else folder.name, name, data) for name, data in files),
+                            duplicates, base)
 
     def add_images(self, label: str, files: Iterable[tuple[str, bytes]]) -> tuple[list[str], list[Skipped]]:
         """Save every usable image of `files` into class `label`, exact copies included (see
@@ -355,8 +380,11 @@ class Workspace:
         report = self.import_images(label, files, duplicates="keep")
         return [name for names in report.saved.values() for name in names], report.skipped
 
-    def _import(self, entries: Iterable[tuple[str, str, bytes]], duplicates: str) -> ImportReport:
-        """Write `(class, file name, bytes)` entries, checking each against its class first."""
+    def _import(self, entries: Iterable[tuple[str | None, str, bytes]], duplicates: str,
+                base: Path | None = None) -> ImportReport:
+        """Write `(class, file name, bytes)` entries under `base` (data/ by default), checking each
+        against its class first; a class of None is `base` itself (a flat folder: unlabeled/)."""
+        base = self.data_dir if base is None else base
         report = ImportReport(copies_kept=duplicates == "keep")
         indexes: dict[Path, _ClassIndex] = {}
         for label, raw_name, data in entries:
@@ -364,7 +392,7 @@ class Workspace:
             if reason:
                 report.skipped.append(Skipped(str(raw_name), reason))
                 continue
-            folder = self._make_class_dir(label)
+            folder = self._make_class_dir(label, base)
             if folder not in indexes:
                 indexes[folder] = _ClassIndex(self._image_files(folder))
             data = bytes(data)
@@ -373,22 +401,24 @@ class Workspace:
                 report.copies[folder.name] = report.copies.get(folder.name, 0) + 1
                 if duplicates == "skip":
                     continue
-            path = self._write_new(folder, safe_file_name(raw_name), data)
+            path = self._write_new(folder, safe_file_name(raw_name), data, base)
             indexes[folder].add(path, len(data), digest)
             report.saved.setdefault(folder.name, []).append(path.name)
         return report
 
-    def _make_class_dir(self, label: str) -> Path:
-        folder = self._class_dir(label, must_exist=False)
-        self._ensure_data_dir()
+    def _make_class_dir(self, label: str | None, base: Path | None = None) -> Path:
+        """The class folder under `base` (data/ by default), created if needed; `base` itself for None."""
+        base = self.data_dir if base is None else base
+        folder = base if label is None else self._class_dir(label, must_exist=False, base=base)
+        self._ensure_data_dir(base)
         with storage_errors(folder):
             folder.mkdir(exist_ok=True)
         return folder
 
-    def _write_new(self, folder: Path, name: str, data: bytes) -> Path:
+    def _write_new(self, folder: Path, name: str, data: bytes, base: Path | None = None) -> Path:
         with _lock:
             target = _free_name(folder, name)
-            self._check_inside(target)
+            self._check_inside(target, base)
             atomic_write_bytes(target, data)
         return target
 
@@ -399,19 +429,25 @@ class Workspace:
         when `duplicates` is "keep", as in :meth:`import_images`. A zip split into train/ and test/
         (MVTec, labelling tools) imports only train/; what was left out is in the report's skipped.
         """
+        return self._import_zip(source, duplicates, self.data_dir)
+
+    def _import_zip(self, source: str | os.PathLike | bytes, duplicates: str, base: Path, *,
+                    flat: bool = False) -> ImportReport:
+        """:meth:`import_zip` into `base`; `flat`: every image of the zip, in any layout, into `base`
+        itself (folder names are not read as classes: this line's unlabelled images)."""
         _check_duplicates_choice(duplicates)
         with tempfile.TemporaryDirectory(prefix="inspector-upload-") as tmp:
             zip_path = _zip_file(source, Path(tmp))
             root, skipped = extract_zip(zip_path, Path(tmp) / "extracted", max_files=MAX_FILES_PER_UPLOAD,
                                         max_total_bytes=MAX_UPLOAD_TOTAL_BYTES)
-            dataset = discover_dataset(root)
+            dataset = discover_images(root) if flat else discover_dataset(root)
             skipped = list(skipped) + list(dataset.skipped)
             if dataset.layout is not None:  # a split zip (MVTec, train/ + val/): only train/ is imported
                 skipped += [Skipped(display_path(folder, dataset.root) + "/", reason)
                             for folder, reason in dataset.layout.left_out("train")]
-            entries = ((sample.label, sample.path.name, sample.path.read_bytes())  # one file in memory at a time
-                       for sample in dataset.samples)
-            report = self._import(entries, duplicates)
+            entries = ((None if flat else sample.label, sample.path.name, sample.path.read_bytes())
+                       for sample in dataset.samples)  # one file in memory at a time
+            report = self._import(entries, duplicates, base)
         report.skipped[:0] = skipped
         return report
 
@@ -459,6 +495,79 @@ class Workspace:
     def new_parts_dir(self) -> Path:
         """Sample images of new parts (not in the training data) to try a model on."""
         return sample_data_dir(cache_dir=self.root / ".sample_data") / "new_parts"
+
+    # -- another line's images (source) and this line's unlabelled images ------------------------
+    # Domain adaptation (TrainConfig.source / .unlabeled): the same checks as data/ (decoded before
+    # saved, exact copies skipped, safe names, atomic writes), in folders of their own.
+    def source_classes(self) -> dict[str, int]:
+        """The other line's classes -> number of images, in natural order."""
+        return self._classes_in(self.source_dir)
+
+    def source_images(self, label: str) -> list[Path]:
+        """The image files of one of the other line's classes, in natural order."""
+        return self._image_files(self._class_dir(label, base=self.source_dir))
+
+    def n_source(self) -> int:
+        return sum(self.source_classes().values())
+
+    def unlabeled_images(self) -> list[Path]:
+        """This line's unlabelled image files, in natural order."""
+        return self._image_files(self.unlabeled_dir) if self.unlabeled_dir.is_dir() else []
+
+    def n_unlabeled(self) -> int:
+        return len(self.unlabeled_images())
+
+    def import_source_images(self, label: str, files: Iterable[tuple[str, bytes]], *,
+                             duplicates: str = "skip") -> ImportReport:
+        """Save uploaded images of another line into its class `label` (see :meth:`import_images`)."""
+        return self._import_files(label, files, duplicates, self.source_dir)
+
+    def import_source_zip(self, source: str | os.PathLike | bytes, *, duplicates: str = "skip") -> ImportReport:
+        """Import a .zip of another line's class folders (see :meth:`import_zip`)."""
+        return self._import_zip(source, duplicates, self.source_dir)
+
+    def import_unlabeled_images(self, files: Iterable[tuple[str, bytes]], *,
+                                duplicates: str = "skip") -> ImportReport:
+        """Save uploaded unlabelled images of this line (any names; exact copies skipped by default)."""
+        return self._import_files(None, files, duplicates, self.unlabeled_dir)
+
+    def import_unlabeled_zip(self, source: str | os.PathLike | bytes, *, duplicates: str = "skip") -> ImportReport:
+        """Import every image of a .zip, in any layout, as this line's unlabelled images: folder names
+        (dates, shifts, cameras) are not read as classes, and images of the same name in different
+        folders are all kept (the later ones get a "_2"-style suffix)."""
+        return self._import_zip(source, duplicates, self.unlabeled_dir, flat=True)
+
+    def delete_source_class(self, name: str) -> None:
+        self._remove_tree(self._class_dir(name, base=self.source_dir))
+
+    def clear_source(self) -> int:
+        """Delete every image of the other line; returns how many there were."""
+        return self._clear(self.source_dir, self.n_source())
+
+    def clear_unlabeled(self) -> int:
+        """Delete every unlabelled image of this line; returns how many there were."""
+        return self._clear(self.unlabeled_dir, self.n_unlabeled())
+
+    def _clear(self, folder: Path, n: int) -> int:
+        if folder.is_dir():
+            self._remove_tree(folder)
+        return n
+
+    def source_path(self) -> str | None:
+        """The other line's folder for TrainConfig.source, or None while it holds no image."""
+        return str(self.source_dir) if self.n_source() else None
+
+    def unlabeled_path(self) -> str | None:
+        """This line's unlabelled folder for TrainConfig.unlabeled, or None while it holds no image."""
+        return str(self.unlabeled_dir) if self.n_unlabeled() else None
+
+    def source_dataset(self) -> LabeledDataset | None:
+        """The other line's verified dataset, or None while it holds no image."""
+        return discover_dataset(self.source_dir) if self.n_source() else None
+
+    def unlabeled_dataset(self) -> LabeledDataset | None:
+        """This line's verified unlabelled images (data.discover_images), or None while there are none."""
+        return discover_images(self.unlabeled_dir) if self.n_unlabeled() else None
 
     # -- classes ---------------------------------------------------------------------------
     def create_class(self, name: str) -> str:

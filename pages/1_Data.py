@@ -12,8 +12,9 @@ from inspector.evidence.learning_curve import advise_from_features
 from ui.evidence import render_advice
 from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
-from ui.data import checked_dataset, dataset_summary, import_message, rgb, thumbnail_of
+from ui.data import checked_dataset, dataset_summary, rgb, thumbnail_of
 from ui.state import flash, page_setup, runner, show_flashes, show_work, user_errors, workspace
+from ui.transfer import report_import, report_skipped, shift_section, source_section, unlabeled_section
 from ui.words import count
 
 NEW_CLASS = "+ New class..."
@@ -26,21 +27,6 @@ st.title("Data")
 st.caption(f"Images are saved in `{ws.data_dir}`, one folder per class: a refresh or restart loses nothing.")
 show_flashes()
 counts = ws.classes()
-
-
-def report_skipped(skipped, what: str = "file") -> None:
-    if skipped:
-        lines = "\n".join(f"- `{s.path}`: {s.reason}" for s in skipped[:20])
-        more = f"\n- ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        verb = "was" if len(skipped) == 1 else "were"
-        flash(f"{count(len(skipped), what)} {verb} not added:\n{lines}{more}", "warning")
-
-
-def report_import(report, verb: str, into: str | None = None) -> None:
-    """One message for an import (new images, copies skipped or kept); nothing green when nothing was saved."""
-    message = import_message(report, verb, into)
-    if message is not None:
-        flash(message[1], message[0])
 
 
 DUPLICATES = {"skip": "Skip them (recommended)", "keep": "Keep them as extra copies"}
@@ -192,6 +178,12 @@ if counts:
                 ws.delete_image(shown, name)
             flash(f"Deleted {count(len(picked), 'image')} from '{shown}'.")
             st.rerun()
+
+
+# -- another line's images and this line's unlabelled ones (domain adaptation) ------------------------
+source_section(ws, duplicates, LIMITS)
+unlabeled_section(ws, duplicates, LIMITS)
+shift_section(ws)
 
 
 # -- augmentation preview ---------------------------------------------------------------------

@@ -18,10 +18,12 @@ from inspector.engine.features import default_feature_cache_dir
 from inspector.evidence.transferability import BackboneRank, rank_backbones
 from ui.evidence import render_ranking
 from inspector.config import RESIZE_MODES
+from inspector.tasks.classification.strategies import is_transfer
 from ui import charts, live, words
 from ui.data import checked_dataset, dataset_summary
 from ui.state import (page_setup, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
+from ui.transfer import checked_source, transfer_choices
 
 page_setup("Train", ":material/model_training:")
 ws = workspace()
@@ -49,9 +51,18 @@ WEIGHTS = {"bundled": "weights bundled (offline)", "cached": "weights cached (of
 dataset = report = None
 with user_errors("Reading the dataset"):
     dataset, report = checked_dataset(ws)
-if dataset is None:
+source_data = source_report = None  # another line's labelled images (Data page), for transfer
+if ws.n_source():
+    with user_errors("Reading the other line's images"):
+        source_data, source_report = checked_source(ws)
+if dataset is None and source_data is None:
     st.info("There are no images to train on yet. Add images on the **Data** page, "
             "or load the sample data on the **Home** page.")
+elif dataset is None:
+    st.info(f"No labelled images from this line: a classifier can still be trained from the other line's "
+            f"images, with the other line's classes ({', '.join(source_data.classes)}). Its accuracy on this "
+            "line cannot be measured until you label a few images per class on the **Data** page.",
+            icon=":material/info:")
 else:
     st.caption(f"Dataset: {dataset_summary(dataset)}")
 
@@ -153,8 +164,41 @@ if dataset is not None and chosen_task.predicts_classes and task_problem is None
 
 # -- strategy -----------------------------------------------------------------------------------
 strategy = "auto"
-strategies = chosen_task.strategies()
-if len(strategies) > 1:  # a task with one strategy has nothing to choose
+all_strategies = chosen_task.strategies()
+# Transfer methods need another line's images: offered below only when the Data page has some.
+strategies = {name: text for name, text in all_strategies.items() if not is_transfer(name)}
+strategy_options = strategies  # what the race may vary
+transfer_possible = source_data is not None and any(is_transfer(name) for name in all_strategies)
+use_source = False  # learn from the other line's images (and this line's unlabelled ones)
+source_problem = None
+if source_data is not None and not transfer_possible:
+    st.caption(f"The other line's images on the Data page are used by classification only; this "
+               f"{chosen_task.name} training leaves them out.")
+if transfer_possible:
+    st.header("2. Transfer from the other line")
+    n_unlabeled = ws.n_unlabeled()
+    st.caption(f"The other line: {dataset_summary(source_data)} This line: "
+               f"{words.count(len(dataset) if dataset is not None else 0, 'labelled image')} and "
+               f"{words.count(n_unlabeled, 'unlabelled image')}.")
+    use_source = dataset is None or st.toggle("Learn from the other line's images too", value=True, key="use_source",
+                                              help="Off: train on this line's labelled images only, as without "
+                                                   "the other line.")
+    if use_source:
+        if source_report is not None and not source_report.ok:
+            source_problem = " ".join(f.message for f in source_report.errors)
+            st.error(f"The other line's images need fixing before training: {source_problem}")
+        elif dataset is not None and not set(dataset.classes) & set(source_data.classes):
+            source_problem = "no class of the other line has the name of one of this line's classes"
+            st.error(f"The other line's classes ({', '.join(source_data.classes)}) share none with this line's "
+                     f"({', '.join(dataset.classes)}): name the class folders alike on the Data page.")
+        strategy_options = transfer_choices(all_strategies)
+        strategy = st.radio("Transfer method", list(strategy_options), key="transfer_strategy",
+                            captions=list(strategy_options.values()))
+        if dataset is None:
+            st.caption("Without labelled images from this line the guard cannot measure accuracy here: it ranks "
+                       "the methods by reverse validation instead, which is not this line's accuracy.")
+        cost_area = st.empty()
+if not use_source and len(strategies) > 1:  # a task with one strategy has nothing to choose
     st.header("2. Strategy")
     if dataset is not None and task_problem is None:
         with user_errors("Recommending a strategy"):
@@ -196,7 +240,9 @@ with st.expander("Advanced settings"):
                                    "brightest value; choose the camera's own if you know it.")
         bit_depth = None if choice == inferred else int(choice)
 
-can_train = dataset is not None and task_problem is None and startable
+can_train = (dataset is not None or use_source) and task_problem is None and source_problem is None and startable
+source_arg = ws.source_path() if use_source else None
+unlabeled_arg = ws.unlabeled_path() if use_source else None
 
 
 @st.cache_data(show_spinner="Measuring what the choices cost on this computer...", max_entries=32)
@@ -232,7 +278,8 @@ def config_for(backbone_name: str, strategy_name: str, name: str | None) -> Trai
     return TrainConfig(task=task, ok_classes=ok_classes, target_frr=float(target_frr), backbone=backbone_name,
                        strategy=strategy_name, epochs=int(epochs) or None, image_size=int(image_size) or None,
                        augment=augment, resize_mode=resize, batch_size=int(batch_size), lr=float(lr) or None,
-                       seed=int(seed), any_orientation=any_orientation, name=name, bit_depth=bit_depth)
+                       seed=int(seed), any_orientation=any_orientation, name=name, bit_depth=bit_depth,
+                       source=source_arg, unlabeled=unlabeled_arg)
 
 
 def start(configs: list[TrainConfig]) -> None:
@@ -255,8 +302,9 @@ with st.expander("Race several models at the same time", icon=":material/sports_
     race_backbones = [backbone] + r1.multiselect(f"Also race these backbones (besides {backbone})", offline,
                                                  key=f"race_backbones_{backbone}")
     race_strategies = [strategy] + (r2.multiselect(f"Also race these strategies (besides {strategy})",
-                                                   [s for s in strategies if s != strategy],
-                                                   key=f"race_strategies_{strategy}") if len(strategies) > 1 else [])
+                                                   [s for s in strategy_options if s != strategy],
+                                                   key=f"race_strategies_{strategy}") if len(strategy_options) > 1
+                                                   else [])
     entrants = list(itertools.product(race_backbones, race_strategies))
     slots = jobs.slots
     st.caption(f"{words.count(len(entrants), 'training')} with the settings above; this computer "

@@ -14,6 +14,7 @@ from ui import charts, live
 from ui.data import checked_dataset, thumbnail_of
 from ui.deploy import render_export
 from ui.evidence import paired_caption, render_comparison
+from ui.transfer import render_transfer_runs
 from ui.state import (BEST_HELP, flash, page_setup, run_label, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
 
@@ -95,6 +96,7 @@ if any(i.summary and i.summary.warning for i in infos):
                icon=":material/warning:")
 table, table_columns = run_table([table_row(i) for i in infos])
 st.dataframe(table, hide_index=True, column_config=table_columns)
+render_transfer_runs(infos)  # runs trained with another line's images: the guard's three figures
 
 dataset = None
 with user_errors("Reading the dataset"):
