@@ -334,3 +334,13 @@ def test_compare_without_labels_from_this_line_shows_dashes_and_the_label_free_s
     row = next(df.value for df in at.dataframe if "adapted" in df.value.columns).iloc[0]
     assert (row["other line only"], row["this line only"], row["adapted"]) == ("-", "-", "-")
     assert "reverse validation" in row["chosen by"] and "no labels" in row["chosen by"]
+
+
+def test_a_run_that_kept_this_lines_images_says_so_in_words(env):
+    fake_run(env, "guarded", {"transfer": {**TRANSFER, "method": "target_only",
+                                           "reason": "the other line does not help here"}})
+    at = page("pages/3_Compare.py").run()
+    no_exceptions(at)
+    row = next(df.value for df in at.dataframe if "adapted" in df.value.columns).iloc[0]
+    assert row["kept"] == "this line only"
+    assert any("kept **this line only**: the other line does not help here." in m for m in texts(at.markdown))

@@ -308,10 +308,16 @@ def transfer_rows(infos) -> list[dict[str, str]]:
         shift = info.run_summary.metrics.get("shift") or {}
         rows.append({"run": info.name,
                      **{label: _figure(block.get(key), intervals.get(key)) for key, label in FIGURES},
-                     "kept": block.get("method") or "-",
+                     "kept": kept(block),
                      "chosen by": _chosen_by(block),
                      "shift": f"{shift['domain_auroc']:.2f}" if shift.get("domain_auroc") is not None else "-"})
     return rows
+
+
+def kept(block: dict[str, Any]) -> str:
+    """The model the run kept, in the table's words ("this line only" rather than target_only)."""
+    method = block.get("method") or "-"
+    return dict(FIGURES).get(method, method) if method != "adapted" else method
 
 
 def _chosen_by(block: dict[str, Any]) -> str:
@@ -335,4 +341,4 @@ def render_transfer_runs(infos) -> None:
     for info in infos:
         block = info.run_summary.metrics.get("transfer")
         if isinstance(block, dict) and block.get("reason"):
-            st.markdown(f"**{info.name}**: kept **{block.get('method')}**: {block['reason']}.")
+            st.markdown(f"**{info.name}**: kept **{kept(block)}**: {str(block['reason']).rstrip('.')}.")
