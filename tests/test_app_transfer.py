@@ -136,7 +136,6 @@ def test_the_data_fingerprint_ignores_the_other_folders(ws):
 
 def test_the_shift_is_measured_once_per_content(ws, monkeypatch):
     from inspector.evidence import line_shift
-    from inspector.tasks.classification.transfer import shift as shift_module
     from inspector.tasks.classification.transfer.shift import Shift
 
     calls = []
@@ -145,7 +144,7 @@ def test_the_shift_is_measured_once_per_content(ws, monkeypatch):
         calls.append((len(source), len(target) if target else 0, len(unlabeled) if unlabeled else 0))
         return Shift(0.9, "the lines differ clearly", {"ok": 0.8})
 
-    monkeypatch.setattr(shift_module, "shift_between", fake)
+    monkeypatch.setattr(line_shift, "shift_between", fake)
     assert not line_shift.shift_ready(ws)
     fill_source(ws, n=2)
     assert not line_shift.shift_ready(ws)
@@ -162,10 +161,10 @@ def test_the_shift_is_measured_once_per_content(ws, monkeypatch):
 # -- the Data page ----------------------------------------------------------------------------------------
 
 def test_data_page_adds_the_other_lines_images_and_unlabelled_ones_and_shows_the_shift(env, monkeypatch):
-    from inspector.tasks.classification.transfer import shift as shift_module
+    from inspector.evidence import line_shift
     from inspector.tasks.classification.transfer.shift import Shift
 
-    monkeypatch.setattr(shift_module, "shift_between",
+    monkeypatch.setattr(line_shift, "shift_between",
                         lambda source, target=None, unlabeled=None, **kw: Shift(0.87, "the lines differ clearly: adapt",
                                                                                {"ok": 0.71}))
     env.import_images("ok", [(f"ok{i}.png", png(i)) for i in range(4)])

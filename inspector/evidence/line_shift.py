@@ -2,8 +2,9 @@
 this line's (data/ and unlabeled/), measured once per content of the three folders and kept on disk, so
 a rerun, a page change or a restart shows the figure at once.
 
-The figure itself is tasks.classification.transfer.shift.shift_between (a domain classifier's AUROC on
-frozen features); this module only keys it by the folders' content and stores it.
+The figure is `shift_between`: tasks.classification.transfer.shift's domain classifier AUROC on the
+linear probe's frozen features (evidence.features); this module computes it on datasets, keys it by the
+folders' content and stores it.
 """
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._io import atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-__all__ = ["cached_shift", "measure_line_shift", "shift_key", "shift_ready"]
+__all__ = ["cached_shift", "measure_line_shift", "shift_between", "shift_key", "shift_ready"]
 
 CACHE_NAME = ".shift-cache.json"
 MAX_ENTRIES = 16  # the latest contents measured; older ones are forgotten
@@ -53,8 +56,6 @@ def cached_shift(ws: Workspace, key: str | None = None) -> dict[str, Any] | None
 def measure_line_shift(ws: Workspace, *, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Measure the shift between the workspace's lines (frozen features: seconds to minutes on a CPU,
     run it as background work) and store it under the folders' content; returns the stored entry."""
-    from ..tasks.classification.transfer.shift import shift_between
-
     key = shift_key(ws)
     source = ws.source_dataset()
     shift = None
@@ -67,3 +68,29 @@ def measure_line_shift(ws: Workspace, *, cache_dir: str | os.PathLike | None = N
     ws.root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(ws.root / CACHE_NAME, dict(list(cache.items())[-MAX_ENTRIES:]))
     return entry
+
+
+def shift_between(source, target=None, unlabeled=None, *, backbone: str = "tf_efficientnet_lite0",
+                  cache_dir=None, seed: int = 0) -> Any:
+    """The shift meter on datasets (the Data page, before any training): `source` another line's
+    LabeledDataset, `target` this line's labelled one and/or `unlabeled` its unlabelled images
+    (data.discover_images); frozen features of `backbone` (evidence.features, `cache_dir` keeps them
+    between processes). None when either line has fewer than MIN_PER_DOMAIN images."""
+    from ..tasks.classification.transfer.shift import measure_shift
+    from .features import frozen_features
+
+    source_features = frozen_features(source, backbone, cache_dir=cache_dir)
+    rows, labels = [], []
+    if target is not None and len(target):
+        features = frozen_features(target, backbone, cache_dir=cache_dir)
+        rows.append(features.features)
+        # this line's labels as indices into the source's classes (-1: a class the source lacks)
+        labels.append(np.array([source.classes.index(target.classes[k]) if target.classes[k] in source.classes
+                                else -1 for k in features.labels], dtype=int))
+    if unlabeled is not None and len(unlabeled):
+        rows.append(frozen_features(unlabeled, backbone, cache_dir=cache_dir).features)
+        labels.append(np.full(len(unlabeled), -1))
+    if not rows:
+        return None
+    return measure_shift(source_features.features, source_features.labels, np.concatenate(rows),
+                         np.concatenate(labels), list(source.classes), seed=seed)

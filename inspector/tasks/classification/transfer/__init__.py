@@ -9,3 +9,7 @@ images come with the usual labelled dataset (the *target*, possibly empty):
   target folds, or a label-free score when this line has no labels;
 - strategies.py: each method as a registered strategy of the classification task.
 """
+# The classification strategies first: the transfer strategies derive from them, and that module registers
+# the transfer strategies at its end. Importing one of this package's modules first then finds the base
+# classes complete instead of a half-imported module (an import cycle).
+from .. import strategies as _strategies  # noqa: F401

@@ -79,27 +79,3 @@ def measure_shift(source: np.ndarray, source_labels: np.ndarray, target: np.ndar
                 per_class[name] = round(value, 3)
     return Shift(round(overall, 3), shift_words(overall), per_class)
 
-
-def shift_between(source, target=None, unlabeled=None, *, backbone: str = "tf_efficientnet_lite0",
-                  cache_dir=None, seed: int = 0) -> Shift | None:
-    """The shift meter on datasets (the Data page, before any training): `source` another line's
-    LabeledDataset, `target` this line's labelled one and/or `unlabeled` its unlabelled images
-    (data.discover_images); frozen features of `backbone` (evidence.features, `cache_dir` keeps them
-    between processes). None when either line has fewer than MIN_PER_DOMAIN images."""
-    from ....evidence.features import frozen_features
-
-    source_features = frozen_features(source, backbone, cache_dir=cache_dir)
-    rows, labels = [], []
-    if target is not None and len(target):
-        features = frozen_features(target, backbone, cache_dir=cache_dir)
-        rows.append(features.features)
-        # this line's labels as indices into the source's classes (-1: a class the source lacks)
-        labels.append(np.array([source.classes.index(target.classes[k]) if target.classes[k] in source.classes
-                                else -1 for k in features.labels], dtype=int))
-    if unlabeled is not None and len(unlabeled):
-        rows.append(frozen_features(unlabeled, backbone, cache_dir=cache_dir).features)
-        labels.append(np.full(len(unlabeled), -1))
-    if not rows:
-        return None
-    return measure_shift(source_features.features, source_features.labels, np.concatenate(rows),
-                         np.concatenate(labels), list(source.classes), seed=seed)
