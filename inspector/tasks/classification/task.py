@@ -60,7 +60,7 @@ class ClassificationTask(Task):
     def check_domains(self, dataset, domains, config) -> None:
         """Another line's labelled images (source) and this line's unlabelled ones: the source must be a
         usable dataset sharing classes with this line's; this line's labelled images (if any) must be too."""
-        from .strategies import is_transfer
+        from .strategies import STRATEGIES, is_transfer
 
         if domains.source is None:
             raise InspectorError("Unlabelled images from this line are used together with another line's labelled "
@@ -74,10 +74,10 @@ class ClassificationTask(Task):
             if not shared:
                 raise InspectorError(f"The other line's classes ({', '.join(domains.source.classes)}) share none with "
                                      f"this line's ({', '.join(dataset.classes)}): name the class folders alike.")
-        if config.strategy not in ("auto",) and not is_transfer(config.strategy):
+        if config.strategy != "auto" and not is_transfer(config.strategy):
+            methods = ", ".join(name for name in STRATEGIES if is_transfer(name))
             raise InspectorError(f"'{config.strategy}' does not use another line's images; choose auto or a transfer "
-                                 "method (coral, ot_mapping, subspace_alignment, importance_weighting, "
-                                 "source_selection, auto_transfer), or leave out the source.")
+                                 f"method ({methods}), or leave out the source.")
 
     def choose_strategy(self, config, dataset, device):
         from .strategies import NEEDS_SOURCE, choose_strategy, create_strategy, is_transfer

@@ -35,9 +35,9 @@ def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray, n_classes: int) 
     return float(np.mean(recalls)) if recalls else 0.0
 
 
-def _bootstrap(truth: np.ndarray, predictions: dict[str, np.ndarray], n_classes: int, seed: int,
-               minus: str | None = None) -> dict[str, list[float]]:
-    """95 % intervals of each method's balanced accuracy (or of its difference to `minus`), from the
+def _bootstrap_draws(truth: np.ndarray, predictions: dict[str, np.ndarray], n_classes: int, seed: int,
+                     minus: str | None = None) -> dict[str, np.ndarray]:
+    """BOOTSTRAP draws of each method's balanced accuracy (or of its difference to `minus`), from the
     same class-stratified resamples of the images for every method (paired)."""
     rng = np.random.default_rng(seed)
     by_class = [np.flatnonzero(truth == k) for k in range(n_classes) if (truth == k).any()]
@@ -47,8 +47,14 @@ def _bootstrap(truth: np.ndarray, predictions: dict[str, np.ndarray], n_classes:
         base = balanced_accuracy(truth[idx], predictions[minus][idx], n_classes) if minus else 0.0
         for name, predicted in predictions.items():
             draws[name].append(balanced_accuracy(truth[idx], predicted[idx], n_classes) - base)
+    return {name: np.asarray(d) for name, d in draws.items()}
+
+
+def _bootstrap(truth: np.ndarray, predictions: dict[str, np.ndarray], n_classes: int, seed: int,
+               minus: str | None = None) -> dict[str, list[float]]:
+    """95 % intervals of `_bootstrap_draws`."""
     return {name: [round(float(np.quantile(d, 0.025)), 3), round(float(np.quantile(d, 0.975)), 3)]
-            for name, d in draws.items()}
+            for name, d in _bootstrap_draws(truth, predictions, n_classes, seed, minus).items()}
 
 
 def cross_validated_predictions(data: DomainFeatures, methods: Sequence[str], seed: int,
@@ -116,39 +122,47 @@ class TransferDecision:
 
 def decide(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic: bool,
            on_step: Callable[[], None] | None = None) -> TransferDecision:
-    """Measure the baselines and `methods` on this line and decide which model to keep. `automatic`:
-    keep a method only if it beats target-only beyond the noise (else target-only); otherwise the
-    user's one method is kept and the figures only inform."""
-    measured = [*BASELINES, *[m for m in methods if m not in BASELINES]]
-    predicted = cross_validated_predictions(data, measured, seed, on_step)
+    """Measure the baselines and a transfer method on this line and decide which model to keep.
+
+    `automatic`: the method is the label-free choice among `methods` (`label_free_choice`: chosen
+    without this line's labels, so that testing it on them is not a search among several methods,
+    whose best looks better than it is on a few dozen images); it is kept only if its cross-validated
+    gain over target-only is beyond the noise: more than one standard error of the paired bootstrap.
+    Otherwise the user's one method (methods[0]) is kept and the figures only inform."""
+    if not automatic:
+        method, label_free = methods[0], None
+    else:
+        label_free = label_free_choice(data, methods, seed)
+        method = label_free.method
+    if method == "source_only":  # nothing to test: the other line's model as it is
+        method = "coral" if "coral" in methods else methods[0]
+    predicted = cross_validated_predictions(data, [*BASELINES, method], seed, on_step)
     if predicted is None:
-        return _label_free(data, methods, seed, automatic=automatic)
+        return label_free or _label_free(data, methods, seed, automatic=False)
     truth, k = data.target_labels, data.n_classes
     scores = {name: round(balanced_accuracy(truth, p, k), 3) for name, p in predicted.items()}
     intervals = _bootstrap(truth, predicted, k, seed)
-    gains = _bootstrap(truth, predicted, k, seed + 1, minus="target_only")
-    best = max(methods, key=lambda name: scores[name])
+    draws = _bootstrap_draws(truth, predicted, k, seed + 1, minus="target_only")[method]
+    gain, noise = scores[method] - scores["target_only"], float(draws.std())
+    low, high = float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))
+    measured = (f"{gain:+.1%} balanced accuracy against this line's images alone ({scores[method]:.1%} vs "
+                f"{scores['target_only']:.1%}; one standard error {noise:.1%}, 95 % interval {low:+.1%} to {high:+.1%})")
+    kept = method
     if automatic:
-        helps = gains[best][0] > 0
-        method = best if helps else "target_only"
-        reason = (f"{best} beats target-only by {scores[best] - scores['target_only']:+.1%} balanced accuracy "
-                  f"(95 % interval of the gain {gains[best][0]:+.1%} to {gains[best][1]:+.1%}) on this line's "
-                  "labelled images" if helps else
-                  f"{NO_HELP}: the best transfer method ({best}, {scores[best]:.1%}) does not beat this line's "
-                  f"own images ({scores['target_only']:.1%}) beyond the noise "
-                  f"(gain {gains[best][0]:+.1%} to {gains[best][1]:+.1%}); trained on this line's images only")
+        if gain > noise:
+            reason = f"{method} (the label-free choice) beats target-only beyond the noise: {measured}"
+        else:
+            kept = "target_only"
+            reason = f"{NO_HELP}: {method}, the label-free choice, {measured}; trained on this line's images only"
     else:
-        method = best = methods[0]
-        gain = scores[best] - scores["target_only"]
-        reason = (f"{best} as chosen: {scores[best]:.1%} balanced accuracy on this line's labelled images, "
-                  f"{gain:+.1%} against this line's images alone"
-                  + (" (within the noise)" if gains[best][0] <= 0 <= gains[best][1] else
-                     "; worse: the other line hurts here, consider target-only" if gains[best][1] < 0 else ""))
-    adapted_name = method if method not in BASELINES else best
-    return TransferDecision(method, "target_cv", "balanced_accuracy", scores["source_only"], scores["target_only"],
-                            scores[adapted_name],
+        reason = (f"{method} as chosen: {measured}" + ("; worse: the other line hurts here, consider target-only"
+                                                       if high < 0 else " (within the noise)" if abs(gain) <= noise else ""))
+    if label_free is not None:
+        scores = {**{f"reverse_validation:{name}": value for name, value in label_free.scores.items()}, **scores}
+    return TransferDecision(kept, "target_cv", "balanced_accuracy", scores["source_only"], scores["target_only"],
+                            scores[method],
                             {"source_only": intervals["source_only"], "target_only": intervals["target_only"],
-                             "adapted": intervals[adapted_name]}, reason, scores)
+                             "adapted": intervals[method]}, reason, scores)
 
 
 # Without labels, methods are compared simplest first: what each fits on this line's images, from
@@ -158,6 +172,11 @@ def decide(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic
 # when its score is higher beyond the noise (the one-standard-error idea, Breiman et al. 1984).
 SIMPLEST_FIRST = ("source_only", "coral", "subspace_alignment", "importance_weighting", "source_selection",
                   "ot_mapping")
+
+
+def label_free_choice(data: DomainFeatures, methods: Sequence[str], seed: int) -> TransferDecision:
+    """The method reverse validation keeps among source-only and `methods`, without this line's labels."""
+    return _label_free(data, methods, seed, automatic=True)
 
 
 def _label_free(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic: bool) -> TransferDecision:
