@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..linear import LinearHead, fit_linear_head
+from ..linear import LinearHead
 from .alignment import METHODS, DomainFeatures, Scaling
 
 FOLDS = 5
@@ -57,10 +57,14 @@ def _bootstrap(truth: np.ndarray, predictions: dict[str, np.ndarray], n_classes:
             for name, d in _bootstrap_draws(truth, predictions, n_classes, seed, minus).items()}
 
 
+Fit = Callable[[DomainFeatures, int], LinearHead]  # (the lines' features, seed) -> a head on this line's raw features
+
+
 def cross_validated_predictions(data: DomainFeatures, methods: Sequence[str], seed: int,
-                                on_step: Callable[[], None] | None = None) -> dict[str, np.ndarray] | None:
-    """Out-of-fold class predictions (n_l,) of this line's labelled images for each method; None when a
-    class has fewer than 2 labelled images (no stratified folds)."""
+                                on_step: Callable[[], None] | None = None,
+                                fits: dict[str, Fit] | None = None) -> dict[str, np.ndarray] | None:
+    """Out-of-fold class predictions (n_l,) of this line's labelled images for each method (by name: from
+    `fits`, else alignment.METHODS); None when a class has fewer than 2 labelled images (no folds)."""
     from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(data.target_labels, minlength=1)
@@ -72,10 +76,14 @@ def cross_validated_predictions(data: DomainFeatures, methods: Sequence[str], se
     for train_idx, val_idx in folds.split(data.target, data.target_labels):
         fold = data.with_target(train_idx, data.target[val_idx])
         for name in methods:
-            predicted[name][val_idx] = METHODS[name](fold, seed).logits(data.target[val_idx]).argmax(1)
+            predicted[name][val_idx] = _fit_of(name, fits)(fold, seed).logits(data.target[val_idx]).argmax(1)
             if on_step:
                 on_step()
     return predicted
+
+
+def _fit_of(name: str, fits: dict[str, Fit] | None) -> Fit:
+    return (fits or {}).get(name) or METHODS[name]
 
 
 def reverse_predictions(data: DomainFeatures, head: LinearHead) -> np.ndarray:
@@ -121,14 +129,15 @@ class TransferDecision:
 
 
 def decide(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic: bool,
-           on_step: Callable[[], None] | None = None) -> TransferDecision:
+           on_step: Callable[[], None] | None = None, fits: dict[str, Fit] | None = None) -> TransferDecision:
     """Measure the baselines and a transfer method on this line and decide which model to keep.
 
     `automatic`: the method is the label-free choice among `methods` (`label_free_choice`: chosen
     without this line's labels, so that testing it on them is not a search among several methods,
     whose best looks better than it is on a few dozen images); it is kept only if its cross-validated
     gain over target-only is beyond the noise: more than one standard error of the paired bootstrap.
-    Otherwise the user's one method (methods[0]) is kept and the figures only inform."""
+    Otherwise the user's one method (methods[0]) is kept and the figures only inform. `fits`: methods
+    outside alignment.METHODS by name (e.g. multi_task's joint heads)."""
     if not automatic:
         method, label_free = methods[0], None
     else:
@@ -136,9 +145,9 @@ def decide(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic
         method = label_free.method
     if method == "source_only":  # nothing to test: the other line's model as it is
         method = "coral" if "coral" in methods else methods[0]
-    predicted = cross_validated_predictions(data, [*BASELINES, method], seed, on_step)
+    predicted = cross_validated_predictions(data, [*BASELINES, method], seed, on_step, fits)
     if predicted is None:
-        return label_free or _label_free(data, methods, seed, automatic=False)
+        return label_free or _label_free(data, methods, seed, automatic=False, fits=fits)
     truth, k = data.target_labels, data.n_classes
     scores = {name: round(balanced_accuracy(truth, p, k), 3) for name, p in predicted.items()}
     intervals = _bootstrap(truth, predicted, k, seed)
@@ -179,11 +188,12 @@ def label_free_choice(data: DomainFeatures, methods: Sequence[str], seed: int) -
     return _label_free(data, methods, seed, automatic=True)
 
 
-def _label_free(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic: bool) -> TransferDecision:
+def _label_free(data: DomainFeatures, methods: Sequence[str], seed: int, *, automatic: bool,
+                fits: dict[str, Fit] | None = None) -> TransferDecision:
     """No accuracy on this line can be measured: rank source-only and the methods by reverse validation."""
     candidates = ["source_only", *[m for m in methods if m not in BASELINES]]
     candidates.sort(key=lambda name: SIMPLEST_FIRST.index(name) if name in SIMPLEST_FIRST else len(SIMPLEST_FIRST))
-    predicted = {name: reverse_predictions(data, METHODS[name](data, seed)) for name in candidates}
+    predicted = {name: reverse_predictions(data, _fit_of(name, fits)(data, seed)) for name in candidates}
     truth, k = data.source_labels, data.n_classes
     scores = {name: round(balanced_accuracy(truth, p, k), 3) for name, p in predicted.items()}
     best = max(candidates, key=lambda name: scores[name])
@@ -232,43 +242,8 @@ def baselines(data: DomainFeatures, method: str, seed: int, *, adapted_note: str
                                    "target_only": intervals["target_only"]}, reason, scores)
 
 
-def decide_method(data: DomainFeatures, name: str, fit: Callable[[DomainFeatures, int], LinearHead], seed: int,
+def decide_method(data: DomainFeatures, name: str, fit: Fit, seed: int,
                   on_step: Callable[[], None] | None = None) -> TransferDecision:
     """The guard for a method outside alignment.METHODS (e.g. multi_task): `fit(data, seed)` gives its head
-    on this line's raw features. Source-only and target-only are measured as in `decide` (the same
-    stratified folds, the same paired bootstrap, or reverse validation without labels from this line);
-    the method is kept as the user chose it and the figures inform."""
-    from sklearn.model_selection import StratifiedKFold
-
-    fits = {"source_only": METHODS["source_only"], "target_only": METHODS["target_only"], name: fit}
-    counts = np.bincount(data.target_labels, minlength=1)
-    present = counts[counts > 0]
-    if not len(data.target) or present.min() < 2:  # no accuracy on this line: the label-free score
-        scores = {m: round(reverse_validation(data, fits[m](data, seed), seed), 3) for m in ("source_only", name)}
-        none = {"source_only": None, "target_only": None, "adapted": None}
-        reason = (f"{name} as chosen (reverse validation {scores[name]:.1%}, source-only {scores['source_only']:.1%}); "
-                  "reverse validation ranks methods by how consistently they label this line's images; it is not "
-                  "this line's accuracy. Label a few images per class of this line to measure it")
-        return TransferDecision(name, "label_free_score", "reverse_validation", None, None, None, none, reason,
-                                scores)
-    folds = StratifiedKFold(n_splits=int(min(FOLDS, present.min())), shuffle=True, random_state=seed)
-    predicted = {m: np.full(len(data.target), -1) for m in fits}
-    for train_idx, val_idx in folds.split(data.target, data.target_labels):
-        fold = data.with_target(train_idx, data.target[val_idx])
-        for m, method in fits.items():
-            predicted[m][val_idx] = method(fold, seed).logits(data.target[val_idx]).argmax(1)
-            if on_step:
-                on_step()
-    truth, k = data.target_labels, data.n_classes
-    scores = {m: round(balanced_accuracy(truth, p, k), 3) for m, p in predicted.items()}
-    intervals = _bootstrap(truth, predicted, k, seed)
-    gains = _bootstrap(truth, predicted, k, seed + 1, minus="target_only")
-    gain = scores[name] - scores["target_only"]
-    reason = (f"{name} as chosen: {scores[name]:.1%} balanced accuracy on this line's labelled images, "
-              f"{gain:+.1%} against this line's images alone"
-              + (" (within the noise)" if gains[name][0] <= 0 <= gains[name][1] else
-                 "; worse: the other line hurts here, consider target-only" if gains[name][1] < 0 else ""))
-    return TransferDecision(name, "target_cv", "balanced_accuracy", scores["source_only"], scores["target_only"],
-                            scores[name], {"source_only": intervals["source_only"],
-                                           "target_only": intervals["target_only"], "adapted": intervals[name]},
-                            reason, scores)
+    on this line's raw features; measured as `decide` measures a method the user chose."""
+    return decide(data, [name], seed, automatic=False, on_step=on_step, fits={name: fit})
