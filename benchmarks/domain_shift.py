@@ -24,7 +24,12 @@ from inspector.tasks.classification.transfer.alignment import METHODS, DomainFea
 from inspector.tasks.classification.transfer.guard import balanced_accuracy, decide
 from inspector.tasks.classification.transfer.shift import measure_shift
 
+from inspector.tasks.classification.transfer.multitask import target_head  # noqa: E402
+
 TRANSFER = [m for m in METHODS if m not in ("source_only", "target_only")]
+# multi_task on the same frozen features (its strategy's own head); dann and mk_mmd fine-tune the backbone
+# on every image and are not part of this table (their cost on 2 cores: see the docs).
+MEASURED = {**METHODS, "multi_task": target_head}
 
 
 def split(labels: np.ndarray, names: np.ndarray, seed: int, shots: int):
@@ -71,11 +76,11 @@ def main() -> None:
             no_shift = METHODS["source_only"](data, seed).logits(xa[test]).argmax(1)
             results.setdefault((shots, "no shift (source model on camera A)"), []).append(
                 balanced_accuracy(truth, no_shift, k))
-            for name in METHODS:
+            for name in MEASURED:
                 if name == "target_only" and not shots:
                     continue
                 started = time.perf_counter()
-                head = METHODS[name](data, seed)
+                head = MEASURED[name](data, seed)
                 seconds.setdefault(name, []).append(time.perf_counter() - started)
                 score = balanced_accuracy(truth, head.logits(xb[test]).argmax(1), k)
                 results.setdefault((shots, name), []).append(score)
@@ -102,12 +107,12 @@ def main() -> None:
     big = DomainFeatures(xa[drawn], y[drawn], np.zeros((0, xa.shape[1])), np.zeros(0, dtype=int),
                          xb[rng.choice(len(y), 1000)], k)
     print("\n# seconds on top of the features for 1000 source + 1000 unlabelled images (target: under 60 s):")
-    for name in [*TRANSFER, "auto"]:
+    for name in [*TRANSFER, "multi_task", "auto"]:
         started = time.perf_counter()
         if name == "auto":
             decide(big, TRANSFER, 0, automatic=True)
         else:
-            METHODS[name](big, 0)
+            MEASURED[name](big, 0)
         print(f"#   {name:22s} {time.perf_counter() - started:.1f} s", flush=True)
     n_source = len(split(y, names, 0, 0)[0])
     print(f"\n# seconds per method on top of the features ({n_source} source images, ~{n_source // 2} "
