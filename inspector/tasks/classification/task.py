@@ -253,8 +253,10 @@ class ClassificationTask(Task):
         absent = absent_classes(report["per_class"])
         scored = len(report["per_class"]) - len(absent)
         over = f" over the {scored} classes present" if absent else ""
-        lines = [(f"accuracy {report['accuracy']:.3f} (95% CI {low:.2f}-{high:.2f}), macro-F1 {report['macro_f1']:.3f}"
-                  f"{over}, {report['n_images']} images")]
+        balanced = report.get("balanced_accuracy")
+        lines = [(f"accuracy {report['accuracy']:.3f} (95% CI {low:.2f}-{high:.2f}), "
+                  + (f"balanced accuracy {balanced:.3f}, " if balanced is not None else "")
+                  + f"macro-F1 {report['macro_f1']:.3f}{over}, {report['n_images']} images")]
         if absent:
             lines.append(f"absent from the data, not scored: {', '.join(absent)}")
         return lines
