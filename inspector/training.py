@@ -209,7 +209,8 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
                         device=_device_label(device, ranks), classes=list(dataset.classes),
                         n_images=len(dataset), validation=plan.description, epochs=resolved.epochs,
                         run_dir=str(run.path)))
-        tracker = _tracker(run.run_id, emit, task, strategy, model, dataset, plan, resolved, prep, device, ranks)
+        tracker = _tracker(run.run_id, emit, task, strategy, model, dataset, plan, resolved, prep, device, ranks,
+                           domains)
         tracker.start("decoding", total=len(dataset) + domains_size(domains), unit="images")
         images = load_image_set(dataset, prep.image_size, prep.bit_depth, on_image=tracker.advance)
         source_images, unlabeled_images = _load_domains(domains, dataset.classes, prep, tracker)
@@ -288,11 +289,13 @@ HEARTBEAT_S = 2.0  # a Progress event at least this often, even while one batch 
 
 
 def _tracker(run_id: str, emit, task, strategy, model: torch.nn.Module, dataset: LabeledDataset, plan,
-             config: TrainConfig, prep, device: torch.device, ranks: Ranks) -> ProgressTracker:
+             config: TrainConfig, prep, device: torch.device, ranks: Ranks, domains: Domains = Domains()) -> ProgressTracker:
     """The run's progress tracker with its whole plan: decoding, the fits (engine/trainer.plan_work),
     the task's evaluation; the speed prior from the device, image size and backbone size."""
-    work = [Work("decoding", len(dataset), "images", cost=DECODE_PASSES),
-            *plan_work(strategy, model, plan, config, cross_validate=config.cross_validate),
+    work = [Work("decoding", len(dataset) + domains_size(domains), "images", cost=DECODE_PASSES),
+            *plan_work(strategy, model, plan, config, cross_validate=config.cross_validate,
+                       n_source=len(domains.source) if domains.source is not None else 0,
+                       n_unlabeled=len(domains.unlabeled) if domains.unlabeled is not None else 0),
             *task.evaluation_work(model, len(dataset), config)]
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     return ProgressTracker(run_id, emit, work, seconds_per_pass=prior_seconds_per_pass(device.type, prep.image_size,

@@ -190,3 +190,24 @@ def test_the_cli_refuses_what_cannot_work_in_words(tiny_data, second_camera, tmp
     assert "does not use another line's images" in capsys.readouterr().err
     assert main(["train", str(second_camera / "labelled"), "--strategy", "coral", "--runs-dir", str(tmp_path)]) != 0
     assert "another line" in capsys.readouterr().err
+
+
+def test_a_transfer_runs_plan_counts_the_other_lines_images():
+    """The ETA plans the features of the other line's and the unlabelled images, and the guard; the joint
+    objective's loop runs over the source's batches."""
+    import types
+
+    from inspector import TrainConfig
+    from inspector.data import ValidationPlan
+    from inspector.engine.loop import batches_per_epoch
+    from inspector.engine.trainer import plan_work
+    from inspector.tasks.classification.strategies import create_strategy
+
+    plan = ValidationPlan("holdout", [(np.arange(10), np.arange(10, 14))], "hold-out")
+    model = types.SimpleNamespace(symmetric=False)
+    work = plan_work(create_strategy("coral"), model, plan, TrainConfig(), n_source=30, n_unlabeled=50)
+    assert [w.total for w in work if w.phase == "features"] == [10, 4, 30, 50]
+    assert [w.phase for w in work][-2:] == ["adaptation", "head"]
+    config = TrainConfig(batch_size=8, epochs=2)
+    joint = plan_work(create_strategy("dann"), model, plan, config, n_source=30, n_unlabeled=50)
+    assert [w.total for w in joint if w.phase == "training"] == [2 * batches_per_epoch(30, 8)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -71,16 +72,21 @@ def _fit(strategy: Fittable, model: torch.nn.Module, train: ImageSet, val: Image
     return outcome
 
 
-def plan_work(strategy: Fittable, model: torch.nn.Module, plan, config, *, cross_validate: bool = True) -> list[Work]:
+def plan_work(strategy: Fittable, model: torch.nn.Module, plan, config, *, cross_validate: bool = True,
+              n_source: int = 0, n_unlabeled: int = 0) -> list[Work]:
     """The planned work of `fit_with_plan` (engine/progress.py), in the order it runs: the kept model's
     fit, then the cross-validation folds (whose frozen features are cached by then). Each fit's work
-    comes from the strategy's `work(model, n_train, n_val, config, fold=, cached=)`; a strategy without
-    it counts as one step of one pass per image."""
+    comes from the strategy's `work(model, n_train, n_val, config, fold=, cached=)`, given also
+    `n_source=` and `n_unlabeled=` (another line's images and this line's unlabelled ones, which every
+    fit sees) when it takes them; a strategy without `work` counts as one step of one pass per image."""
+    others = {"n_source": n_source, "n_unlabeled": n_unlabeled} if n_source or n_unlabeled else {}
+
     def fit_work(n_train: int, n_val: int, fold: str, cached: bool) -> list[Work]:
         work = getattr(strategy, "work", None)
         if work is None:
             return [Work("training", 1, "steps", cost=float(n_train + n_val), fold=fold)]
-        return list(work(model, n_train, n_val, config, fold=fold, cached=cached))
+        takes = others if others and "n_source" in inspect.signature(work).parameters else {}
+        return list(work(model, n_train, n_val, config, fold=fold, cached=cached, **takes))
 
     if plan.mode == "holdout":
         train_idx, val_idx = plan.folds[0]

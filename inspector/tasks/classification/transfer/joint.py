@@ -19,10 +19,10 @@ images come in through its `extra_loss` hook. The adapted model is an ordinary c
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,13 +31,12 @@ from ....augment import build_transform
 from ....engine.context import FitContext, FitOutcome, TrainingStopped
 from ....engine.device import to_device
 from ....engine.loaders import ImageSet
-from ....engine.loop import batches_per_epoch, fit_gradient
+from ....engine.loop import batches_per_epoch, fit_gradient, gradient_work
 from ....engine.progress import tracker_of
 from ....errors import InspectorError
 from ..strategies import NEEDS_SOURCE, FineTune, _zero_head, register_strategy
 from . import guard
-from .shift import measure_shift
-from .strategies import FeatureTransfer
+from .strategies import FeatureTransfer, domain_work, transfer_figures
 
 LABEL_SMOOTHING = 0.1  # as the loop's own cross-entropy (L_s), so L_s and L_t are on one scale
 MMD_BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)  # multiples of the median squared distance (DAN's kernel family)
@@ -175,6 +174,14 @@ class JointObjective(FineTune):
 
     transfer: ClassVar[bool] = True
     default_epochs = 5
+
+    def work(self, model, n_train, n_val, config, *, fold="final", cached=False, n_source=0, n_unlabeled=0):
+        """The guard's frozen features and baselines (the kept model's fit), then the loop over the source's
+        batches, each also passing a batch of this line's images (twice a plain batch's work)."""
+        guard_work = domain_work(model, n_train, n_val, fold=fold, cached=cached, n_source=n_source,
+                                 n_unlabeled=n_unlabeled, adaptation=True) if fold == "final" else []
+        training = gradient_work(n_source or n_train, n_val, config.batch_size, self.epochs(config), fold)
+        return [*guard_work, *(dataclasses.replace(w, cost=2 * w.cost) for w in training)]
     target_weight: ClassVar[float] = 1.0  # lambda
     discrepancy_weight: ClassVar[float]  # gamma
 
@@ -247,14 +254,8 @@ class JointObjective(FineTune):
         else:
             note = "The adapted model's accuracy on this line cannot be measured without labelled images of this line."
         decision = guard.baselines(data, self.name, ctx.config.seed, adapted_note=note)
-        shift = measure_shift(data.source, data.source_labels, np.concatenate([data.target, data.unlabeled]),
-                              np.r_[data.target_labels, np.full(len(data.unlabeled), -1)], ctx.classes,
-                              seed=ctx.config.seed)
         tracker.advance(1)
-        return {"transfer": decision.to_dict(),
-                "shift": {"domain_auroc": shift.domain_auroc, "words": shift.words,
-                          "per_class": shift.per_class} if shift else None}
-
+        return transfer_figures(decision, data, ctx.classes, ctx.config.seed)
 
 def _warm_up(step: int, steps: int) -> float:
     """0 -> 1 linearly over the first `steps` training steps: the features first learn the classes."""

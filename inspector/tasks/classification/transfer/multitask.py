@@ -48,8 +48,7 @@ from ..predictor import SOURCE_HEAD_MODULE
 from ..strategies import _set_head, _softmax, register_strategy
 from .alignment import DomainFeatures, Scaling
 from .guard import decide_method
-from .shift import measure_shift
-from .strategies import FeatureTransfer
+from .strategies import FeatureTransfer, transfer_figures
 
 RANK = 32  # width of the shared projection (fewer when there are fewer images or features)
 STEPS = 200  # full-batch optimiser steps
@@ -187,12 +186,7 @@ class MultiTask(FeatureTransfer):
         if ctx.fold == "final":
             tracker.start("adaptation", fold=ctx.fold, total=1, unit="steps")
             decision = decide_method(data, self.name, target_head, ctx.config.seed, on_step=ctx.check_stop)
-            shift = measure_shift(data.source, data.source_labels, np.concatenate([data.target, data.unlabeled]),
-                                  np.r_[data.target_labels, np.full(len(data.unlabeled), -1)], ctx.classes,
-                                  seed=ctx.config.seed)
-            figures = {"transfer": decision.to_dict(),
-                       "shift": {"domain_auroc": shift.domain_auroc, "words": shift.words,
-                                 "per_class": shift.per_class} if shift else None}
+            figures = transfer_figures(decision, data, ctx.classes, ctx.config.seed)
             tracker.advance(1)
         tracker.start("head", fold=ctx.fold, total=STEPS, unit="steps")
 

@@ -9,13 +9,42 @@ import numpy as np
 
 from ....engine.context import FitOutcome, TrainingStopped
 from ....engine.events import EpochEnd
-from ....engine.progress import tracker_of
+from ....engine.progress import Work, tracker_of
 from ....errors import InspectorError
 from ....evaluation import accuracy_and_f1, mean_log_loss
 from ..strategies import NEEDS_SOURCE, LinearProbe, _set_head, _softmax, register_strategy
 from .alignment import METHODS, DomainFeatures
 from .guard import decide
 from .shift import measure_shift
+
+
+# The guard's work per image of both lines, in forward passes of the backbone: the label-free guard took
+# 9.3 s for 1000 + 1000 images on the 2-core development machine (benchmarks/domain_shift.py), about
+# 0.08 passes per image at its 0.06 s per pass.
+ADAPTATION_PASSES_PER_IMAGE = 0.1
+
+
+def transfer_figures(decision, data: DomainFeatures, classes: list[str], seed: int) -> dict:
+    """What a transfer run's kept fit adds to the run's summary: the guard's `transfer` block and the
+    `shift` between the lines' frozen features (this line's labelled and unlabelled images together)."""
+    shift = measure_shift(data.source, data.source_labels, np.concatenate([data.target, data.unlabeled]),
+                          np.r_[data.target_labels, np.full(len(data.unlabeled), -1)], classes, seed=seed)
+    return {"transfer": decision.to_dict(),
+            "shift": {"domain_auroc": shift.domain_auroc, "words": shift.words, "per_class": shift.per_class}
+            if shift else None}
+
+
+def domain_work(model, n_train: int, n_val: int, *, fold: str, cached: bool, n_source: int, n_unlabeled: int,
+                adaptation: bool) -> list[Work]:
+    """The planned work of reading both lines' frozen features (in the order `domain_features` extracts
+    them) and, when `adaptation`, of the guard (engine/progress.py)."""
+    views = 8 if getattr(model, "symmetric", False) else 1
+    steps = [Work("features", 0 if cached else n, "images", cost=views, fold=fold)
+             for n in (n_train, n_val, n_source, n_unlabeled) if n]
+    if adaptation:
+        images = n_train + n_val + n_source + n_unlabeled
+        steps.append(Work("adaptation", 1, "steps", cost=ADAPTATION_PASSES_PER_IMAGE * images, fold=fold))
+    return steps
 
 
 class FeatureTransfer(LinearProbe):
@@ -30,6 +59,12 @@ class FeatureTransfer(LinearProbe):
 
     def methods(self) -> list[str]:
         return [self.method]
+
+    def work(self, model, n_train, n_val, config, *, fold="final", cached=False, n_source=0, n_unlabeled=0):
+        """Both lines' features, the guard (the kept model's fit; every fit of auto_transfer), the head."""
+        return [*domain_work(model, n_train, n_val, fold=fold, cached=cached, n_source=n_source,
+                             n_unlabeled=n_unlabeled, adaptation=fold == "final" or self.automatic),
+                Work("head", 1, "steps", cost=1.0, fold=fold)]
 
     def domain_features(self, model, train, val, ctx) -> tuple[DomainFeatures, np.ndarray | None]:
         """The lines' features for this fit; a validation fold's images count as unlabelled ones."""
@@ -62,12 +97,7 @@ class FeatureTransfer(LinearProbe):
             decision = decide(data, self.methods(), ctx.config.seed, automatic=self.automatic)
             method = decision.method
             if ctx.fold == "final":
-                shift = measure_shift(data.source, data.source_labels, np.concatenate([data.target, data.unlabeled]),
-                                      np.r_[data.target_labels, np.full(len(data.unlabeled), -1)], ctx.classes,
-                                      seed=ctx.config.seed)
-                figures = {"transfer": decision.to_dict(),
-                           "shift": {"domain_auroc": shift.domain_auroc, "words": shift.words,
-                                     "per_class": shift.per_class} if shift else None}
+                figures = transfer_figures(decision, data, ctx.classes, ctx.config.seed)
             tracker.advance(1)
         tracker.start("head", fold=ctx.fold, total=1, unit="steps")
         head = METHODS[method](data, ctx.config.seed)
