@@ -107,7 +107,9 @@ def test_predict_head_source_on_the_command_line(multitask_run, lines, capsys):
     rows = {}
     for head in (None, "target", "source"):
         assert main(["predict", run_dir, images, "--json", *(["--head", head] if head else [])]) == 0
-        rows[head] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["head"] == (head or "target"), "the JSON says which line's head answered"
+        rows[head] = result["predictions"]
     probabilities = {h: np.array([[r["probabilities"][c] for c in CLASSES] for r in rows[h]]) for h in rows}
     np.testing.assert_allclose(probabilities[None], probabilities["target"])
     assert not np.allclose(probabilities[None], probabilities["source"], atol=1e-3)

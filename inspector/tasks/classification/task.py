@@ -221,6 +221,14 @@ class ClassificationTask(Task):
                                  dtype=np.float64).reshape(len(predictions), len(predictor.classes))
         return probability_rows(predictor.classes, probabilities, options.ok_classes, threshold)
 
+    def result_header(self, predictor) -> dict[str, Any]:
+        """The task and classes, plus `head` ("target" or "source") for a run that keeps a head per line
+        (multi_task), so a reader of `predict --json` knows which line's classifier answered."""
+        header = super().result_header(predictor)
+        if len(getattr(predictor, "head_names", [])) > 1:
+            header["head"] = predictor.head
+        return header
+
     def decision_rule(self, predictor, options: PredictOptions) -> dict[str, Any]:
         return {"ok_classes": list(options.ok_classes),
                 "threshold": DEFAULT_THRESHOLD if options.threshold is None else options.threshold}
