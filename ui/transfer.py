@@ -99,7 +99,7 @@ def source_section(ws: Workspace, duplicates: str, limits: str) -> None:
         choices = [*classes, *[c for c in ours if c not in classes], NEW_CLASS]
         with left:
             target = st.selectbox("Class", choices, key="source_class")
-            new_name = (st.text_input("New class name", key="source_new_class", placeholder="e.g. scratch")
+            new_name = (st.text_input("New class of the other line", key="source_new_class", placeholder="e.g. scratch")
                         if target == NEW_CLASS else "")
         with right:
             uploads = st.file_uploader("Drag and drop the other line's images here", accept_multiple_files=True,
