@@ -249,7 +249,8 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
                          best_epoch=fitted.best_epoch,
                          params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
                          inference_ms_per_image=inference_ms,
-                         metrics={**evaluation.metrics, **_domain_figures(resolved, domains), **(fitted.figures or {})})
+                         metrics={**evaluation.metrics, **_domain_figures(resolved, domains, dataset.classes),
+                                  **(fitted.figures or {})})
     run.update(status=fitted.status, summary=summary.to_dict())
     tracker.finish()
     emit(TrainEnd(run.run_id, status=fitted.status, summary=summary.to_dict()))
@@ -277,11 +278,13 @@ def _load_domains(domains: Domains, classes: list[str], prep, tracker) -> tuple[
     return source, unlabeled
 
 
-def _domain_figures(config: TrainConfig, domains: Domains) -> dict[str, Any]:
-    """What a run with another line's images stores: which source, how many images of each kind."""
+def _domain_figures(config: TrainConfig, domains: Domains, classes: list[str]) -> dict[str, Any]:
+    """What a run with another line's images stores: which source, how many images of each kind it used
+    (the source's images of the run's `classes`)."""
     if not domains.used:
         return {}
-    return {"source": config.source, "n_source": len(domains.source) if domains.source is not None else 0,
+    n_source = sum(s.label in classes for s in domains.source.samples) if domains.source is not None else 0
+    return {"source": config.source, "n_source": n_source,
             "n_unlabeled": len(domains.unlabeled) if domains.unlabeled is not None else 0}
 
 

@@ -145,6 +145,11 @@ def run(args: argparse.Namespace) -> int | None:
                 print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
         if dataset is not None:  # empty class, copies
             data_warnings = [finding.message for finding in validate_dataset(dataset).warnings]
+        if dataset is not None and source is not None:
+            foreign = [c for c in source.classes if c not in dataset.classes]
+            if foreign:
+                data_warnings.append(f"the other line's classes {', '.join(foreign)} are not among this line's "
+                                     f"({', '.join(dataset.classes)}): their images are left out")
         for message in data_warnings:
             print(f"warning: {message}", file=sys.stderr)
     result = train(dataset, config, source=source, unlabeled=unlabeled, runs_dir=args.runs_dir,
