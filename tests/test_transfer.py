@@ -211,3 +211,18 @@ def test_a_transfer_runs_plan_counts_the_other_lines_images():
     config = TrainConfig(batch_size=8, epochs=2)
     joint = plan_work(create_strategy("dann"), model, plan, config, n_source=30, n_unlabeled=50)
     assert [w.total for w in joint if w.phase == "training"] == [2 * batches_per_epoch(30, 8)]
+
+
+def test_the_other_lines_classes_this_line_lacks_are_named(tiny_data, second_camera, tmp_path, capsys):
+    import shutil
+
+    from inspector.cli import main
+
+    target = tmp_path / "two_classes"
+    for label in ("ok", "scratch"):
+        shutil.copytree(second_camera / "labelled" / label, target / label)
+    # fine_tune is refused with a source: the warning is printed before, and nothing trains
+    assert main(["train", str(target), "--source", str(tiny_data), "--strategy", "fine_tune",
+                 "--runs-dir", str(tmp_path / "runs")]) != 0
+    err = capsys.readouterr().err
+    assert "the other line's classes crack are not among this line's (ok, scratch)" in err
