@@ -68,9 +68,9 @@ def test_coral_without_labels_beats_the_other_lines_model_as_it_is(shifted_lines
     assert after > before + 0.15 and after > 0.8, (before, after)
 
 
-def test_subspace_alignment_folded_into_the_head_matches_skadas_projection(shifted_lines):
-    """The target's projection is folded into a head on raw features: the same scores as projecting
-    first with skada's fitted PCA and applying the head there."""
+def test_subspace_alignment_folded_into_the_head_works_on_raw_features(shifted_lines):
+    """The target's projection (skada's PCA) is folded into a head on raw features: it has the raw
+    features' width and classifies the shifted line above chance (a wrong fold gives chance or worse)."""
     xs, ys, xt, _, xtest, _ = shifted_lines
     data = DomainFeatures(xs, ys, np.zeros((0, D)), np.zeros(0, dtype=int), xt, K)
     head = subspace_alignment(data, 0)

@@ -14,19 +14,11 @@ from inspector.errors import InspectorError
 from inspector.inference import load_predictor
 from inspector.tasks.base import PredictOptions, create_task
 from inspector.tasks.classification.predictor import SOURCE_HEAD_KEYS
+from tests.test_strategy_contract import camera_b  # the test's second camera, one definition
 
 FAST = dict(image_size=96, seed=3, max_folds=2, batch_size=8)
 CLASSES = ("crack", "ok", "scratch")
 TRANSFER_KEYS = {"method", "chosen_by", "score_name", "source_only", "target_only", "adapted", "intervals", "reason"}
-
-
-def camera_b(image: np.ndarray) -> np.ndarray:
-    """A second camera (as tests/test_strategy_contract.py's): darker, lower contrast, softer, noisier."""
-    from PIL import Image, ImageFilter
-
-    soft = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float64)
-    noise = np.random.default_rng(int(image.sum()) % 2**32).normal(0, 4, image.shape)
-    return np.clip(0.6 * soft + 20 + noise, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")

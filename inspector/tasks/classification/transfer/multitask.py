@@ -40,12 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from ....engine.context import FitOutcome, TrainingStopped
-from ....engine.events import EpochEnd
 from ....engine.progress import tracker_of
-from ....evaluation import accuracy_and_f1, mean_log_loss
 from ..linear import LinearHead
 from ..predictor import SOURCE_HEAD_MODULE
-from ..strategies import _set_head, _softmax, register_strategy
+from ..strategies import _set_head, register_strategy
 from .alignment import DomainFeatures, Scaling
 from .guard import decide_method
 from .strategies import FeatureTransfer, transfer_figures
@@ -197,16 +195,4 @@ class MultiTask(FeatureTransfer):
         heads = fit_line_heads(data, ctx.config.seed, on_step=step)
         _set_head(model, heads.target)
         kept = with_source_head(model, heads.source) if ctx.fold == "final" else model
-        metrics = {"train_loss": None, "val_loss": None, "val_accuracy": None, "val_macro_f1": None,
-                   "images_per_s": None}
-        if len(data.target):
-            metrics["train_loss"] = mean_log_loss(_softmax(heads.target.logits(data.target)), data.target_labels)
-        val_probs = None
-        if x_val is not None:
-            val_probs = _softmax(heads.target.logits(x_val))
-            metrics["val_loss"] = mean_log_loss(val_probs, val.labels)
-            metrics["val_accuracy"], metrics["val_macro_f1"] = accuracy_and_f1(val.labels, val_probs.argmax(1),
-                                                                               len(ctx.classes))
-        ctx.emit(EpochEnd(ctx.run_id, epoch=1, epochs=1, lr=None, elapsed_s=ctx.elapsed, eta_s=0.0,
-                          device=ctx.device.type, device_memory_mb=None, fold=ctx.fold, **metrics))
-        return FitOutcome(kept, 1, val_probs, figures=figures)
+        return self.outcome(kept, heads.target, data, x_val, val, ctx, figures)

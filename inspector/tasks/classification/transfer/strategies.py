@@ -103,6 +103,11 @@ class FeatureTransfer(LinearProbe):
         head = METHODS[method](data, ctx.config.seed)
         _set_head(model, head)
         tracker.advance(1)
+        return self.outcome(model, head, data, x_val, val, ctx, figures)
+
+    def outcome(self, model, head, data: DomainFeatures, x_val, val, ctx, figures) -> FitOutcome:
+        """The fit's one epoch (EpochEnd: training loss on this line's labelled images, validation figures)
+        and its outcome with `head` (acting on this line's raw features) as the kept model's classifier."""
         metrics = {"train_loss": None, "val_loss": None, "val_accuracy": None, "val_macro_f1": None,
                    "images_per_s": None}
         if len(data.target):
