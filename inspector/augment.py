@@ -39,6 +39,10 @@ class Preprocessing:
     # The camera bit depth of 16-bit grey images (runtime.images.load_image); None: 8-bit data, or a run
     # stored before it existed (each 16-bit image then guesses its own).
     bit_depth: int | None = None
+    # Overlapping tiles at one pixel scale instead of the whole image (runtime/tiling.py); None: whole image.
+    tiling: dict[str, Any] | None = None
+    # Regions to inspect and to ignore, relative to the image (runtime/regions.py); None: everywhere.
+    regions: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -48,7 +52,7 @@ class Preprocessing:
         return cls(image_size=int(data["image_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
                    interpolation=data.get("interpolation", "bicubic"),
                    resize_mode=data.get("resize_mode", "stretch"), antialias=data.get("antialias", False),
-                   bit_depth=data.get("bit_depth"))
+                   bit_depth=data.get("bit_depth"), tiling=data.get("tiling"), regions=data.get("regions"))
 
     @property
     def pad_value(self) -> tuple[int, int, int]:

@@ -60,6 +60,12 @@ class TrainConfig:
     # line, as given (folder or zip paths, stored with the run); None: not used.
     source: str | None = None
     unlabeled: str | None = None
+    # The smallest defect to find, in camera pixels: the images are tiled at the scale where such a defect
+    # spans a feature cell (runtime/tiling.py; anomaly task). None: whole images near the input size, large
+    # ones tiled at their own resolution (scale.choose_tiling says which and why).
+    defect_size: float | None = None
+    # Where to look: a region of interest and regions to ignore (runtime/regions.py, Regions.to_dict()).
+    regions: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,6 +95,8 @@ class TrainConfig:
             problems.append(f"cross-validation folds must be between 2 and 20 (got {self.max_folds})")
         if self.device not in DEVICES:
             problems.append(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if self.defect_size is not None and not 0.5 <= self.defect_size <= 10000:
+            problems.append(f"defect size must be between 0.5 and 10000 camera pixels (got {self.defect_size})")
         if problems:
             raise InspectorError("Invalid training settings: " + "; ".join(problems) + ".")
 

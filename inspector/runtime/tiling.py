@@ -1,0 +1,131 @@
+"""Tiles: a large image cut into overlapping squares at one pixel scale, so that a defect a few camera
+pixels across still spans a feature cell of the backbone (a 16000 x 3000 line-scan strip squeezed to
+256 px loses every defect smaller than 60 pixels).
+
+`preprocessing["tiling"]` (absent or None: the whole image is one model input, as `fit_to_input`):
+
+    {"tile": T, "overlap": f}   squares of T x T camera pixels, neighbours overlapping by about the
+                                fraction f, each resized to the model's input (image_size); the scale
+                                is image_size / T model pixels per camera pixel, the same for every
+                                image whose sides are both at least T
+
+An image side shorter than T is covered by one tile of that side (the square shrinks to the short
+side, so such an image is enlarged a little more). The tiles of an image are made one at a time from
+views of the decoded image (`model_inputs` is a generator): memory stays bounded by one batch of
+tiles whatever the image's size.
+
+Each tile's patch map is placed back on a grid over the whole image (`stitch`, overlaps by their
+maximum), so the score and the map of a tiled image are those of one large patch map.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .resize import fit_to_input
+
+DEFAULT_OVERLAP = 0.25  # a defect cut by one tile's edge lies well inside its neighbour
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One model input made from an image: its pixels (size, size, 3) uint8, the square of the image it
+    shows as (top, left, side) in camera pixels (the whole image: (0, 0, 0)), and which of its pixels
+    may be scored ((size, size) bool, None: all)."""
+
+    pixels: np.ndarray
+    box: tuple[int, int, int]
+    valid: np.ndarray | None = None
+
+
+def tiling_of(preprocessing: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's tiling settings, or None for whole-image inputs."""
+    tiling = preprocessing.get("tiling")
+    return dict(tiling) if tiling else None
+
+
+def _starts(length: int, side: int, overlap: float) -> list[int]:
+    """Evenly spread start positions of squares of `side` covering [0, length), edges included."""
+    if length <= side:
+        return [0]
+    count = math.ceil((length - side) / max(1.0, side * (1.0 - overlap))) + 1
+    return [round(i * (length - side) / (count - 1)) for i in range(count)]
+
+
+def tile_boxes(height: int, width: int, tile: int, overlap: float = DEFAULT_OVERLAP) -> list[tuple[int, int, int]]:
+    """The (top, left, side) squares covering a height x width image, row by row. side = min(tile,
+    height, width). Raises ValueError for a tile under 8 pixels or an overlap outside [0, 0.9]."""
+    if tile < 8:
+        raise ValueError(f"A tile must be at least 8 pixels, got {tile}.")
+    if not 0.0 <= overlap <= 0.9:
+        raise ValueError(f"The tile overlap must be within [0, 0.9], got {overlap}.")
+    side = min(int(tile), int(height), int(width))
+    return [(top, left, side) for top in _starts(height, side, overlap) for left in _starts(width, side, overlap)]
+
+
+def _as_input_mask(valid: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
+    """A (h, w) bool mask of the image (or of a tile) -> (size, size) bool at the model input, through
+    the very resize of the pixels (letterbox padding counts as valid: it was always scored)."""
+    grey = np.repeat((valid.astype(np.uint8) * 255)[:, :, None], 3, axis=2)
+    resized = fit_to_input(grey, {**preprocessing, "pad_value": [255, 255, 255], "interpolation": "bilinear"})
+    return resized[:, :, 0] >= 128
+
+
+def model_inputs(image: np.ndarray, preprocessing: dict[str, Any], valid: np.ndarray | None = None
+                 ) -> Iterator[ModelInput]:
+    """The model inputs of one RGB uint8 image (H, W, 3): the whole image, or its tiles one at a time.
+
+    valid: (H, W) bool, True where the image may be scored (regions.Regions.mask); None: everywhere.
+    """
+    tiling = tiling_of(preprocessing)
+    if tiling is None:
+        yield ModelInput(fit_to_input(image, preprocessing), (0, 0, 0),
+                         None if valid is None else _as_input_mask(valid, preprocessing))
+        return
+    square = {**preprocessing, "resize_mode": "stretch"}
+    height, width = image.shape[:2]
+    for top, left, side in tile_boxes(height, width, int(tiling["tile"]), float(tiling.get("overlap", DEFAULT_OVERLAP))):
+        crop = image[top:top + side, left:left + side]
+        mask = None if valid is None else _as_input_mask(valid[top:top + side, left:left + side], square)
+        yield ModelInput(fit_to_input(crop, square), (top, left, side), mask)
+
+
+def cell_mask(valid: np.ndarray | None, grid: tuple[int, int]) -> np.ndarray | None:
+    """A model input's valid pixels (size, size) -> its feature cells (h', w') bool: a cell counts when
+    at least half of the pixels it covers may be scored (area average)."""
+    if valid is None:
+        return None
+    image = Image.fromarray(valid.astype(np.float32), mode="F")
+    return np.asarray(image.resize((int(grid[1]), int(grid[0])), Image.Resampling.BOX)) >= 0.5
+
+
+def masked_max(patch_map: np.ndarray, cells: np.ndarray | None) -> float:
+    """The largest patch distance among the cells that may be scored (0.0 when none may)."""
+    values = patch_map if cells is None else patch_map[cells]
+    return float(values.max()) if values.size else 0.0
+
+
+def stitch(maps: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int]], image_hw: tuple[int, int],
+           cells: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+    """Tile patch maps (each (h', w')) -> one map over the whole image at the tiles' cell size
+    ((ceil(H / c), ceil(W / c)) with c = side / h' camera pixels per cell), overlaps by their maximum;
+    cells that may not be scored count 0. A whole-image input (box side 0) is returned as it is."""
+    if len(maps) == 1 and boxes[0][2] == 0:
+        only = np.asarray(maps[0], dtype=np.float32)
+        return only if not cells or cells[0] is None else np.where(cells[0], only, 0.0).astype(np.float32)
+    height, width = image_hw
+    per_cell = boxes[0][2] / maps[0].shape[0]
+    canvas = np.zeros((math.ceil(height / per_cell), math.ceil(width / per_cell)), dtype=np.float32)
+    for i, (patch_map, (top, left, side)) in enumerate(zip(maps, boxes)):
+        patch_map = np.asarray(patch_map, dtype=np.float32)
+        if cells and cells[i] is not None:
+            patch_map = np.where(cells[i], patch_map, 0.0)
+        y, x = round(top / per_cell), round(left / per_cell)
+        h = min(patch_map.shape[0], canvas.shape[0] - y)
+        w = min(patch_map.shape[1], canvas.shape[1] - x)
+        np.maximum(canvas[y:y + h, x:x + w], patch_map[:h, :w], out=canvas[y:y + h, x:x + w])
+    return canvas
