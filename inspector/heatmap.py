@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -83,3 +84,57 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45,
     coloured = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     coloured = cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
     return (image.astype(np.float32) * (1 - alpha) + coloured.astype(np.float32) * alpha).astype(np.uint8)
+
+
+class Window(NamedTuple):
+    """A square of a heatmap: its top-left corner and side in the map's pixels, and its highest value."""
+
+    top: int
+    left: int
+    side: int
+    peak: float
+
+
+def worst_windows(heat: np.ndarray, k: int = 3, side: int = 256) -> list[Window]:
+    """The `k` highest-scoring squares of a (H, W) heatmap that do not overlap, highest first: each is
+    centred on a local peak (moved inside the map at its edges) and `peak` is the highest value in it.
+    The side shrinks to the map's shorter side; fewer than `k` come back when no more fit.
+
+    Peaks are looked for on a grid of cells a quarter of the side across (the map's maximum per cell),
+    so a 16000 x 3000 map costs one pass over its pixels."""
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0)
+    if heat.ndim != 2 or heat.size == 0 or k < 1:
+        return []
+    height, width = heat.shape
+    side = max(1, min(int(side), height, width))
+    cell = max(1, side // 4)
+    gh, gw = -(-height // cell), -(-width // cell)
+    padded = np.full((gh * cell, gw * cell), -np.inf, dtype=np.float32)
+    padded[:height, :width] = heat
+    blocks = padded.reshape(gh, cell, gw, cell).transpose(0, 2, 1, 3).reshape(gh, gw, cell * cell)
+    where = blocks.argmax(axis=2)
+    values = np.take_along_axis(blocks, where[..., None], axis=2)[..., 0]
+    chosen: list[Window] = []
+    for index in np.argsort(-values, axis=None, kind="stable"):
+        i, j = divmod(int(index), gw)
+        dy, dx = divmod(int(where[i, j]), cell)
+        top = min(max(i * cell + dy - side // 2, 0), height - side)
+        left = min(max(j * cell + dx - side // 2, 0), width - side)
+        if any(top < w.top + w.side and w.top < top + side and left < w.left + w.side and w.left < left + side
+               for w in chosen):
+            continue
+        chosen.append(Window(top, left, side, float(heat[top:top + side, left:left + side].max())))
+        if len(chosen) == k:
+            break
+    return sorted(chosen, key=lambda w: -w.peak)
+
+
+def shade_outside(image: np.ndarray, scored: np.ndarray | None, strength: float = 0.65) -> np.ndarray:
+    """The RGB uint8 image with the pixels that are not scored (`scored` False, e.g. from
+    `Regions.mask`) darkened and tinted red; `scored` None: the image unchanged."""
+    if scored is None:
+        return image
+    out = image.astype(np.float32)
+    tint = np.array([120.0, 0.0, 0.0], dtype=np.float32)
+    out[~scored] = out[~scored] * (1 - strength) + tint * strength
+    return out.astype(np.uint8)

@@ -7,6 +7,7 @@ or an app restart loses nothing and no name a user types can reach outside the w
       data/<class>/<image>  one folder per class (what `discover_dataset` reads)
       source/<class>/<image> another line's labelled images (domain adaptation: TrainConfig.source)
       unlabeled/<image>     this line's unlabelled images, flat (TrainConfig.unlabeled)
+      regions.json          where to look: region of interest and regions to ignore (TrainConfig.regions)
       runs/                 the run store
 
 Writes are atomic (a temp file in the same folder, then `os.replace`), class and file names
@@ -29,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._io import atomic_write_bytes, storage_errors
+from ._io import atomic_write_bytes, atomic_write_json, storage_errors
 from .data import (
     IMAGE_EXTENSIONS,
     LabeledDataset,
@@ -44,6 +45,7 @@ from .data.images import content_hash
 from .data.types import display_path, is_ignored_name
 from .errors import ImageLoadError, InspectorError
 from .runs import default_workspace_root
+from .runtime.regions import Regions, read_mask_image
 
 __all__ = ["DUPLICATE_CHOICES", "ImportReport", "Workspace", "default_workspace_root", "safe_class_name",
            "safe_file_name", "sample_data_dir"]
@@ -217,6 +219,7 @@ class Workspace:
         self.source_dir = self.root / "source"  # another line's labelled images, one folder per class
         self.unlabeled_dir = self.root / "unlabeled"  # this line's unlabelled images, one flat folder
         self.runs_dir = self.root / "runs"
+        self.regions_path = self.root / "regions.json"  # beside data/: one drawing for the whole dataset
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -568,6 +571,44 @@ class Workspace:
     def unlabeled_dataset(self) -> LabeledDataset | None:
         """This line's verified unlabelled images (data.discover_images), or None while there are none."""
         return discover_images(self.unlabeled_dir) if self.n_unlabeled() else None
+
+    # -- regions: where to look (a region of interest, regions to ignore) --------------------------
+    def regions(self) -> Regions:
+        """The dataset's regions (regions.json); no regions when there is no file.
+        Raises InspectorError when the file is not readable."""
+        if not self.regions_path.is_file():
+            return Regions()
+        return Regions.read(self.regions_path)
+
+    def save_regions(self, regions: Regions) -> Regions:
+        """Store the dataset's regions (atomically); empty regions remove the file. Returns them."""
+        if regions.empty:
+            self.clear_regions()
+            return regions
+        with storage_errors(self.regions_path):
+            self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.regions_path, regions.to_dict())
+        return regions
+
+    def clear_regions(self) -> None:
+        with storage_errors(self.regions_path):
+            self.regions_path.unlink(missing_ok=True)
+
+    def save_region_mask(self, kind: str, data: bytes | None) -> Regions:
+        """Set (image bytes: white = the region) or drop (None) the region-of-interest mask (`kind`
+        "roi") or the ignore mask ("ignore"), keeping the drawn shapes. Returns the stored regions.
+        Raises InspectorError for an unreadable or all-dark image."""
+        if kind not in ("roi", "ignore"):
+            raise ValueError(f"kind must be 'roi' or 'ignore', not {kind!r}")
+        mask = None
+        if data is not None:
+            with tempfile.TemporaryDirectory() as scratch:
+                path = Path(scratch) / f"{kind}_mask"
+                path.write_bytes(data)
+                mask = read_mask_image(path)
+        current = self.regions()
+        masks = {"roi_mask": current.roi_mask, "ignore_mask": current.ignore_mask, f"{kind}_mask": mask}
+        return self.save_regions(Regions(current.roi, current.ignore, **masks))
 
     # -- classes ---------------------------------------------------------------------------
     def create_class(self, name: str) -> str:

@@ -10,6 +10,7 @@ from inspector.data.validation import exact_copies
 from inspector.evidence.features import frozen_features
 from inspector.evidence.learning_curve import advise_from_features
 from ui.evidence import render_advice
+from ui.regions import regions_section
 from inspector.workspace import MAX_FILES_PER_UPLOAD, MAX_UPLOAD_MB, MAX_UPLOAD_TOTAL_BYTES
 from ui import charts
 from ui.data import checked_dataset, dataset_summary, rgb, thumbnail_of
@@ -178,6 +179,11 @@ if counts:
                 ws.delete_image(shown, name)
             flash(f"Deleted {count(len(picked), 'image')} from '{shown}'.")
             st.rerun()
+
+
+# -- where to look: a region of interest and regions to ignore -----------------------------------
+if counts and any(counts.values()):
+    regions_section(ws, counts)
 
 
 # -- another line's images and this line's unlabelled ones (domain adaptation) ------------------------
