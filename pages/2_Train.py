@@ -21,6 +21,7 @@ from inspector.config import RESIZE_MODES
 from inspector.tasks.classification.strategies import is_transfer
 from ui import charts, live, words
 from ui.data import checked_dataset, dataset_summary
+from ui.regions import describe as describe_regions
 from ui.state import (page_setup, runner, runs, show_flashes, show_work, user_errors,
                       workspace)
 from ui.transfer import checked_source, transfer_choices
@@ -208,6 +209,34 @@ if not use_source and len(strategies) > 1:  # a task with one strategy has nothi
                         horizontal=False)
     cost_area = st.empty()  # filled below, once the image size and the views are chosen
 
+# -- scale and regions -------------------------------------------------------------------------------
+def reads_scale(task_obj, data) -> bool:
+    """True when the task reads a defect size and regions (its scale() refuses them otherwise)."""
+    if data is None or not hasattr(task_obj, "scale"):
+        return False
+    try:
+        task_obj.scale(TrainConfig(task=task, ok_classes=ok_classes, defect_size=8.0), data)
+    except InspectorError:
+        return False
+    return True
+
+
+st.header("3. Defect size and where to look")
+scale_read = reads_scale(chosen_task, dataset)
+s1, s2 = st.columns([1, 2])
+defect_size = s1.number_input(
+    "Smallest defect to find (camera pixels)", min_value=0.5, max_value=10000.0, value=None, step=1.0,
+    key="defect_size", placeholder="auto", disabled=not scale_read,
+    help="Across, in the camera's own pixels. Empty (auto): images near the model's input size stay whole and "
+         "larger ones are tiled at their own resolution; with a size, the images are tiled at the scale where "
+         "such a defect still covers a feature cell, instead of squeezed into one small square.")
+stored_regions = None
+with user_errors("Reading the regions"):
+    stored_regions = ws.regions()
+scale_area = s2.empty()  # filled below, once the image size is chosen
+regions_arg = stored_regions.to_dict() if scale_read and stored_regions is not None and not stored_regions.empty else None
+defect_size_arg = float(defect_size) if scale_read and defect_size else None
+
 # -- advanced -----------------------------------------------------------------------------------
 with st.expander("Advanced settings"):
     a, b, c, d = st.columns(4)
@@ -239,6 +268,17 @@ with st.expander("Advanced settings"):
                                    "with the model. The inferred depth is the fewest bits that hold the dataset's "
                                    "brightest value; choose the camera's own if you know it.")
         bit_depth = None if choice == inferred else int(choice)
+
+if scale_read:
+    with user_errors("Choosing the scale"):
+        choice = chosen_task.scale(TrainConfig(task=task, ok_classes=ok_classes, image_size=int(image_size) or None,
+                                               defect_size=defect_size_arg, regions=regions_arg), dataset)
+        where = (describe_regions(stored_regions) if stored_regions is not None and not stored_regions.empty
+                 else "No regions: the whole image is inspected")
+        scale_area.caption(f"Scale: {choice.reason}.  \nWhere to look (drawn on the **Data** page): {where}")
+else:
+    scale_area.caption(f"The defect size and the regions drawn on the Data page apply to anomaly runs for now: "
+                       f"a {task} run looks at the whole image, resized to the model's input.")
 
 can_train = (dataset is not None or use_source) and task_problem is None and source_problem is None and startable
 source_arg = ws.source_path() if use_source else None
@@ -279,7 +319,7 @@ def config_for(backbone_name: str, strategy_name: str, name: str | None) -> Trai
                        strategy=strategy_name, epochs=int(epochs) or None, image_size=int(image_size) or None,
                        augment=augment, resize_mode=resize, batch_size=int(batch_size), lr=float(lr) or None,
                        seed=int(seed), any_orientation=any_orientation, name=name, bit_depth=bit_depth,
-                       source=source_arg, unlabeled=unlabeled_arg)
+                       source=source_arg, unlabeled=unlabeled_arg, defect_size=defect_size_arg, regions=regions_arg)
 
 
 def start(configs: list[TrainConfig]) -> None:

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from image_factories import image_bytes, noise_image
 
 from inspector import InspectorError
 from inspector.heatmap import Window, shade_outside, worst_windows
@@ -17,6 +20,7 @@ from inspector.runtime.regions import Regions
 from inspector.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
 TIMEOUT = 60
 RECT = {"type": "rect", "x0": 0.1, "y0": 0.2, "x1": 0.5, "y1": 0.6}
 TRIANGLE = {"type": "polygon", "points": [[0.6, 0.6], [0.9, 0.6], [0.75, 0.9]]}
@@ -31,6 +35,26 @@ def png_of(mask: np.ndarray) -> bytes:
 @pytest.fixture
 def ws(tmp_path) -> Workspace:
     return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> Workspace:
+    """The app's workspace in tmp_path, with 6 good parts and 2 defects; the pages import `ui`."""
+    monkeypatch.setenv("INSPECTOR_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.syspath_prepend(str(REPO))
+    ws = Workspace(tmp_path / "workspace")
+    ws.import_images("ok", [(f"ok_{i}.png", image_bytes(noise_image(i, size=64))) for i in range(6)])
+    ws.import_images("scratch", [(f"s_{i}.png", image_bytes(noise_image(100 + i, size=64))) for i in range(2)])
+    return ws
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(REPO / name), default_timeout=TIMEOUT)
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
 
 
 # -- the worst windows of a heatmap ---------------------------------------------------------------------
@@ -156,3 +180,42 @@ def test_stored_regions_round_trip_through_the_canvas():
     back = regions_from_drawing(drawing_from_regions(regions, width, height), width, height)
     assert back.roi == regions.roi
     assert np.allclose(back.ignore[0]["points"], TRIANGLE["points"], atol=1e-4)
+
+
+# -- the pages (AppTest) ------------------------------------------------------------------------------------
+
+def test_data_page_shows_the_stored_regions_and_clears_them(env):
+    env.save_regions(Regions((RECT,), (TRIANGLE,)))
+    at = page("pages/1_Data.py").run()
+    no_exceptions(at)
+    assert any("1 region of interest, 1 region to ignore" in m.value for m in at.markdown)
+    at.button(key="clear_regions").click().run()
+    no_exceptions(at)
+    assert env.regions().empty
+
+
+def test_every_training_started_from_the_train_page_gets_the_defect_size_and_the_regions(env, monkeypatch):
+    from inspector.jobs import BackgroundRunner
+
+    started = []
+    monkeypatch.setattr(BackgroundRunner, "submit_training",
+                        lambda self, data, config, runs_dir: started.append(config))
+    env.save_regions(Regions((RECT,), (TRIANGLE,)))
+    at = page("pages/2_Train.py").run()
+    no_exceptions(at)
+    at.radio(key="task").set_value("anomaly").run()
+    at.number_input(key="defect_size").set_value(3.0).run()
+    no_exceptions(at)
+    words = next(c.value for c in at.caption if c.value.startswith("Scale: "))  # the task's choice, and why
+    assert "a 3 px defect" in words and "1 region of interest, 1 region to ignore" in words
+    at.button(key="train").click().run()
+    no_exceptions(at)
+    (config,) = started
+    assert config.task == "anomaly" and config.defect_size == 3.0
+    assert Regions.from_dict(config.regions) == Regions((RECT,), (TRIANGLE,))
+    # A classifier looks at whole images for now: neither is passed, and the page says why.
+    at.radio(key="task").set_value("classification").run()
+    assert at.number_input(key="defect_size").disabled
+    at.button(key="train").click().run()
+    no_exceptions(at)
+    assert started[-1].task == "classification" and started[-1].defect_size is None and started[-1].regions is None

@@ -145,8 +145,9 @@ def drawing_from_regions(regions: Regions, width: int, height: int) -> dict[str,
     return {"objects": objects}
 
 
-def describe(regions: Regions, height: int, width: int) -> str:
-    """'1 region of interest, 2 regions to ignore: 63% of the image is inspected.'"""
+def describe(regions: Regions, height: int | None = None, width: int | None = None) -> str:
+    """'1 region of interest, 2 regions to ignore: 63% of the image is inspected.' (the share only
+    for an image size)."""
     if regions.empty:
         return "No regions: the whole image is inspected."
     parts = []
@@ -157,7 +158,8 @@ def describe(regions: Regions, height: int, width: int) -> str:
         if words:
             parts.append(" and ".join(words))
     text = ", ".join(parts)
-    return f"{text[:1].upper()}{text[1:]}: {regions.mask(height, width).mean():.0%} of the image is inspected."
+    share = f": {regions.mask(height, width).mean():.0%} of the image is inspected" if height and width else ""
+    return f"{text[:1].upper()}{text[1:]}{share}."
 
 
 def _digest(regions: Regions) -> str:
