@@ -138,3 +138,29 @@ def shade_outside(image: np.ndarray, scored: np.ndarray | None, strength: float 
     tint = np.array([120.0, 0.0, 0.0], dtype=np.float32)
     out[~scored] = out[~scored] * (1 - strength) + tint * strength
     return out.astype(np.uint8)
+
+
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The image (or map) shrunk by area averaging so that neither side exceeds `max_side`; as it is
+    when it already fits. For showing a megapixel image whole: a screen shows no more."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def worst_crops(image: np.ndarray, heat: np.ndarray, k: int = 3, side: int = 256,
+                threshold: float | None = None) -> list[tuple[np.ndarray, Window]]:
+    """The `k` worst squares of the heatmap (`worst_windows`) cut out of the RGB image at full
+    resolution with the map blended over them (`overlay_heatmap`), highest first. A map of another
+    size than the image is stretched over it first."""
+    height, width = image.shape[:2]
+    if heat.shape != (height, width):
+        heat = cv2.resize(np.asarray(heat, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    crops = []
+    for w in worst_windows(heat, k, side):
+        box = (slice(w.top, w.top + w.side), slice(w.left, w.left + w.side))
+        crops.append((overlay_heatmap(image[box], heat[box], threshold=threshold), w))
+    return crops

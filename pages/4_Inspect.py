@@ -14,11 +14,14 @@ from inspector.runs import best_run
 from inspector.tasks.base import create_task
 from ui import charts
 from ui.data import rgb
-from ui.models import Decision, configured, heatmap_overlay, result_row
+from inspector.heatmap import fit_within
+from ui.models import DISPLAY_SIDE, Decision, HeatView, configured, heat_view, result_row
 from ui.state import BEST_HELP, page_setup, predictor, run_label, runs, show_flashes, user_errors, workspace
 
 MAX_IMAGES = 60
 MAX_HEATMAPS = 12
+ZOOM_FROM = 1024  # an image with a side this long or longer also shows its worst tiles at full resolution
+ZOOM_TILES = 3
 UNREADABLE = "unreadable"
 BADGE_COLOURS = {"OK": "green", "NG": "red", "UNSURE": "orange"}
 OK_NAMES = ("ok", "good", "pass", "normal", "gut", "i.o.", "io")
@@ -129,28 +132,40 @@ def inspect_one(n: int, name: str, data: bytes) -> list[dict]:
     return rows
 
 
+def show_worst(view: HeatView) -> None:
+    """The image's worst tiles side by side, each at full resolution, with its peak and where it is."""
+    height, width = view.size
+    st.caption(f"Zoom: the {len(view.worst)} worst tiles of this {width} x {height} px image, at full resolution.")
+    for col, (crop, w) in zip(st.columns(ZOOM_TILES), view.worst):
+        col.image(crop, caption=f"peak {w.peak:.2f} · x {w.left}-{w.left + w.side}, y {w.top}-{w.top + w.side}")
+
+
 # -- results -----------------------------------------------------------------------------------
 results: list[dict] = []
 for n, (name, data) in enumerate(images):
     with st.container(border=True):
-        cols = st.columns([1, 1, 2] if show_heatmaps else [1, 2])
         try:
             image = rgb(data)
         except InspectorError as exc:  # a bad upload is reported (never counted as OK); the rest go on
             st.error(f"{name}: cannot be read ({exc}).")
             results += [{"image": name, "model": info.name, "verdict": UNREADABLE, "error": str(exc)} for info in chosen]
             continue
-        cols[0].image(image, caption=name, width="stretch")
+        large = max(image.shape[:2]) >= ZOOM_FROM  # its map is shown across the page, then its worst tiles
+        cols = st.columns([1, 1, 2] if show_heatmaps and not large else [1, 2])
+        cols[0].image(fit_within(image, DISPLAY_SIDE), caption=name, width="stretch")
         with cols[-1]:
             results += inspect_one(n, name, data)
+        view = None
         if show_heatmaps:
-            with cols[1]:
+            with st.container() if large else cols[1]:
                 if n < MAX_HEATMAPS:
                     with user_errors("The heatmap"):
-                        st.image(heatmap_overlay(chosen[0], data, decision), width="stretch",
-                                 caption=task.heatmap_caption)
+                        view = heat_view(chosen[0], data, decision, worst=ZOOM_TILES if large else 0)
+                        st.image(view.overlay, width="stretch", caption=task.heatmap_caption)
                 else:
                     st.caption("Heatmap shown for the first images only.")
+        if view is not None and view.worst:
+            show_worst(view)
 
 if results:
     st.header("Results")

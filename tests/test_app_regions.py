@@ -15,9 +15,10 @@ from streamlit.testing.v1 import AppTest
 from image_factories import image_bytes, noise_image
 
 from inspector import InspectorError
-from inspector.heatmap import Window, shade_outside, worst_windows
+from inspector.heatmap import Window, fit_within, shade_outside, worst_crops, worst_windows
 from inspector.runtime.regions import Regions
 from inspector.workspace import Workspace
+from e2e.test_browser import ARTIFACTS, app_url, idle, images, page  # noqa: F401 - the browser fixtures reused
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -49,7 +50,7 @@ def env(tmp_path, monkeypatch) -> Workspace:
     return ws
 
 
-def page(name: str) -> AppTest:
+def script(name: str) -> AppTest:
     return AppTest.from_file(str(REPO / name), default_timeout=TIMEOUT)
 
 
@@ -84,6 +85,16 @@ def test_worst_windows_fit_small_and_flat_maps():
     assert len(flat) == 3 and all(w.peak == pytest.approx(0.2) for w in flat)
     assert worst_windows(np.zeros((0, 0)), k=3) == [] and worst_windows(np.ones((8, 8)), k=0) == []
     assert worst_windows(np.full((8, 8), np.nan), k=1, side=4)[0].peak == 0.0
+
+
+def test_worst_crops_are_cut_at_full_resolution_and_a_large_image_is_shrunk_for_the_screen():
+    image = np.zeros((300, 3000, 3), np.uint8)
+    heat = np.zeros((150, 1500), np.float32)  # half the image's size: stretched over it
+    heat[75, 1000] = 1.0
+    (crop, window), = worst_crops(image, heat, k=1, side=200)
+    assert crop.shape == (200, 200, 3) and window.side == 200
+    assert window.left <= 2000 < window.left + 200 and window.top <= 150 < window.top + 200
+    assert fit_within(image, 1600).shape == (160, 1600, 3) and fit_within(image, 4000) is image
 
 
 def test_shade_outside_darkens_only_what_is_not_scored():
@@ -186,7 +197,7 @@ def test_stored_regions_round_trip_through_the_canvas():
 
 def test_data_page_shows_the_stored_regions_and_clears_them(env):
     env.save_regions(Regions((RECT,), (TRIANGLE,)))
-    at = page("pages/1_Data.py").run()
+    at = script("pages/1_Data.py").run()
     no_exceptions(at)
     assert any("1 region of interest, 1 region to ignore" in m.value for m in at.markdown)
     at.button(key="clear_regions").click().run()
@@ -201,7 +212,7 @@ def test_every_training_started_from_the_train_page_gets_the_defect_size_and_the
     monkeypatch.setattr(BackgroundRunner, "submit_training",
                         lambda self, data, config, runs_dir: started.append(config))
     env.save_regions(Regions((RECT,), (TRIANGLE,)))
-    at = page("pages/2_Train.py").run()
+    at = script("pages/2_Train.py").run()
     no_exceptions(at)
     at.radio(key="task").set_value("anomaly").run()
     at.number_input(key="defect_size").set_value(3.0).run()
@@ -219,3 +230,42 @@ def test_every_training_started_from_the_train_page_gets_the_defect_size_and_the
     at.button(key="train").click().run()
     no_exceptions(at)
     assert started[-1].task == "classification" and started[-1].defect_size is None and started[-1].regions is None
+
+
+# -- in a real browser: draw a rectangle on the canvas ------------------------------------------------------
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_rectangle_dragged_on_the_canvas_is_stored_as_fractions_of_the_image(tmp_path, app_url, page):  # noqa: F811
+    ws = Workspace(tmp_path / "workspace")
+    ws.import_images("ok", [("part.png", image_bytes(noise_image(3, size=64).resize((320, 240))))])
+    page.goto(f"{app_url}/Data")
+    page.get_by_role("heading", name="Where to look").wait_for()
+    idle(page)
+    canvas = page.locator("canvas").last  # Fabric.js draws on two stacked canvases: the upper one takes the mouse
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    box = canvas.bounding_box()
+    assert box is not None and box["width"] / box["height"] == pytest.approx(320 / 240, rel=0.01)
+    page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.25 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.75 * box["height"], steps=10)
+    page.mouse.up()
+    idle(page)
+    page.get_by_text("Not saved yet").wait_for()
+    page.get_by_role("button", name="Save the regions").click()
+    idle(page)
+    for _ in range(40):
+        if ws.regions_path.is_file():
+            break
+        page.wait_for_timeout(250)
+    (roi,) = ws.regions().roi
+    assert roi["type"] == "rect" and ws.regions().ignore == ()
+    assert [roi["x0"], roi["y0"], roi["x1"], roi["y1"]] == pytest.approx([0.2, 0.25, 0.6, 0.75], abs=0.01)
+    page.reload()  # drawn back from regions.json
+    page.get_by_text("1 region of interest: 20% of the image is inspected.").wait_for()
+    idle(page)
+    page.locator("canvas").last.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "regions_drawn.png"))

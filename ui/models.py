@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 
 from inspector import Prediction, RunInfo, overlay_heatmap
+from inspector.heatmap import fit_within, worst_crops
 from inspector.runtime.calibration import ScoreScale
 from inspector.tasks.anomaly.maps import THRESHOLD
 from inspector.tasks.base import PredictOptions, create_task, decode_for
@@ -71,16 +72,47 @@ def predict(run: RunInfo, data: bytes) -> Prediction:
     return Prediction(result["label"], result["classes"].index(result["label"]), result["probabilities"])
 
 
+DISPLAY_SIDE = 1600  # an image shown whole is shrunk to this many pixels across at most: a screen shows no more
+ZOOM_SIDE = 256  # the side of a worst-tile crop in camera pixels (a tiled run's tile, up to MAX_ZOOM_SIDE)
+MAX_ZOOM_SIDE = 512
+
+
+@dataclass(frozen=True)
+class HeatView:
+    """What the Inspect page shows of one image's heatmap: the whole image with the map blended over it
+    (at most DISPLAY_SIDE px across), the image's (height, width), and its worst squares at full
+    resolution with their peaks (`inspector.heatmap.worst_crops`)."""
+
+    overlay: np.ndarray
+    size: tuple[int, int]
+    worst: list
+
+
+def zoom_side(model) -> int:
+    """The side of a worst-tile crop: the run's tile when it is tiled (within ZOOM_SIDE..MAX_ZOOM_SIDE)."""
+    tiling = getattr(getattr(model, "preprocessing", None), "tiling", None) or {}
+    return int(min(MAX_ZOOM_SIDE, max(ZOOM_SIDE, tiling.get("tile", 0))))
+
+
 @st.cache_data(show_spinner=False, max_entries=300)
-def _overlay(run_dir: str, mtime: float, decision: Decision, sha: str, _data: bytes) -> np.ndarray:
+def _view(run_dir: str, mtime: float, decision: Decision, sha: str, _data: bytes, worst: int) -> HeatView:
     _, model, _ = configured(run_dir, decision, with_classifier=False)
     image = decode_for(model, _data)
+    heat = model.heatmap(image)
     # A predictor with a readable score scale draws maps with its threshold at THRESHOLD: red past it.
     threshold = THRESHOLD if isinstance(getattr(model, "scale", None), ScoreScale) else None
-    return overlay_heatmap(image, model.heatmap(image), threshold=threshold)
+    shown = overlay_heatmap(fit_within(image, DISPLAY_SIDE), fit_within(heat, DISPLAY_SIDE), threshold=threshold)
+    crops = worst_crops(image, heat, worst, zoom_side(model), threshold) if worst else []
+    return HeatView(shown, image.shape[:2], crops)
+
+
+def heat_view(run: RunInfo, data: bytes, decision: Decision = Decision(), worst: int = 0) -> HeatView:
+    """The image with the predictor's heatmap blended over it (Grad-CAM of the predicted class, or the
+    anomaly map: blue to yellow below the threshold, red past it), shrunk for the screen, and its
+    `worst` highest-scoring squares at full resolution."""
+    return _view(*_key(run), decision, digest(data), data, worst)
 
 
 def heatmap_overlay(run: RunInfo, data: bytes, decision: Decision = Decision()) -> np.ndarray:
-    """The image with the predictor's heatmap blended over it (Grad-CAM of the predicted class, or
-    the anomaly map: blue to yellow below the threshold, red past it)."""
-    return _overlay(*_key(run), decision, digest(data), data)
+    """The image with its heatmap blended over it, at most DISPLAY_SIDE px across (see `heat_view`)."""
+    return heat_view(run, data, decision).overlay
