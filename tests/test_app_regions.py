@@ -3,14 +3,11 @@ of the image in the workspace's regions.json, the defect size and the regions pa
 started from the Train page, and the worst windows of a large image's heatmap on the Inspect page."""
 from __future__ import annotations
 
-import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from image_factories import image_bytes, noise_image
 
@@ -19,43 +16,24 @@ from inspector.heatmap import Window, fit_within, shade_outside, worst_crops, wo
 from inspector.runtime.regions import Regions
 from inspector.workspace import Workspace
 from e2e.test_browser import ARTIFACTS, app_url, idle, images, page  # noqa: F401 - the browser fixtures reused
+from test_app_transfer import env, no_exceptions, ws  # noqa: F401 - the workspace fixtures reused
+from test_app_transfer import page as script
 
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 120
 TIMEOUT = 60
 RECT = {"type": "rect", "x0": 0.1, "y0": 0.2, "x1": 0.5, "y1": 0.6}
 TRIANGLE = {"type": "polygon", "points": [[0.6, 0.6], [0.9, 0.6], [0.75, 0.9]]}
 
 
 def png_of(mask: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image_bytes(Image.fromarray(mask.astype(np.uint8) * 255))
 
 
 @pytest.fixture
-def ws(tmp_path) -> Workspace:
-    return Workspace(tmp_path / "ws")
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch) -> Workspace:
-    """The app's workspace in tmp_path, with 6 good parts and 2 defects; the pages import `ui`."""
-    monkeypatch.setenv("INSPECTOR_WORKSPACE", str(tmp_path / "workspace"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.syspath_prepend(str(REPO))
-    ws = Workspace(tmp_path / "workspace")
-    ws.import_images("ok", [(f"ok_{i}.png", image_bytes(noise_image(i, size=64))) for i in range(6)])
-    ws.import_images("scratch", [(f"s_{i}.png", image_bytes(noise_image(100 + i, size=64))) for i in range(2)])
-    return ws
-
-
-def script(name: str) -> AppTest:
-    return AppTest.from_file(str(REPO / name), default_timeout=TIMEOUT)
-
-
-def no_exceptions(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
+def parts(env) -> Workspace:  # noqa: F811 - the fixture imported above
+    """The app's workspace (test_app_transfer's env) with 6 good parts and 2 defects."""
+    env.import_images("ok", [(f"ok_{i}.png", image_bytes(noise_image(i, size=64))) for i in range(6)])
+    env.import_images("scratch", [(f"s_{i}.png", image_bytes(noise_image(100 + i, size=64))) for i in range(2)])
+    return env
 
 
 # -- the worst windows of a heatmap ---------------------------------------------------------------------
@@ -108,7 +86,7 @@ def test_shade_outside_darkens_only_what_is_not_scored():
 
 # -- regions in the workspace ---------------------------------------------------------------------------
 
-def test_regions_are_stored_beside_the_data_and_read_back(ws):
+def test_regions_are_stored_beside_the_data_and_read_back(ws):  # noqa: F811 - the fixture imported above
     assert ws.regions().empty and not ws.regions_path.exists()
     ws.save_regions(Regions((RECT,), (TRIANGLE,)))
     assert ws.regions_path == ws.root / "regions.json" and ws.regions_path.is_file()
@@ -121,7 +99,7 @@ def test_regions_are_stored_beside_the_data_and_read_back(ws):
     assert ws.regions().empty
 
 
-def test_mask_images_join_the_drawn_shapes(ws):
+def test_mask_images_join_the_drawn_shapes(ws):  # noqa: F811 - the fixture imported above
     ws.save_regions(Regions((RECT,)))
     ignore = np.zeros((20, 40), bool)
     ignore[:, :10] = True
@@ -138,7 +116,7 @@ def test_mask_images_join_the_drawn_shapes(ws):
     assert ws.save_region_mask("ignore", None).ignore_mask is None and ws.regions() == Regions((RECT,))
 
 
-def test_a_broken_regions_file_is_refused_in_words(ws):
+def test_a_broken_regions_file_is_refused_in_words(ws):  # noqa: F811 - the fixture imported above
     ws.root.mkdir(parents=True)
     ws.regions_path.write_text("{not json")
     with pytest.raises(InspectorError):
@@ -195,23 +173,23 @@ def test_stored_regions_round_trip_through_the_canvas():
 
 # -- the pages (AppTest) ------------------------------------------------------------------------------------
 
-def test_data_page_shows_the_stored_regions_and_clears_them(env):
-    env.save_regions(Regions((RECT,), (TRIANGLE,)))
+def test_data_page_shows_the_stored_regions_and_clears_them(parts):
+    parts.save_regions(Regions((RECT,), (TRIANGLE,)))
     at = script("pages/1_Data.py").run()
     no_exceptions(at)
     assert any("1 region of interest, 1 region to ignore" in m.value for m in at.markdown)
     at.button(key="clear_regions").click().run()
     no_exceptions(at)
-    assert env.regions().empty
+    assert parts.regions().empty
 
 
-def test_every_training_started_from_the_train_page_gets_the_defect_size_and_the_regions(env, monkeypatch):
+def test_every_training_started_from_the_train_page_gets_the_defect_size_and_the_regions(parts, monkeypatch):
     from inspector.jobs import BackgroundRunner
 
     started = []
     monkeypatch.setattr(BackgroundRunner, "submit_training",
                         lambda self, data, config, runs_dir: started.append(config))
-    env.save_regions(Regions((RECT,), (TRIANGLE,)))
+    parts.save_regions(Regions((RECT,), (TRIANGLE,)))
     at = script("pages/2_Train.py").run()
     no_exceptions(at)
     at.radio(key="task").set_value("anomaly").run()
@@ -237,8 +215,8 @@ def test_every_training_started_from_the_train_page_gets_the_defect_size_and_the
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_rectangle_dragged_on_the_canvas_is_stored_as_fractions_of_the_image(tmp_path, app_url, page):  # noqa: F811
-    ws = Workspace(tmp_path / "workspace")
-    ws.import_images("ok", [("part.png", image_bytes(noise_image(3, size=64).resize((320, 240))))])
+    workspace = Workspace(tmp_path / "workspace")
+    workspace.import_images("ok", [("part.png", image_bytes(noise_image(3, size=64).resize((320, 240))))])
     page.goto(f"{app_url}/Data")
     page.get_by_role("heading", name="Where to look").wait_for()
     idle(page)
@@ -256,11 +234,11 @@ def test_a_rectangle_dragged_on_the_canvas_is_stored_as_fractions_of_the_image(t
     page.get_by_role("button", name="Save the regions").click()
     idle(page)
     for _ in range(40):
-        if ws.regions_path.is_file():
+        if workspace.regions_path.is_file():
             break
         page.wait_for_timeout(250)
-    (roi,) = ws.regions().roi
-    assert roi["type"] == "rect" and ws.regions().ignore == ()
+    (roi,) = workspace.regions().roi
+    assert roi["type"] == "rect" and workspace.regions().ignore == ()
     assert [roi["x0"], roi["y0"], roi["x1"], roi["y1"]] == pytest.approx([0.2, 0.25, 0.6, 0.75], abs=0.01)
     page.reload()  # drawn back from regions.json
     page.get_by_text("1 region of interest: 20% of the image is inspected.").wait_for()
