@@ -247,3 +247,13 @@ def test_a_rectangle_dragged_on_the_canvas_is_stored_as_fractions_of_the_image(t
     page.wait_for_timeout(1000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "regions_drawn.png"))
+
+
+def test_without_the_drawing_component_the_page_says_so_and_offers_masks(parts, monkeypatch):
+    import ui.regions
+
+    monkeypatch.setattr(ui.regions, "st_canvas", None)
+    at = script("pages/1_Data.py").run()
+    no_exceptions(at)
+    assert any("cannot be loaded here" in i.value for i in at.info)
+    assert at.button(key="use_roi_mask") is not None
