@@ -136,7 +136,8 @@ class Features:
             det.config = replace(old, symmetric=symmetric)
             for start in range(0, len(todo), 32):
                 chunk = todo[start:start + 32]
-                feats = det._embed_for_bank(read_images([paths[i] for i in chunk]), None)
+                feats = torch.stack([p.feats[0] for p in det._embed_for_bank(read_images([paths[i] for i in chunk]),
+                                                                              None)])
                 if not symmetric:
                     feats = feats[:, 0]
                 for i, f in zip(chunk, feats):

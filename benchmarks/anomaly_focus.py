@@ -90,7 +90,7 @@ def main() -> None:
         test_images = read_images([dataset.samples[i].path for i in test_idx])
         detector = PatchDetector(DetectorConfig(image_size=256, seed=seed))
         detector.fit([im for im, i in zip(train_images, train_idx) if labels[i] == good])
-        maps = {name: torch.from_numpy(detector.score(images)[1]) for name, images in
+        maps = {name: torch.from_numpy(np.stack(detector.score(images)[1])) for name, images in
                 (("train", train_images), ("test", test_images))}
         train_plain, train_focus = pooled(model, train_images, maps["train"])
         test_plain, test_focus = pooled(model, test_images, maps["test"])

@@ -2,6 +2,8 @@
 (inspector/tasks/) and the engine's fitting (engine/trainer.py); it knows no task or strategy."""
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import random
 import threading
@@ -172,7 +174,9 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
     # One brightness mapping for the whole dataset's 16-bit images, stored in the recipe (preprocessing).
     config = config.replace(bit_depth=config.bit_depth or dataset.bit_depth)
     strategy, reason = task.choose_strategy(config, dataset, device)
-    prep = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode, config.bit_depth)
+    choice = task.scale(config, dataset)
+    prep = dataclasses.replace(resolve_preprocessing(config.backbone, config.image_size, config.resize_mode,
+                                                     config.bit_depth), tiling=choice.tiling, regions=config.regions or None)
     model = task.build_model(config, dataset, strategy)
     plan = task.validation_plan(dataset, config)
 
@@ -212,7 +216,8 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
         tracker = _tracker(run.run_id, emit, task, strategy, model, dataset, plan, resolved, prep, device, ranks,
                            domains)
         tracker.start("decoding", total=len(dataset) + domains_size(domains), unit="images")
-        images = load_image_set(dataset, prep.image_size, prep.bit_depth, on_image=tracker.advance)
+        images = load_image_set(dataset, prep.image_size, prep.bit_depth, on_image=tracker.advance,
+                                full_size=prep.tiling is not None)
         source_images, unlabeled_images = _load_domains(domains, dataset.classes, prep, tracker)
         ctx = FitContext(run.run_id, resolved, device, list(dataset.classes), prep, emit,
                          stop_event or threading.Event(), feature_cache=feature_cache, ranks=ranks, progress=tracker,
@@ -250,6 +255,7 @@ def _train(task, dataset: LabeledDataset, config: TrainConfig, device: torch.dev
                          params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
                          inference_ms_per_image=inference_ms,
                          metrics={**evaluation.metrics, **_domain_figures(resolved, domains, dataset.classes),
+                                  **_scale_figures(choice),
                                   **(fitted.figures or {})})
     run.update(status=fitted.status, summary=summary.to_dict())
     tracker.finish()
@@ -276,6 +282,13 @@ def _load_domains(domains: Domains, classes: list[str], prep, tracker) -> tuple[
         unlabeled = load_image_set(domains.unlabeled, prep.image_size, prep.bit_depth, on_image=tracker.advance)
         unlabeled.labels = np.full(len(unlabeled), -1, dtype=np.int64)
     return source, unlabeled
+
+
+def _scale_figures(choice) -> dict[str, Any]:
+    """How the run's images became model inputs: tiles (their side in camera pixels, the scale) or whole."""
+    tiling = choice.tiling
+    return {"inputs": "tiles" if tiling else "whole image", "scale_reason": choice.reason,
+            **({"tile_px": tiling["tile"], "scale": round(choice.scale, 4)} if tiling else {})}
 
 
 def _domain_figures(config: TrainConfig, domains: Domains, classes: list[str]) -> dict[str, Any]:

@@ -18,7 +18,8 @@ APP_FILES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((R
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # What an exported bundle carries (copied as inspector_runtime/): imports nothing of inspector.
     ("runtime", ("inspector.runtime",)),
-    ("base", ("inspector.errors", "inspector._io", "inspector.config", "inspector.evaluation", "inspector.summary")),
+    ("base", ("inspector.errors", "inspector._io", "inspector.config", "inspector.evaluation", "inspector.summary",
+              "inspector.scale")),
     # The task registry and the Task contract: a leaf that imports no task (they load by name).
     ("task contract", ("inspector.tasks.base",)),
     ("data", ("inspector.data", "inspector.sample_data")),

@@ -57,6 +57,17 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
     p.add_argument("--resize", default="stretch", choices=["stretch", "letterbox", "crop"],
                    help="how non-square images fit the square input: stretch (default, measured best), "
                         "letterbox (keeps the aspect ratio, pads) or crop (keeps it, cuts the edges)")
+    p.add_argument("--defect-size", type=float, default=None, metavar="PIXELS",
+                   help="the smallest defect to find, in camera pixels (anomaly runs): the images are tiled at the "
+                        "scale where such a defect spans a feature cell, aspect ratio kept (default: whole images "
+                        "near the input size, large ones tiled at their own resolution)")
+    p.add_argument("--roi-mask", default=None, metavar="IMAGE",
+                   help="a black and white image: only its white part is inspected (stretched over every photo)")
+    p.add_argument("--ignore-mask", default=None, metavar="IMAGE",
+                   help="a black and white image: its white part is never scored (a serial number, a fixture)")
+    p.add_argument("--regions", default=None, metavar="JSON",
+                   help="a regions.json (rectangles and polygons to inspect and to ignore, as fractions of the "
+                        "image; the app draws one)")
     p.add_argument("--bit-depth", type=int, default=None, choices=(8, 10, 12, 14, 16), metavar="BITS",
                    help="the camera's bit depth for 16-bit grey images (10, 12, 14 or 16): one brightness mapping "
                         "for all images, stored with the model (default: inferred once from the whole dataset)")
@@ -106,6 +117,15 @@ def _launch_ranks(args: argparse.Namespace) -> int:
     return subprocess.run(command, check=False).returncode
 
 
+def _regions(args: argparse.Namespace) -> dict | None:
+    """The regions of --regions / --roi-mask / --ignore-mask as TrainConfig.regions (None: none given)."""
+    from ..runtime.regions import Regions
+
+    if not (args.regions or args.roi_mask or args.ignore_mask):
+        return None
+    return Regions.read(args.regions, roi_mask=args.roi_mask, ignore_mask=args.ignore_mask).to_dict()
+
+
 def run(args: argparse.Namespace) -> int | None:
     from ..config import TrainConfig
     from ..data import discover_dataset, discover_images, validate_dataset
@@ -125,7 +145,8 @@ def run(args: argparse.Namespace) -> int | None:
                          image_size=args.image_size, augment=args.augment, seed=args.seed, device=args.device,
                          batch_size=args.batch_size, weights_path=args.weights, name=args.name,
                          resize_mode=args.resize, max_folds=args.max_folds, cross_validate=not args.no_cv,
-                         any_orientation=not args.orientation_matters, bit_depth=args.bit_depth)
+                         any_orientation=not args.orientation_matters, bit_depth=args.bit_depth,
+                         defect_size=args.defect_size, regions=_regions(args))
     if args.data is None and args.source is None:
         raise InspectorError("Give the dataset folder (or .zip) to train on, or another line's dataset with --source.")
     if args.unlabeled is not None and args.source is None:
@@ -157,6 +178,8 @@ def run(args: argparse.Namespace) -> int | None:
     if not ranks.is_main:
         return None
     print(f"Run saved to {result.run_dir}", file=sys.stderr)
+    if result.summary.metrics.get("scale_reason"):
+        print(f"Inputs: {result.summary.metrics['scale_reason']}", file=sys.stderr)
     # Every warning of the run (the accuracy interval's, the false-reject guarantee's, ...) on stderr in
     # plain and JSON mode alike; the JSON keeps its own keys (val_accuracy_warning, frr_warning) and
     # lists them all under "warnings".

@@ -30,18 +30,20 @@ class ImageSet:
         return ImageSet([self.images[i] for i in idx], self.labels[idx], [self.hashes[i] for i in idx])
 
 
-def _decode(path, max_side: int, bit_depth: int | None) -> np.ndarray:
+def _decode(path, max_side: int | None, bit_depth: int | None) -> np.ndarray:
     image = load_image(path, bit_depth=bit_depth)
-    if max(image.size) > max_side:  # keep memory bounded; the model input is smaller anyway
+    if max_side is not None and max(image.size) > max_side:  # keep memory bounded; the model input is smaller anyway
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return to_rgb_array(image)
 
 
 def load_image_set(dataset, image_size: int, bit_depth: int | None = None,
-                   on_image: Callable[[], None] | None = None) -> ImageSet:
+                   on_image: Callable[[], None] | None = None, full_size: bool = False) -> ImageSet:
     """Decode every sample of a LabeledDataset once (threads: PIL releases the GIL); `bit_depth`: the
-    camera bit depth of its 16-bit images (runtime.images.load_image). on_image() after each image."""
-    max_side = max(2 * image_size, 512)
+    camera bit depth of its 16-bit images (runtime.images.load_image). on_image() after each image.
+    Images are kept at most twice the input size, or with `full_size` as the camera took them (tiled
+    runs: a tile's side is in camera pixels)."""
+    max_side = None if full_size else max(2 * image_size, 512)
     images = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         for image in pool.map(lambda s: _decode(s.path, max_side, bit_depth), dataset.samples):

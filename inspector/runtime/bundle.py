@@ -5,7 +5,9 @@ How an image becomes the model input (this is what makes the bundle agree with t
 1. decoding with the app's own loader (images.py: EXIF orientation, transparency onto white,
    16-bit scaled by the bit depth it really uses, the pixel limit);
 2. resizing to the model's square input with the resize mode in preprocessing.json (resize.py,
-   the very code the training pipeline uses);
+   the very code the training pipeline uses), or, for a tiled model, cutting it into tiles at the
+   run's pixel scale, each resized to that input (tiling.py); the regions to inspect and to ignore
+   (regions.py) say which patches are scored;
 3. everything else (normalisation, symmetric views, pooling, the head, softmax; for anomaly models
    the patch features and their distances to the good parts' memory bank) is inside the model,
    whose input is the resized uint8 RGB image, shape (batch, size, size, 3).
@@ -22,7 +24,9 @@ import numpy as np
 from .errors import ImageLoadError, InspectorError
 from .images import broken_link_reason, is_image_path, is_mask_folder, load_image, to_rgb_array, walk_files
 from .outputs import output_reader
+from .regions import regions_of
 from .resize import fit_to_input
+from .tiling import ImageMaps, model_inputs
 from .rows import guard_rows
 
 MODEL_FILE, OPENVINO_FILE = "model.onnx", "model.xml"
@@ -54,6 +58,7 @@ class Bundle:
         self.task = self.labels.get("task")  # the task's name, as the run stored it (for headers)
         self.outputs = output_reader(self.labels, target_frr)
         vars(self).update(self.outputs.fields())
+        self.regions = regions_of(self.preprocessing)
         threads = threads or int(os.environ.get("INSPECTOR_THREADS", 0)) or (os.cpu_count() or 1)
         if (self.folder / OPENVINO_FILE).is_file():
             self.backend, self.run_all = "openvino", _openvino_runner(self.folder / OPENVINO_FILE, threads)
@@ -77,15 +82,28 @@ class Bundle:
         out = [np.asarray(outputs[0], dtype=np.float32) for outputs in self._batches(images, batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def score(self, images: Sequence[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Anomaly models: raw scores (n,) and patch-distance maps (n, H', W'), float32."""
-        raw, maps = [], []
-        for outputs in self._batches(images, batch_size):
-            raw.append(np.asarray(outputs[0], dtype=np.float32))
-            maps.append(np.asarray(outputs[1], dtype=np.float32))
-        if not raw:
-            return np.zeros(0, dtype=np.float32), np.zeros((0, 0, 0), dtype=np.float32)
-        return np.concatenate(raw), np.concatenate(maps)
+    def score(self, images: Sequence[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Anomaly models: raw scores (n,) float32 and one patch-distance map per image (the whole
+        image's (H', W'), or its tiles' stitched over the image; ignored cells 0), as the library's
+        `PatchDetector.score`: the tiles streamed `batch_size` at a time, the score the largest
+        distance of a cell that may be scored."""
+        collected = ImageMaps(images)
+        pending: list[tuple[int, Any]] = []
+
+        def run() -> None:
+            maps = np.asarray(self.run_all(np.stack([item.pixels for _, item in pending]))[1], dtype=np.float32)
+            for (i, item), patch_map in zip(pending, maps):
+                collected.add(i, item, patch_map)
+            pending.clear()
+
+        for i, image in enumerate(images):
+            for item in model_inputs(image, self.preprocessing, self.regions.mask(*image.shape[:2])):
+                pending.append((i, item))
+                if len(pending) >= batch_size:
+                    run()
+        if pending:
+            run()
+        return collected.results()
 
     def rows(self, images: Sequence[np.ndarray], ok_classes: Sequence[str] | None = None,
              threshold: float | None = None, batch_size: int = 32) -> list[dict[str, Any]]:

@@ -129,3 +129,34 @@ def stitch(maps: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int]], im
         w = min(patch_map.shape[1], canvas.shape[1] - x)
         np.maximum(canvas[y:y + h, x:x + w], patch_map[:h, :w], out=canvas[y:y + h, x:x + w])
     return canvas
+
+
+def combine_tiles(maps: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int]],
+                  cells: Sequence[np.ndarray | None], image_hw: tuple[int, int]) -> tuple[float, np.ndarray]:
+    """An image's (raw score, stitched map) from its inputs' patch maps: the score is the largest
+    patch distance among the cells that may be scored, over all the tiles (`masked_max`)."""
+    raw = max(masked_max(np.asarray(m), c) for m, c in zip(maps, cells))
+    return raw, stitch(maps, boxes, image_hw, cells)
+
+
+class ImageMaps:
+    """The patch maps of images' model inputs, collected as they are scored (in any batches), then
+    each image's raw score and stitched map (`combine_tiles`): the one bookkeeping of the library's
+    detector and of the bundle."""
+
+    def __init__(self, images: Sequence[np.ndarray]) -> None:
+        self.image_hw = [tuple(image.shape[:2]) for image in images]
+        self.parts: list[list[tuple[np.ndarray, tuple[int, int, int], np.ndarray | None]]] = [[] for _ in images]
+
+    def add(self, index: int, item: ModelInput, patch_map: np.ndarray) -> None:
+        """One input's patch distances (h', w') for image `index`."""
+        self.parts[index].append((patch_map, item.box, cell_mask(item.valid, patch_map.shape)))
+
+    def results(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(raw scores (n,) float32, one stitched map per image)."""
+        raw, stitched = np.zeros(len(self.parts), dtype=np.float32), []
+        for i, (hw, parts) in enumerate(zip(self.image_hw, self.parts)):
+            maps, boxes, cells = zip(*parts)
+            raw[i], canvas = combine_tiles(maps, boxes, cells, hw)
+            stitched.append(canvas)
+        return raw, stitched

@@ -164,6 +164,18 @@ class Task:
         raise InspectorError(f"{self.name} runs do not learn from another line's images or from unlabelled "
                              "images; leave out the source and the unlabelled images.")
 
+    def scale(self, config: TrainConfig, dataset: LabeledDataset):
+        """How the images become model inputs (inspector.scale.ScaleChoice: whole images or tiles, and
+        why). The default: whole images, resized to the input as always; a defect size or regions are
+        refused in plain words (a task that reads them overrides this)."""
+        from ..scale import ScaleChoice
+
+        if config.defect_size is not None or config.regions:
+            raise InspectorError(f"--defect-size and regions to inspect or ignore apply to anomaly runs for now; "
+                                 f"{self.name} runs look at the whole image resized to the input. Leave them out "
+                                 "(or train an anomaly run: --task anomaly).")
+        return ScaleChoice(None, "whole images resized to the model's input")
+
     def strategies(self) -> dict[str, str]:
         """The strategies a user can choose (name -> one line); "auto" is always allowed."""
         return {}

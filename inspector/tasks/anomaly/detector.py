@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ from ...engine.device import prepare_model, to_device
 from ...engine.distributed import SINGLE, Ranks
 from ...engine.progress import NO_PROGRESS, Work
 from ...errors import InspectorError
+from ...runtime.regions import Regions
+from ...runtime.tiling import ImageMaps, ModelInput, cell_mask, combine_tiles, model_inputs
 
 ProgressFn = Callable[[int, int], None]
 STATE_VERSION = 1
@@ -54,6 +56,8 @@ class DetectorConfig:
     batch_size: int = 16
     seed: int = 0
     bit_depth: int | None = None  # the dataset's camera bit depth (16-bit images; see augment.Preprocessing)
+    tiling: dict[str, Any] | None = None  # overlapping tiles at one pixel scale (runtime/tiling.py); None: whole image
+    regions: dict[str, Any] | None = None  # where to look and what to ignore (runtime/regions.py); None: everywhere
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -171,6 +175,40 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.T
     return out.clamp_min_(0).sqrt_()
 
 
+class ImagePatches:
+    """The patch features of one image's model inputs (one, or one per tile): the tensors
+    (V, h', w', C) per input, the squares they show (top, left, side) and the cells that may be
+    scored ((V, h', w') bool per input, None: all)."""
+
+    def __init__(self, image_hw: tuple[int, int]) -> None:
+        self.image_hw = tuple(int(v) for v in image_hw)
+        self.feats: list[torch.Tensor] = []
+        self.boxes: list[tuple[int, int, int]] = []
+        self.cells: list[np.ndarray | None] = []
+
+    def add(self, feats: torch.Tensor, box: tuple[int, int, int], cells: np.ndarray | None) -> None:
+        self.feats.append(feats)
+        self.boxes.append(box)
+        self.cells.append(cells)
+
+    def bank_rows(self) -> torch.Tensor:
+        """(P, C): every patch that may be scored, of every input and view (the memory bank's candidates)."""
+        rows = [f.reshape(-1, f.shape[-1]) if c is None else f[torch.from_numpy(c).to(f.device)]
+                for f, c in zip(self.feats, self.cells)]
+        return torch.cat(rows)
+
+    def raw_score(self, bank: torch.Tensor, bank_sq: torch.Tensor) -> float:
+        """The image's raw score against `bank`: its largest scorable patch distance (view 0)."""
+        maps = [_distances(f[0:1], bank, bank_sq)[0].cpu().numpy() for f in self.feats]
+        return combine_tiles(maps, self.boxes, [None if c is None else c[0] for c in self.cells], self.image_hw)[0]
+
+
+def _distances(feats: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H', W', C) features -> (B, H', W') nearest-bank distances."""
+    b, h, w, c = feats.shape
+    return nearest_distance(feats.reshape(-1, c), bank, bank_sq).reshape(b, h, w)
+
+
 class PatchDetector:
     """Fit on good images, then score any image: raw score and per-patch distance map."""
 
@@ -178,8 +216,11 @@ class PatchDetector:
                  weights_path=None, pretrained: bool = True) -> None:
         self.config = config
         self.device = torch.device(device)
-        self.preprocessing = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode,
-                                                   bit_depth=config.bit_depth)
+        self.preprocessing = dataclasses.replace(
+            resolve_preprocessing(config.backbone, config.image_size, config.resize_mode, bit_depth=config.bit_depth),
+            tiling=config.tiling, regions=config.regions)
+        self._settings = self.preprocessing.resize_settings()
+        self.regions = Regions.from_dict(config.regions)
         self._transform = build_transform(self.preprocessing, "none")
         model = create_model(config.backbone, 0, pretrained=pretrained, weights_path=weights_path)
         self.model = prepare_model(model.eval(), self.device)  # channels_last: 1.7x faster patch features on CPU
@@ -206,33 +247,60 @@ class PatchDetector:
             out.append(m)
         return torch.cat(out, 1).permute(0, 2, 3, 1).contiguous()
 
-    def _batches(self, images: list[np.ndarray], on_batch: ProgressFn | None):
-        total = len(images)
-        bs = self.config.batch_size
-        for start in range(0, total, bs):
-            chunk = images[start:start + bs]
-            if self.config.intensity == "standardise":
-                chunk = [standardise_intensity(image) for image in chunk]
-            batch = to_device(torch.stack([self._transform(image) for image in chunk]), self.device)
+    def model_inputs(self, image: np.ndarray) -> Iterator[ModelInput]:
+        """The model inputs of one RGB uint8 image: itself resized, or its tiles one at a time
+        (runtime/tiling.py), each with the pixels that may be scored (the run's regions)."""
+        if self.config.intensity == "standardise":
+            image = standardise_intensity(image)
+        return model_inputs(image, self._settings, self.regions.mask(*image.shape[:2]))
+
+    def _stream(self, images: list[np.ndarray], views: int, on_batch: ProgressFn | None
+                ) -> Iterator[tuple[list[tuple[int, ModelInput]], torch.Tensor]]:
+        """Batches of ((image index, model input) pairs, their patch features (B, V, h', w', C)): the
+        inputs of all the images streamed in order, `views` = 8 dihedral views of each or 1 (as is).
+        Only one batch of inputs is ever in memory. on_batch(images done, images)."""
+        pending: list[tuple[int, ModelInput]] = []
+        total, bs = len(images), self.config.batch_size
+
+        def run() -> torch.Tensor:
+            pixels = [v for _, item in pending for v in (dihedral_views(item.pixels) if views > 1 else (item.pixels,))]
+            batch = to_device(torch.stack([self._transform(p) for p in pixels]), self.device)
             with torch.inference_mode():
                 feats = self._features(batch)
-            yield feats
-            if on_batch is not None:
-                on_batch(min(start + bs, total), total)
+            return feats.reshape(len(pending), views, *feats.shape[1:])
+
+        for i, image in enumerate(images):
+            for item in self.model_inputs(image):
+                pending.append((i, item))
+                if len(pending) * views >= bs:
+                    yield list(pending), run()
+                    first_open = pending[-1][0]
+                    pending.clear()
+                    if on_batch is not None and first_open:
+                        on_batch(first_open, total)  # the images before the last one are done
+        if pending:
+            yield list(pending), run()
+        if on_batch is not None and total:
+            on_batch(total, total)
 
     def embed(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> torch.Tensor:
-        """(n, H', W', C) patch features of the images (float32, on the detector's device)."""
+        """(n, H', W', C) patch features of whole-image inputs (float32, on the detector's device).
+        Raises InspectorError for a tiled detector (its images have different numbers of tiles)."""
+        if self.config.tiling:
+            raise InspectorError("A tiled detector's images have one feature map per tile: use score().")
         images = _check_images(images)
-        return torch.cat(list(self._batches(images, on_batch)))
+        return torch.cat([feats[:, 0] for _, feats in self._stream(images, 1, on_batch)])
 
-    def _embed_for_bank(self, images: list[np.ndarray], on_batch: ProgressFn | None) -> torch.Tensor:
-        """(n, V, H', W', C): V = 8 dihedral views with `symmetric`, else 1 (view 0 = as is)."""
-        if not self.config.symmetric:
-            return self.embed(images, on_batch).unsqueeze(1)
-        views = [v for image in images for v in dihedral_views(image)]
-        # The views differ in aspect ratio only before the resize: all share one feature grid.
-        flat = self.embed(views, on_batch)
-        return flat.reshape(len(images), 8, *flat.shape[1:])
+    def _embed_for_bank(self, images: list[np.ndarray], on_batch: ProgressFn | None) -> list[ImagePatches]:
+        """Each image's patch features, with `symmetric` in its 8 dihedral views (view 0 = as is)."""
+        views = 8 if self.config.symmetric else 1
+        found: list[ImagePatches] = [ImagePatches(image.shape[:2]) for image in images]
+        for pairs, feats in self._stream(images, views, on_batch):
+            for (i, item), f in zip(pairs, feats):
+                cells = cell_mask(item.valid, f.shape[1:3])
+                found[i].add(f, item.box, None if cells is None else np.stack(dihedral_views(cells[:, :, None]))[..., 0]
+                             if views > 1 else cells[None])
+        return found
 
     # -- planning (the run's ETA) -----------------------------------------------------------
     def patch_grid(self) -> tuple[int, int, int]:
@@ -300,8 +368,9 @@ class PatchDetector:
     def fit(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> PatchDetector:
         """Build the memory bank from good images only; returns self."""
         images = _check_images(images, "good images")
-        feats = self._embed_for_bank(images, on_batch)
-        self._set_bank(self._bank_from(feats), len(images), feats.shape[2:4])
+        patches = self._embed_for_bank(images, on_batch)
+        self._set_bank(self._bank_from(torch.cat([p.bank_rows() for p in patches])), len(images),
+                       patches[0].feats[0].shape[1:3])
         return self
 
     # -- scoring ----------------------------------------------------------------------------
@@ -309,29 +378,33 @@ class PatchDetector:
         if not hasattr(self, "memory_bank_"):
             raise InspectorError("The anomaly detector has not been trained yet: fit it on good images first.")
 
-    def _distances(self, feats: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, H', W', C) features -> (B, H', W') nearest-bank distances."""
-        b, h, w, c = feats.shape
-        return nearest_distance(feats.reshape(-1, c), bank, bank_sq).reshape(b, h, w)
-
-    def score(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw image scores (n,) and patch-distance maps (n, H', W')."""
+    def score(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Raw image scores (n,) and patch-distance maps (one (H', W') array per image: the whole
+        image's, or its tiles' stitched over the image at the tiles' cell size; ignored cells 0)."""
         self._check_fitted()
         images = _check_images(images)
-        maps = []
-        for feats in self._batches(images, on_batch):
-            maps.append(self._distances(feats, self.memory_bank_, self._bank_sq).cpu())
-        patch_maps = torch.cat(maps).numpy()
-        return patch_maps.reshape(len(images), -1).max(1), patch_maps
+        collected = ImageMaps(images)
+        for pairs, feats in self._stream(images, 1, on_batch):
+            maps = _distances(feats[:, 0], self.memory_bank_, self._bank_sq).cpu().numpy()
+            for (i, item), patch_map in zip(pairs, maps):
+                collected.add(i, item, patch_map)
+        return collected.results()
 
-    def _embed_shared(self, images: list[np.ndarray], on_batch: ProgressFn | None, ranks: Ranks) -> torch.Tensor:
-        """`_embed_for_bank` of all the images; with several ranks each embeds its shard and all get every row."""
-        if not ranks.active:
+    def _embed_shared(self, images: list[np.ndarray], on_batch: ProgressFn | None, ranks: Ranks) -> list[ImagePatches]:
+        """`_embed_for_bank` of all the images; with several ranks each embeds its shard and all get every
+        image (whole-image runs without regions; tiled images differ in size, so each rank embeds them all)."""
+        if not ranks.active or self.config.tiling or not self.regions.empty:
             return self._embed_for_bank(images, on_batch)
         mine = ranks.shard(len(images))
-        local = (self._embed_for_bank([images[i] for i in mine], on_batch).cpu().numpy() if len(mine)
-                 else np.zeros((0,), dtype=np.float32))
-        return torch.from_numpy(ranks.gather_rows(local, len(images))).to(self.device)
+        local = ([p.feats[0].cpu().numpy() for p in self._embed_for_bank([images[i] for i in mine], on_batch)]
+                 if len(mine) else [])
+        rows = ranks.gather_rows(np.stack(local) if local else np.zeros((0,), dtype=np.float32), len(images))
+        gathered = []
+        for image, feats in zip(images, rows):
+            patches = ImagePatches(image.shape[:2])
+            patches.add(torch.from_numpy(np.ascontiguousarray(feats)).to(self.device), (0, 0, 0), None)
+            gathered.append(patches)
+        return gathered
 
     def out_of_sample_scores(self, images: list[np.ndarray], folds: int = 5, seed: int = 0,
                              on_batch: ProgressFn | None = None, fit: bool = False,
@@ -355,19 +428,21 @@ class PatchDetector:
         order = np.random.default_rng(seed).permutation(n)
         fold_of = np.empty(n, dtype=np.int64)
         fold_of[order] = np.arange(n) % k
-        feats = self._embed_shared(images, on_batch, ranks)
+        patches = self._embed_shared(images, on_batch, ranks)
+        rows = [p.bank_rows() for p in patches]
         scores = np.empty(n, dtype=np.float64)
         for f in range(k):
             held = np.flatnonzero(fold_of == f)
-            kept = torch.as_tensor(np.flatnonzero(fold_of != f), device=feats.device)
-            bank = self._bank_from(feats[kept], progress, "coreset", f"{f + 1}/{k}")
+            bank = self._bank_from(torch.cat([rows[i] for i in np.flatnonzero(fold_of != f)]), progress,
+                                   "coreset", f"{f + 1}/{k}")
             bank_sq = (bank * bank).sum(1)
             progress.start("calibration", fold=f"{f + 1}/{k}", total=len(held), unit="images")
             for i in held:  # one image at a time: the same distances, and progress per image
-                scores[i] = float(self._distances(feats[int(i):int(i) + 1, 0], bank, bank_sq).max())
+                scores[i] = patches[int(i)].raw_score(bank, bank_sq)
                 progress.advance(1)
         if fit:
-            self._set_bank(self._bank_from(feats, progress, "bank", "final"), n, feats.shape[2:4])
+            self._set_bank(self._bank_from(torch.cat(rows), progress, "bank", "final"), n,
+                           patches[0].feats[0].shape[1:3])
             progress.note(bank_size=int(self.memory_bank_.shape[0]))
         return scores
 

@@ -69,7 +69,6 @@ class PatchMemory:
 
     def fit(self, model: AnomalyModel, train: ImageSet, val: ImageSet | None, ctx: FitContext) -> FitOutcome:
         tracker = _Stoppable(tracker_of(ctx), ctx)  # a stop also lands inside the long coreset passes
-        views = 8 if model.detector.config.symmetric else 1
 
         def progress(phase: str, per_image: int):
             seen = [0]
@@ -86,7 +85,7 @@ class PatchMemory:
         try:
             tracker.start("features", fold=ctx.fold, total=len(train), unit="images")
             model.calibration_scores_ = model.detector.out_of_sample_scores(
-                train.images, folds=CALIBRATION_FOLDS, seed=ctx.config.seed, on_batch=progress("features", views),
+                train.images, folds=CALIBRATION_FOLDS, seed=ctx.config.seed, on_batch=progress("features", 1),
                 fit=True, ranks=ctx.ranks, progress=tracker)
             scale = calibrate(np.asarray(model.calibration_scores_, dtype=float), ctx.config.target_frr)
             tracker.note(threshold=float(scale.threshold), target_frr=ctx.config.target_frr)

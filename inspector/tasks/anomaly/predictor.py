@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -17,6 +18,8 @@ from ..classification.predictor import ImageInput, as_rgb_array
 from .calibration import ScoreScale, calibrate, frr_guarantee_message
 from .maps import anomaly_map, normalise_map
 from .model import AnomalyModel
+
+MAP_SIDE = 2048  # the largest side at which a heatmap is smoothed
 
 
 @dataclass(frozen=True)
@@ -99,17 +102,23 @@ class AnomalyPredictor:
         return AnomalyPrediction(score, float(raw), "NG" if raw > self.threshold else "OK")
 
     def heatmap(self, image: ImageInput) -> np.ndarray:
-        """The anomaly map at the image's size in [0, 1], 0.5 at the threshold (for overlays)."""
+        """The anomaly map at the image's size (H, W) in [0, 1], 0.5 at the threshold (for overlays).
+        Large images are smoothed at most MAP_SIDE pixels on the long side, then enlarged (a 16000 x 3000
+        strip would otherwise take minutes of Gaussian blur)."""
         array = as_rgb_array(image, self.preprocessing.bit_depth)
         _, maps = self.score([array])
         height, width = array.shape[:2]
         box = None
-        if self.preprocessing.resize_mode == "letterbox":
+        if self.preprocessing.resize_mode == "letterbox" and not self.preprocessing.tiling:
             size = self.preprocessing.image_size
             left, top, right, bottom = letterbox_box(self.preprocessing, width, height)
             box = (left / size, top / size, right / size, bottom / size)
-        return normalise_map(anomaly_map(maps[0], (height, width), sigma=max(2.0, min(height, width) / 64), box=box),
-                             self.scale)
+        shrink = min(1.0, MAP_SIDE / max(height, width))
+        small = (max(1, round(height * shrink)), max(1, round(width * shrink)))
+        smooth = anomaly_map(maps[0], small, sigma=max(2.0, min(small) / 64), box=box)
+        if shrink < 1.0:
+            smooth = cv2.resize(smooth, (width, height), interpolation=cv2.INTER_LINEAR)
+        return normalise_map(smooth, self.scale)
 
 
 def evaluate_detection(predictor: AnomalyPredictor, paths: Sequence[Path], labels: Sequence[str],

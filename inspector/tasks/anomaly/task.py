@@ -86,10 +86,22 @@ class AnomalyTask(Task):
                                  f"'{config.strategy}' is a classification strategy.")
         return PatchMemory(), "a memory bank of good patches needs no defect images"
 
+    def scale(self, config, dataset):
+        """Whole images, or tiles at the scale where a `defect_size` defect spans a feature cell (large
+        images: tiles at their own resolution); see inspector/scale.py. The regions are checked here."""
+        from ...runtime.regions import Regions
+        from ...scale import choose_tiling
+
+        if config.regions:
+            Regions.from_dict(config.regions)  # a plain error for bad regions before any work
+        return choose_tiling([(s.height, s.width) for s in dataset.samples], config.image_size or DEFAULT_IMAGE_SIZE,
+                             config.defect_size)
+
     def build_model(self, config, dataset, strategy) -> torch.nn.Module:
         detector_config = DetectorConfig(backbone=config.backbone, image_size=config.image_size or DEFAULT_IMAGE_SIZE,
                                          resize_mode=config.resize_mode, symmetric=config.symmetric_bank,
-                                         seed=config.seed, bit_depth=config.bit_depth)
+                                         seed=config.seed, bit_depth=config.bit_depth,
+                                         tiling=self.scale(config, dataset).tiling, regions=config.regions or None)
         return AnomalyModel(PatchDetector(detector_config, resolve_device(config.device),
                                           weights_path=config.weights_path))
 
