@@ -1,7 +1,10 @@
 """What a bundle's model outputs mean, keyed by `runtime_outputs` in labels.json.
 
-    "probabilities"  model.onnx -> probabilities (batch, classes); rows with label / confidence /
-                     probabilities, and an OK/NG verdict from P(defect) when OK classes are given
+    "probabilities"  model.onnx -> probabilities (batch, classes) (and logits, and embedding (batch, D):
+                     the features the head sees); rows with label / confidence / probabilities, and
+                     an OK/NG verdict from P(defect) when OK classes are given; with a familiarity
+                     guard in labels.json (familiarity.py) and the embedding output, each row's
+                     distance from the training images, UNSURE beyond its limit
     "anomaly_score"  model.onnx -> raw_score (batch,), patch_distances (batch, H', W'); rows with
                      score / raw_score / verdict from the calibration scores in labels.json, so a
                      new target false-reject rate moves the threshold without re-export
@@ -17,7 +20,10 @@ import numpy as np
 
 from .calibration import ScoreScale, calibrate
 from .errors import InspectorError
-from .rows import probability_rows, score_rows
+from .familiarity import FamiliarityGuard, read_guard
+from .rows import familiarity_rows, probability_rows, score_rows
+
+EMBEDDING_OUTPUT = "embedding"  # a classifier's features before its head (batch, D): the familiarity guard's input
 
 
 class Outputs:
@@ -56,13 +62,41 @@ class ProbabilityOutputs(Outputs):
     options = frozenset({"ok_classes", "threshold"})
     refusal = "--target-frr goes with an anomaly model; this model is a classifier."
 
+    def __init__(self, labels: dict[str, Any], target_frr: float | None = None) -> None:
+        super().__init__(labels)
+        # The guard needs the model's embedding output: a bundle exported without it has no guard.
+        self.familiarity: FamiliarityGuard | None = (
+            read_guard(labels.get("familiarity")) if EMBEDDING_OUTPUT in (labels.get("outputs") or []) else None)
+
     def header(self) -> dict[str, Any]:
         return {"classes": self.classes}
+
+    def fields(self) -> dict[str, Any]:
+        return {"familiarity": self.familiarity}
 
     def rows(self, bundle, images, ok_classes=None, threshold=None, batch_size=32):
         ok_classes = (self.labels.get("ok_classes") or []) if ok_classes is None else ok_classes
         threshold = self.labels.get("threshold", 0.5) if threshold is None else threshold
-        return probability_rows(self.classes, bundle.predict_proba(images, batch_size), ok_classes, threshold)
+        if self.familiarity is None:
+            return probability_rows(self.classes, bundle.predict_proba(images, batch_size), ok_classes, threshold)
+        probabilities, embeddings = self.with_embeddings(bundle, images, batch_size)
+        rows = probability_rows(self.classes, probabilities, ok_classes, threshold)
+        return familiarity_rows(rows, self.familiarity.distance(embeddings), self.familiarity.limit)
+
+    def with_embeddings(self, bundle, images: Sequence[np.ndarray], batch_size: int = 32
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, classes), embeddings (n, D)) of RGB uint8 arrays, float32, in one model pass
+        per batch (whole images resized to the input: classifiers do not tile)."""
+        names = list(self.labels.get("outputs") or [])
+        at = names.index(EMBEDDING_OUTPUT)
+        probabilities, embeddings = [], []
+        for first in range(0, len(images), batch_size):
+            outputs = bundle.run_all(np.stack([bundle.prepare(im) for im in images[first:first + batch_size]]))
+            probabilities.append(np.asarray(outputs[0], dtype=np.float32))
+            embeddings.append(np.asarray(outputs[at], dtype=np.float32))
+        if not probabilities:
+            return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(probabilities), np.concatenate(embeddings)
 
     def readme(self, details):
         return {"usage": "python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict",

@@ -9,8 +9,12 @@ Every row then passes `guard_rows`, which gives all models one verdict vocabular
     {"label": class or None, "verdict": "OK" | "NG" | "UNSURE" | None, "reason": None or a sentence}
 `label` is None when the model names no class (anomaly models), `verdict` None when no OK/NG rule
 was given (a classifier without OK classes). UNSURE: the model's answer cannot be trusted for this
-image, and `reason` says why (a blank, saturated or flat frame: frames.py); `reason` is None for a
-plain OK or NG.
+image, and `reason` says why (a blank, saturated or flat frame: frames.py; an image unlike the training
+images: familiarity.py, `familiarity_row`); `reason` is None for a plain OK or NG.
+
+A model that keeps a familiarity guard adds to each row, before `guard_rows`:
+    {"familiarity": {"distance": float, "limit": float}}
+and an image beyond the limit is UNSURE, its label and probabilities (or score) kept.
 """
 from __future__ import annotations
 
@@ -59,6 +63,27 @@ def score_row(raw_score: float, scale: ScoreScale) -> dict[str, Any]:
 def score_rows(raw_scores: np.ndarray, scale: ScoreScale) -> list[dict[str, Any]]:
     """Rows of raw anomaly scores (n,)."""
     return [score_row(raw, scale) for raw in np.asarray(raw_scores).ravel()]
+
+
+UNFAMILIAR = "unlike the training images"
+
+
+def familiarity_row(row: dict[str, Any], distance: float, limit: float) -> dict[str, Any]:
+    """The row with its image's distance from the training images and the limit of a familiar one
+    ("familiarity": {"distance", "limit"}); beyond the limit the verdict is UNSURE whatever the model
+    said (its label, probabilities or score are kept) and `reason` says how far the image lies."""
+    distance, limit = float(distance), float(limit)
+    marked = {**row, "familiarity": {"distance": distance, "limit": limit}}
+    if distance > limit:
+        marked.update(verdict="UNSURE", reason=f"{UNFAMILIAR} (distance {distance:.2f}, limit {limit:.2f})")
+    return marked
+
+
+def familiarity_rows(rows: Sequence[dict[str, Any]], distances: Sequence[float], limit: float) -> list[dict[str, Any]]:
+    """`familiarity_row` of each row with its image's distance (same order and length)."""
+    if len(rows) != len(distances):
+        raise ValueError(f"{len(rows)} result rows for {len(distances)} distances")
+    return [familiarity_row(row, d, limit) for row, d in zip(rows, distances)]
 
 
 def guard_row(row: dict[str, Any], image: np.ndarray) -> dict[str, Any]:

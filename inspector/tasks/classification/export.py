@@ -1,9 +1,11 @@
 """A classifier as one ONNX graph: uint8 resized RGB (batch, size, size, 3) -> probabilities (batch, classes)
-and, as a second output, the logits (batch, classes) the softmax is taken of.
+and, as further outputs, the logits (batch, classes) the softmax is taken of and the embedding (batch, D):
+the features the head sees, which the familiarity guard (inspector/runtime/familiarity.py) measures.
 
 The graph does normalisation with the run's mean/std, the 8 symmetric views stacked on the batch axis
 (one backbone pass instead of eight), GeM pooling, power normalisation, the head and the softmax.
-The export's parity check compares the logits (see inspector/deploy/parity.py for why).
+The export's parity check compares the logits (see inspector/deploy/parity.py for why) and, for a run
+with a familiarity guard, whether each image lies beyond the guard's limit on both sides.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def stacked_dihedral_views(x: torch.Tensor) -> torch.Tensor:
 
 
 LOGITS_OUTPUT = "logits"
+EMBEDDING_OUTPUT = "embedding"  # runtime/outputs.py reads it by this name
 # Parity: the largest difference of a bundle's logits from the PyTorch model's, relative to the image's
 # largest |logit| (at least 1). float32 arithmetic (PyTorch vs ONNX Runtime) measured 2.2e-6 at most on
 # a crop-mode linear probe of the sample data, 224 px (logits near 400); a one-pixel shift 1.0e-3 at
@@ -34,11 +37,11 @@ MAX_RELATIVE_LOGIT_DIFF = 1e-4
 
 
 class ExportableClassifier(nn.Module):
-    """The Predictor's model as one graph: uint8 NHWC in, (softmax probabilities, logits) out.
+    """The Predictor's model as one graph: uint8 NHWC in, (softmax probabilities, logits, embedding) out.
 
     For a MultiScaleClassifier the views go through the backbone as one batch (the same numbers as
     the per-view loop of models.py; in PyTorch 1.45x faster, docs/BENCHMARKS.md); a plain timm
-    classifier is called as it is.
+    classifier runs its own forward_features and forward_head (what calling it does).
     """
 
     def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
@@ -46,16 +49,17 @@ class ExportableClassifier(nn.Module):
         self.normalise = Normalise(mean, std)
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits(self.normalise(image)).float()
-        return torch.softmax(logits, dim=1), logits
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, embedding = self.logits_and_embedding(self.normalise(image))
+        logits = logits.float()
+        return torch.softmax(logits, dim=1), logits, embedding.float()
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from ...models import MultiScaleClassifier
 
         model = self.model
         if not isinstance(model, MultiScaleClassifier):
-            return model(x)
+            return logits_and_embedding(model, x)
         if model.symmetric:
             n = x.shape[0]
             pooled = model._pooled_view(stacked_dihedral_views(x))
@@ -64,7 +68,19 @@ class ExportableClassifier(nn.Module):
             features = model._pooled_view(x)
         if model.power_norm:
             features = features.sign() * features.abs().sqrt()
-        return model.head(features)
+        return model.head(features), features
+
+
+def logits_and_embedding(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits and the features its classifier layer sees (the embedding), from one backbone
+    pass: the same numbers as `model(x)` and `models.pooled_features(model, x)`."""
+    from ...models import MultiScaleClassifier
+
+    if isinstance(model, MultiScaleClassifier):
+        features = model.pooled_features(x)
+        return model.head(features), features
+    feature_map = model.forward_features(x)  # timm: model(x) is forward_head(forward_features(x))
+    return model.forward_head(feature_map), model.forward_head(feature_map, pre_logits=True)
 
 
 def export_classifier(predictor: Any, path: Path) -> ExportedGraph:
@@ -72,40 +88,49 @@ def export_classifier(predictor: Any, path: Path) -> ExportedGraph:
     prep = predictor.preprocessing
     model = copy.deepcopy(predictor.model).float().cpu()
     graph = ExportableClassifier(model, tuple(prep.mean), tuple(prep.std))
-    seconds = export_onnx(graph, example_input(prep.image_size), path, [OUTPUT_NAME, LOGITS_OUTPUT])
+    names = [OUTPUT_NAME, LOGITS_OUTPUT, EMBEDDING_OUTPUT]
+    seconds = export_onnx(graph, example_input(prep.image_size), path, names)
     views = 8 if getattr(model, "symmetric", False) else 1
-    return ExportedGraph(path, INPUT_NAME, [OUTPUT_NAME, LOGITS_OUTPUT], seconds,
+    return ExportedGraph(path, INPUT_NAME, names, seconds,
                          {"views": views, "architecture": type(model).__name__, "opset": OPSET})
 
 
-def torch_outputs(predictor: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The PyTorch predictor's (probabilities, logits), each (n, classes), of RGB uint8 arrays: the
-    predictor's own model and preprocessing, as its predict_proba computes them."""
+def torch_outputs(predictor: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The PyTorch predictor's (probabilities, logits), each (n, classes), of RGB uint8 arrays, and its
+    familiarity distances (n,) (None without a guard): the predictor's own model and preprocessing, as
+    its predict_proba computes them."""
     from ...augment import build_transform
-    from ...engine.loaders import ImageSet
-    from ...engine.predict import predict_logits
+    from .predictor import model_outputs
 
-    image_set = ImageSet(list(images), np.zeros(len(images), dtype=np.int64), [""] * len(images))
-    logits = predict_logits(predictor.model, image_set, build_transform(predictor.preprocessing, "none"),
-                            predictor.device)
-    return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), logits
+    logits, embeddings = model_outputs(predictor.model, list(images), build_transform(predictor.preprocessing, "none"),
+                                       predictor.device)
+    guard = getattr(predictor, "familiarity", None)
+    distances = guard.distance(embeddings) if guard is not None else None
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), logits, distances
 
 
-def bundle_outputs(bundle: Any, images: list[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """A bundle's (probabilities, logits), each (n, classes), of RGB uint8 arrays: its own resize and
-    model. Raises InspectorError for a bundle exported without the logits output."""
+def bundle_outputs(bundle: Any, images: list[np.ndarray], batch_size: int = 32
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A bundle's (probabilities, logits), each (n, classes), of RGB uint8 arrays, and its familiarity
+    distances (n,) (None without a guard): its own resize and model. Raises InspectorError for a bundle
+    exported without the logits output."""
     from ...errors import InspectorError
 
     names = list(bundle.labels.get("outputs") or [])
     if LOGITS_OUTPUT not in names:
         raise InspectorError(f"The bundle in {bundle.folder} has no '{LOGITS_OUTPUT}' output: export the run again.")
     at = names.index(LOGITS_OUTPUT)
-    probabilities, logits = [], []
+    guard = getattr(bundle.outputs, "familiarity", None)
+    embedding_at = names.index(EMBEDDING_OUTPUT) if guard is not None else None
+    probabilities, logits, embeddings = [], [], []
     for first in range(0, len(images), batch_size):
         outputs = bundle.run_all(np.stack([bundle.prepare(im) for im in images[first:first + batch_size]]))
         probabilities.append(np.asarray(outputs[0], dtype=np.float32))
         logits.append(np.asarray(outputs[at], dtype=np.float32))
-    return np.concatenate(probabilities), np.concatenate(logits)
+        if embedding_at is not None:
+            embeddings.append(np.asarray(outputs[embedding_at], dtype=np.float32))
+    distances = guard.distance(np.concatenate(embeddings)) if guard is not None else None
+    return np.concatenate(probabilities), np.concatenate(logits), distances
 
 
 def relative_logit_diff(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -116,23 +141,49 @@ def relative_logit_diff(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return np.abs(got - expected).max(axis=1) / scale
 
 
-def compare_logits(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray], bundle: Any,
-                   predictor: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Parity: (same label (n,), relative logit difference (n,)). A different label counts as the
-    same when the PyTorch model's own top two logits lie within float32 reach of each other
-    (2 x MAX_RELATIVE_LOGIT_DIFF of the scale): a tie that either side may break."""
-    (_, got_logits), (_, expected_logits) = got, expected
-    expected_logits = np.asarray(expected_logits, dtype=np.float64)
+def compare_logits(got: tuple, expected: tuple, bundle: Any, predictor: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Parity: (same label and same familiarity verdict (n,), relative logit difference (n,)). A different
+    label counts as the same when the PyTorch model's own top two logits lie within float32 reach of each
+    other (2 x MAX_RELATIVE_LOGIT_DIFF of the scale): a tie that either side may break. Likewise an image
+    on one side of the familiarity limit and on the other in the bundle, when PyTorch's distance lies
+    within MAX_RELATIVE_DISTANCE_DIFF of the limit. A guard on one side only never agrees."""
+    got_logits, expected_logits = got[1], np.asarray(expected[1], dtype=np.float64)
     label, their_label = expected_logits.argmax(1), np.asarray(got_logits).argmax(1)
     scale = np.maximum(np.abs(expected_logits).max(axis=1), 1.0)
     rows = np.arange(len(label))
     margin = expected_logits[rows, label] - expected_logits[rows, their_label]
     tie = margin <= 2 * MAX_RELATIVE_LOGIT_DIFF * scale
-    return (label == their_label) | tie, relative_logit_diff(got_logits, expected_logits)
+    return ((label == their_label) | tie) & _same_familiarity(got, expected, predictor), \
+        relative_logit_diff(got_logits, expected_logits)
 
 
-def probability_figures(got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray]
-                        ) -> dict[str, np.ndarray]:
-    """Reported beside the logits in parity.json (they do not decide): |probability difference| per image."""
+# Parity of the familiarity guard: an image whose PyTorch distance lies within this fraction of the limit
+# may fall on either side in the bundle (float32 embeddings; measured differences: docs/BENCHMARKS.md).
+MAX_RELATIVE_DISTANCE_DIFF = 1e-3
+
+
+def _same_familiarity(got: tuple, expected: tuple, predictor: Any) -> np.ndarray:
+    got_d, expected_d = _distances(got), _distances(expected)
+    n = len(expected[1])
+    if got_d is None and expected_d is None:
+        return np.ones(n, dtype=bool)
+    if got_d is None or expected_d is None:
+        return np.zeros(n, dtype=bool)
+    limit = predictor.familiarity.limit
+    on_the_limit = np.abs(expected_d - limit) <= MAX_RELATIVE_DISTANCE_DIFF * limit
+    return ((got_d > limit) == (expected_d > limit)) | on_the_limit
+
+
+def _distances(outputs: tuple) -> np.ndarray | None:
+    return np.asarray(outputs[2], dtype=np.float64) if len(outputs) > 2 and outputs[2] is not None else None
+
+
+def probability_figures(got: tuple, expected: tuple) -> dict[str, np.ndarray]:
+    """Reported beside the logits in parity.json (they do not decide): |probability difference| per image,
+    and with a familiarity guard the relative difference of its distances."""
     diff = np.abs(np.asarray(got[0], dtype=np.float64) - np.asarray(expected[0], dtype=np.float64))
-    return {"max_abs_probability_diff": diff.max(axis=1)}
+    figures = {"max_abs_probability_diff": diff.max(axis=1)}
+    got_d, expected_d = _distances(got), _distances(expected)
+    if got_d is not None and expected_d is not None:
+        figures["max_rel_familiarity_distance_diff"] = np.abs(got_d - expected_d) / np.maximum(expected_d, 1e-12)
+    return figures

@@ -14,12 +14,14 @@ from PIL import Image
 
 from ...augment import Preprocessing, build_transform, letterbox_box
 from ...data import load_image, to_rgb_array
-from ...engine.device import prepare_model
+from ...engine.device import autocast, prepare_model, to_device
 from ...engine.loaders import ImageSet
 from ...engine.predict import predict_probabilities
 from ...errors import InspectorError
 from ...heatmap import class_activation_map, find_cam_layer
 from ...models import model_from_recipe, single_view
+from ...runtime.familiarity import FamiliarityGuard, read_guard
+from .export import logits_and_embedding
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -82,14 +84,19 @@ def as_rgb_array(image: ImageInput, bit_depth: int | None = None) -> np.ndarray:
 
 
 class ClassificationPredictor:
-    """A trained classifier ready for inference. Thread-safe; share one per run."""
+    """A trained classifier ready for inference. Thread-safe; share one per run.
+
+    `familiarity`: the run's guard for images unlike its training images (runtime/familiarity.py;
+    None for runs trained before it existed), applied to result rows by the task's `model_rows`."""
 
     task = "classification"
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
                  device: torch.device, run_dir: Path | None = None, compile: bool = False,
-                 heads: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, head: str = "target") -> None:
+                 heads: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, head: str = "target",
+                 familiarity: FamiliarityGuard | None = None) -> None:
         self.model = prepare_model(model.eval(), device)
+        self.familiarity = familiarity
         # Classifier weights (weight, bias) of the heads the model does not use now, by name ("source" for
         # a multi-task run); `head` names the one in use (see with_head).
         self.heads = dict(heads or {})
@@ -121,7 +128,7 @@ class ClassificationPredictor:
             heads["source"] = (extra[0], extra[1])
         model.load_state_dict(state)
         return cls(model, recipe["classes"], Preprocessing.from_dict(recipe["preprocessing"]), device,
-                   heads=heads, **options)
+                   heads=heads, familiarity=read_guard(recipe.get("familiarity")), **options)
 
     @property
     def head_names(self) -> list[str]:
@@ -147,8 +154,9 @@ class ClassificationPredictor:
             classifier.weight.copy_(weight.to(classifier.weight))
             classifier.bias.copy_(bias.to(classifier.bias))
         heads = {**{k: v for k, v in self.heads.items() if k != head}, self.head: current}
+        # The guard measures the backbone's features, which both heads share.
         return type(self)(model, self.classes, self.preprocessing, self.device, run_dir=self.run_dir,
-                          compile=self._compiled is not None, heads=heads, head=head)
+                          compile=self._compiled is not None, heads=heads, head=head, familiarity=self.familiarity)
 
     def predict_proba(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         arrays = [as_rgb_array(im, self.preprocessing.bit_depth) for im in images]
@@ -158,6 +166,15 @@ class ClassificationPredictor:
                 return predict_probabilities(self._compiled, image_set, self._transform, self.device, batch_size,
                                              pad_batches=True)
             return predict_probabilities(self.model, image_set, self._transform, self.device, batch_size)
+
+    def predict_with_embeddings(self, images: Sequence[ImageInput], batch_size: int = 32
+                                ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, classes), embeddings (n, D): the features the head sees), from one pass of the
+        model (not the compiled one); the probabilities are predict_proba's."""
+        arrays = [as_rgb_array(im, self.preprocessing.bit_depth) for im in images]
+        with self._lock:
+            logits, embeddings = model_outputs(self.model, arrays, self._transform, self.device, batch_size)
+        return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), embeddings
 
     def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 32) -> list[Prediction]:
         probs = self.predict_proba(images, batch_size)
@@ -185,3 +202,20 @@ class ClassificationPredictor:
         resized = Image.fromarray((cam * 255).astype(np.uint8)).resize((array.shape[1], array.shape[0]),
                                                                          Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.float32) / 255.0
+
+
+def model_outputs(model: torch.nn.Module, images: Sequence[np.ndarray], transform, device: torch.device,
+                  batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (n, classes), embeddings (n, D)) float32 of RGB uint8 arrays, in eval mode as
+    engine.predict.predict_logits computes the logits."""
+    model.eval()
+    logits, embeddings = [], []
+    with torch.inference_mode(), autocast(device):
+        for first in range(0, len(images), batch_size):
+            batch = torch.stack([transform(im) for im in images[first:first + batch_size]])
+            out, embedding = logits_and_embedding(model, to_device(batch, device))
+            logits.append(out.float().cpu())
+            embeddings.append(embedding.float().cpu())
+    if not logits:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()

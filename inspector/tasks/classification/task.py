@@ -80,15 +80,17 @@ class ClassificationTask(Task):
                                  f"method ({methods}), or leave out the source.")
 
     def choose_strategy(self, config, dataset, device):
+        """The strategy (wrapped so the kept model also gets its familiarity guard: familiarity.Familiar)."""
+        from .familiarity import Familiar
         from .strategies import NEEDS_SOURCE, choose_strategy, create_strategy, is_transfer
 
         if config.strategy != "auto":
             if is_transfer(config.strategy) and not config.source:
                 raise InspectorError(NEEDS_SOURCE.format(name=config.strategy))
-            return create_strategy(config.strategy), "chosen by you"
+            return Familiar(create_strategy(config.strategy)), "chosen by you"
         counts = dataset.counts().values()
         name, reason = choose_strategy(min(counts) if counts else 0, device.type, source=bool(config.source))
-        return create_strategy(name), reason
+        return Familiar(create_strategy(name)), reason
 
     def build_model(self, config, dataset, strategy) -> torch.nn.Module:
         return build_model(config.backbone, len(dataset.classes), strategy.architecture,
@@ -103,10 +105,11 @@ class ClassificationTask(Task):
                                max_folds=config.max_folds)
 
     def recipe(self, model, config, dataset, preprocessing) -> dict[str, Any]:
+        from .familiarity import guard_recipe  # the kept model's familiarity guard, once fitted
         from .predictor import heads_recipe  # a multi-task run's heads (recipe["heads"]); nothing for others
 
         return {"num_classes": len(dataset.classes), "classes": list(dataset.classes), **architecture_recipe(model),
-                **heads_recipe(model)}
+                **heads_recipe(model), **guard_recipe(model)}
 
     def evaluate(self, dataset, evaluated, outputs, model, plan, config) -> Evaluation:
         """Accuracy, macro-F1 and the confusion matrix over the out-of-sample images, plus each
@@ -212,14 +215,24 @@ class ClassificationTask(Task):
         return predictor
 
     def model_rows(self, predictor, images, options: PredictOptions) -> list[dict[str, Any]]:
-        """label, confidence, probabilities (+ verdict and defect_probability with OK classes)."""
-        from ...runtime.rows import probability_rows
+        """label, confidence, probabilities (+ verdict and defect_probability with OK classes), and with the
+        run's familiarity guard each image's distance from the training images (UNSURE beyond the limit)."""
+        from ...runtime.rows import familiarity_row, familiarity_rows, probability_rows
 
         threshold = DEFAULT_THRESHOLD if options.threshold is None else options.threshold
-        predictions = predictor.predict_batch(list(images))  # any Predictor: PyTorch or an exported bundle
+        images = list(images)
+        guard = getattr(predictor, "familiarity", None)
+        if guard is not None and hasattr(predictor, "predict_with_embeddings"):  # the PyTorch predictor
+            probabilities, embeddings = predictor.predict_with_embeddings(images)
+            rows = probability_rows(predictor.classes, probabilities, options.ok_classes, threshold)
+            return familiarity_rows(rows, guard.distance(embeddings), guard.limit)
+        predictions = predictor.predict_batch(images)  # any Predictor: PyTorch or an exported bundle
         probabilities = np.array([[p.probabilities[c] for c in predictor.classes] for p in predictions],
                                  dtype=np.float64).reshape(len(predictions), len(predictor.classes))
-        return probability_rows(predictor.classes, probabilities, options.ok_classes, threshold)
+        rows = probability_rows(predictor.classes, probabilities, options.ok_classes, threshold)
+        # A bundle's rows carry its own guard's distances (runtime/outputs.py): kept with these OK classes.
+        carried = [p.to_dict().get("familiarity") for p in predictions]
+        return [familiarity_row(row, **measured) if measured else row for row, measured in zip(rows, carried)]
 
     def result_header(self, predictor) -> dict[str, Any]:
         """The task and classes, plus `head` ("target" or "source") for a run that keeps a head per line
@@ -282,5 +295,8 @@ class ClassificationTask(Task):
         return export_classifier(predictor, path)
 
     def bundle_labels(self, predictor, ok_classes, threshold) -> dict[str, Any]:
+        """OK classes, threshold and, when the run keeps one, its familiarity guard (runtime/familiarity.py)."""
         self.configure(predictor, PredictOptions(ok_classes=tuple(ok_classes)))
-        return {"ok_classes": list(ok_classes), "threshold": threshold, "runtime_outputs": self.runtime_outputs}
+        guard = getattr(predictor, "familiarity", None)
+        return {"ok_classes": list(ok_classes), "threshold": threshold, "runtime_outputs": self.runtime_outputs,
+                **({"familiarity": guard.to_dict()} if guard is not None else {})}
