@@ -11,12 +11,11 @@ input size stay whole, and only large ones are tiled, at their own resolution.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .errors import InspectorError
-from .runtime.tiling import DEFAULT_OVERLAP
+from .runtime.tiling import DEFAULT_OVERLAP, tile_boxes
 
 DEFECT_INPUT_PX = 8.0  # model pixels a defect should span: one cell of the stride-8 feature stage
 MAX_SCALE = 4.0  # enlarging further only blurs: a camera pixel is never more than 4 model pixels
@@ -72,8 +71,8 @@ def choose_tiling(image_sizes: Sequence[tuple[int, int]], input_size: int, defec
     return ScaleChoice(_tiling(tile, input_size, overlap),
                        f"tiles of {tile} camera px enlarged to {input_size} px (x{input_size / tile:.2f}{capped}), so a "
                        f"{defect_size:g} px defect spans about {defect_size * input_size / tile:.0f} model pixels, "
-                       f"one feature cell; {math.ceil(height / tile)} x {math.ceil(width / tile)} or more tiles "
-                       f"per {size} image")
+                       f"one feature cell; {len(tile_boxes(round(height), round(width), tile, overlap))} tiles per "
+                       f"{size} image")
 
 
 def _tiling(tile: int, input_size: int, overlap: float) -> dict[str, Any]:
