@@ -10,9 +10,11 @@ from ._io import atomic_write
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    """Nested probabilities become one column per class (p_<class>)."""
-    flat = {k: v for k, v in row.items() if k != "probabilities"}
+    """Nested probabilities become one column per class (p_<class>), the familiarity guard's figures
+    (runtime/rows.py) familiarity_distance and familiarity_limit."""
+    flat = {k: v for k, v in row.items() if k not in ("probabilities", "familiarity")}
     flat.update({f"p_{name}": p for name, p in (row.get("probabilities") or {}).items()})
+    flat.update({f"familiarity_{name}": value for name, value in (row.get("familiarity") or {}).items()})
     return flat
 
 
