@@ -16,10 +16,12 @@ SIDE = 384  # the generated "camera" images: SIDE x 2 SIDE, a strip
 
 
 def part(seed: int, height: int = SIDE, width: int = 2 * SIDE) -> np.ndarray:
-    """A woven-looking surface: a regular pattern with sensor noise (every good part alike)."""
+    """A woven-looking surface: a regular pattern, shifted and of a slightly different contrast on
+    every part, with sensor noise."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    base = 128 + 40 * np.sin(x / 3.0) * np.cos(y / 4.0)
+    dx, dy, amplitude = rng.uniform(0, 20), rng.uniform(0, 20), rng.uniform(34, 46)
+    base = 128 + amplitude * np.sin((x + dx) / 3.0) * np.cos((y + dy) / 4.0)
     grey = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 

@@ -31,9 +31,10 @@ def strips(tmp_path_factory):
         Image.fromarray(part(seed, 192, 384)).save(root / "new" / f"good_{seed}.png")
     for i, seed in enumerate((50, 51)):
         Image.fromarray(with_spot(part(seed, 192, 384), 60 + 40 * i, 200 + 60 * i)).save(root / "new" / f"spot_{seed}.png")
-    Image.fromarray(with_spot(part(60, 192, 384), 20, 20, 8)).save(root / "new" / "spot_ignored.png")
+    Image.fromarray(with_spot(part(60, 192, 384), 40, 50, 8)).save(root / "new" / "spot_ignored.png")
+    Image.fromarray(part(60, 192, 384)).save(root / "new" / "plain_60.png")  # the same part without the spot
     mask = np.zeros((48, 96), np.uint8)  # a quarter-size mask: it is stretched over every photo
-    mask[:16, :24] = 255
+    mask[:24, :36] = 255  # the top-left 96 x 144 px
     Image.fromarray(mask).save(root / "ignore.png")
     return root
 
@@ -63,7 +64,8 @@ def test_a_tiled_run_stores_its_scale_and_regions_and_finds_small_spots(tiled_ru
     rows = {p["path"].rsplit("/", 1)[-1]: p for p in _predict_json(capsys, str(tiled_run), str(strips / "new"))["predictions"]}
     assert rows["spot_50.png"]["verdict"] == rows["spot_51.png"]["verdict"] == "NG"
     assert rows["good_40.png"]["verdict"] == rows["good_41.png"]["verdict"] == "OK"
-    assert rows["spot_ignored.png"]["verdict"] == "OK"  # its spot lies in the ignored corner
+    # its spot lies in the ignored corner: the part scores as it does without it
+    assert rows["spot_ignored.png"]["raw_score"] <= 1.05 * rows["plain_60.png"]["raw_score"]
 
 
 def test_the_bundle_and_the_service_tile_like_the_library(tiled_run, strips, tmp_path, capsys):
@@ -93,3 +95,26 @@ def test_the_bundle_and_the_service_tile_like_the_library(tiled_run, strips, tmp
     assert [r["verdict"] for r in served] == [b["verdict"] for b in theirs]
     for a, b in zip(served, theirs):
         assert a["raw_score"] == pytest.approx(b["raw_score"], rel=1e-6)
+
+
+def test_a_photo_unlike_the_good_parts_is_unsure_not_a_confident_verdict(tiled_run, tmp_path, capsys):
+    """The run keeps a model of its good images' features: a photo of another product (a smooth
+    gradient with blobs, nothing like the woven surface) is UNSURE "unlike the training images" with
+    its distance, in `inspector predict` and in the bundle alike; a new good part is not."""
+    from inspector.runtime import load_bundle, predict
+
+    y, x = np.mgrid[0:192, 0:384]
+    foreign = np.clip(60 + 0.4 * x + 30 * np.sin(y / 40.0), 0, 255).astype(np.uint8)
+    Image.fromarray(np.stack([foreign, foreign // 2 + 60, 255 - foreign], axis=2)).save(tmp_path / "foreign.png")
+    Image.fromarray(part(70, 192, 384)).save(tmp_path / "good_70.png")
+    rows = _predict_json(capsys, str(tiled_run), str(tmp_path / "foreign.png"), str(tmp_path / "good_70.png"))
+    alien, good = rows["predictions"]
+    assert alien["verdict"] == "UNSURE" and alien["reason"].startswith("unlike the training images")
+    assert alien["familiarity"]["distance"] > alien["familiarity"]["limit"]
+    assert good["verdict"] == "OK" and good["familiarity"]["distance"] <= good["familiarity"]["limit"]
+    from inspector.deploy.bundle import export_bundle
+
+    bundle = export_bundle(tiled_run, tmp_path / "bundle", parity_images=[tmp_path / "good_70.png"])
+    theirs = predict(load_bundle(bundle.path), [str(tmp_path / "foreign.png"), str(tmp_path / "good_70.png")])
+    assert [r["verdict"] for r in theirs] == ["UNSURE", "OK"]
+    assert theirs[0]["familiarity"]["distance"] == pytest.approx(alien["familiarity"]["distance"], rel=1e-3)

@@ -87,13 +87,20 @@ class Bundle:
         image's (H', W'), or its tiles' stitched over the image; ignored cells 0), as the library's
         `PatchDetector.score`: the tiles streamed `batch_size` at a time, the score the largest
         distance of a cell that may be scored."""
+        return self.score_all(images, batch_size).results()
+
+    def score_all(self, images: Sequence[np.ndarray], batch_size: int = 32) -> ImageMaps:
+        """Anomaly models: the images' inputs scored (tiling.ImageMaps: `.results()` as `score`, and
+        `.embeddings()` when the model outputs its inputs' mean features, else None)."""
         collected = ImageMaps(images)
         pending: list[tuple[int, Any]] = []
 
         def run() -> None:
-            maps = np.asarray(self.run_all(np.stack([item.pixels for _, item in pending]))[1], dtype=np.float32)
-            for (i, item), patch_map in zip(pending, maps):
-                collected.add(i, item, patch_map)
+            outputs = self.run_all(np.stack([item.pixels for _, item in pending]))
+            maps = np.asarray(outputs[1], dtype=np.float32)
+            pooled = np.asarray(outputs[2], dtype=np.float32) if len(outputs) > 2 else [None] * len(pending)
+            for (i, item), patch_map, embedding in zip(pending, maps, pooled):
+                collected.add(i, item, patch_map, embedding)
             pending.clear()
 
         for i, image in enumerate(images):
@@ -103,7 +110,7 @@ class Bundle:
                     run()
         if pending:
             run()
-        return collected.results()
+        return collected
 
     def rows(self, images: Sequence[np.ndarray], ok_classes: Sequence[str] | None = None,
              threshold: float | None = None, batch_size: int = 32) -> list[dict[str, Any]]:

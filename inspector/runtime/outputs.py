@@ -5,9 +5,11 @@
                      an OK/NG verdict from P(defect) when OK classes are given; with a familiarity
                      guard in labels.json (familiarity.py) and the embedding output, each row's
                      distance from the training images, UNSURE beyond its limit
-    "anomaly_score"  model.onnx -> raw_score (batch,), patch_distances (batch, H', W'); rows with
-                     score / raw_score / verdict from the calibration scores in labels.json, so a
-                     new target false-reject rate moves the threshold without re-export
+    "anomaly_score"  model.onnx -> raw_score (batch,), patch_distances (batch, H', W') (and embedding
+                     (batch, C): each input's mean patch features); rows with score / raw_score /
+                     verdict from the calibration scores in labels.json, so a new target false-reject
+                     rate moves the threshold without re-export; a tiled model's inputs are tiles
+                     (tiling.py); with a familiarity guard, UNSURE beyond its limit as above
 
 The runtime asks the reader, never the task's name, what a bundle's outputs are; a new kind of
 model output is one more class in `READERS`.
@@ -117,16 +119,22 @@ class AnomalyScoreOutputs(Outputs):
         self.target_frr = float(labels["target_frr"] if target_frr is None else target_frr)
         self.scale: ScoreScale = calibrate(np.asarray(labels["calibration_scores"], dtype=np.float64),
                                            self.target_frr)
+        self.familiarity: FamiliarityGuard | None = (
+            read_guard(labels.get("familiarity")) if EMBEDDING_OUTPUT in (labels.get("outputs") or []) else None)
 
     def header(self) -> dict[str, Any]:
         return {"task": self.labels.get("task"), "threshold": self.scale.threshold, "target_frr": self.target_frr}
 
     def fields(self) -> dict[str, Any]:
         return {"scale": self.scale, "threshold": self.scale.threshold, "target_frr": self.target_frr,
-                "ok_classes": list(self.labels.get("ok_classes") or [])}
+                "ok_classes": list(self.labels.get("ok_classes") or []), "familiarity": self.familiarity}
 
     def rows(self, bundle, images, ok_classes=None, threshold=None, batch_size=32):
-        return score_rows(bundle.score(images, batch_size)[0], self.scale)
+        scored = bundle.score_all(images, batch_size)
+        rows = score_rows(scored.results()[0], self.scale)
+        if self.familiarity is None:
+            return rows
+        return familiarity_rows(rows, self.familiarity.distance(scored.embeddings()), self.familiarity.limit)
 
     def readme(self, details):
         ok = ", ".join(self.labels.get("ok_classes") or [])
@@ -136,7 +144,7 @@ class AnomalyScoreOutputs(Outputs):
                         f"the threshold; `verdict` is NG above it. The threshold keeps the false-reject rate at "
                         f"{self.target_frr:.1%} (target set at training; `--target-frr` moves it).",
                 "inside": "the patch features and their distances to the good parts' memory bank",
-                "api": "`bundle.score([rgb_uint8_array])`: raw scores (n,) and patch distance maps (n, H', W')"}
+                "api": "`bundle.score([rgb_uint8_array])`: raw scores (n,) and one patch distance map per image (a tiled model's stitched over the image)"}
 
 
 READERS: dict[str, type[Outputs]] = {cls.kind: cls for cls in (ProbabilityOutputs, AnomalyScoreOutputs)}

@@ -147,10 +147,19 @@ class ImageMaps:
     def __init__(self, images: Sequence[np.ndarray]) -> None:
         self.image_hw = [tuple(image.shape[:2]) for image in images]
         self.parts: list[list[tuple[np.ndarray, tuple[int, int, int], np.ndarray | None]]] = [[] for _ in images]
+        self.pooled: list[list[np.ndarray]] = [[] for _ in images]
 
-    def add(self, index: int, item: ModelInput, patch_map: np.ndarray) -> None:
-        """One input's patch distances (h', w') for image `index`."""
+    def add(self, index: int, item: ModelInput, patch_map: np.ndarray, embedding: np.ndarray | None = None) -> None:
+        """One input's patch distances (h', w') for image `index`, and its pooled features (C,) if any."""
         self.parts[index].append((patch_map, item.box, cell_mask(item.valid, patch_map.shape)))
+        if embedding is not None:
+            self.pooled[index].append(np.asarray(embedding, dtype=np.float32))
+
+    def embeddings(self) -> np.ndarray | None:
+        """(n, C) float32: each image's pooled features, the mean over its inputs (None: none were given)."""
+        if not all(self.pooled):
+            return None
+        return np.stack([np.mean(np.stack(tiles), axis=0, dtype=np.float32) for tiles in self.pooled])
 
     def results(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """(raw scores (n,) float32, one stitched map per image)."""

@@ -30,6 +30,7 @@ from ...engine.device import prepare_model, to_device
 from ...engine.distributed import SINGLE, Ranks
 from ...engine.progress import NO_PROGRESS, Work
 from ...errors import InspectorError
+from ...runtime.familiarity import fit_guard
 from ...runtime.regions import Regions
 from ...runtime.tiling import ImageMaps, ModelInput, cell_mask, combine_tiles, model_inputs
 
@@ -196,6 +197,11 @@ class ImagePatches:
         rows = [f.reshape(-1, f.shape[-1]) if c is None else f[torch.from_numpy(c).to(f.device)]
                 for f, c in zip(self.feats, self.cells)]
         return torch.cat(rows)
+
+    def embedding(self) -> np.ndarray:
+        """(C,): the patch features (view 0) averaged over each input's cells, then over the inputs, as
+        `PatchDetector.score_all` and the exported graph's embedding output compute them."""
+        return np.mean(np.stack([f[0].mean(dim=(0, 1)).cpu().numpy() for f in self.feats]), axis=0, dtype=np.float32)
 
     def raw_score(self, bank: torch.Tensor, bank_sq: torch.Tensor) -> float:
         """The image's raw score against `bank`: its largest scorable patch distance (view 0)."""
@@ -381,14 +387,20 @@ class PatchDetector:
     def score(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Raw image scores (n,) and patch-distance maps (one (H', W') array per image: the whole
         image's, or its tiles' stitched over the image at the tiles' cell size; ignored cells 0)."""
+        return self.score_all(images, on_batch).results()
+
+    def score_all(self, images: list[np.ndarray], on_batch: ProgressFn | None = None) -> ImageMaps:
+        """The images' inputs scored: `.results()` (raw scores, maps) as `score`, and `.embeddings()`
+        (n, C), each image's patch features averaged over its cells and inputs (the familiarity guard's)."""
         self._check_fitted()
         images = _check_images(images)
         collected = ImageMaps(images)
         for pairs, feats in self._stream(images, 1, on_batch):
             maps = _distances(feats[:, 0], self.memory_bank_, self._bank_sq).cpu().numpy()
-            for (i, item), patch_map in zip(pairs, maps):
-                collected.add(i, item, patch_map)
-        return collected.results()
+            pooled = feats[:, 0].mean(dim=(1, 2)).cpu().numpy()
+            for (i, item), patch_map, embedding in zip(pairs, maps, pooled):
+                collected.add(i, item, patch_map, embedding)
+        return collected
 
     def _embed_shared(self, images: list[np.ndarray], on_batch: ProgressFn | None, ranks: Ranks) -> list[ImagePatches]:
         """`_embed_for_bank` of all the images; with several ranks each embeds its shard and all get every
@@ -444,13 +456,20 @@ class PatchDetector:
             self._set_bank(self._bank_from(torch.cat(rows), progress, "bank", "final"), n,
                            patches[0].feats[0].shape[1:3])
             progress.note(bank_size=int(self.memory_bank_.shape[0]))
+            guard = fit_guard(np.stack([p.embedding() for p in patches]), self.feature_blocks(), seed=seed)
+            self.familiarity_ = None if guard is None else guard.to_dict()
         return scores
+
+    def feature_blocks(self) -> list[int] | None:
+        """The channels of each feature stage side by side in a patch feature (the guard's blocks)."""
+        info = getattr(self.model, "feature_info", None) or []
+        return [info[i]["num_chs"] for i in self.config.layers] if len(info) > max(self.config.layers) else None
 
     # -- state ------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The memory bank and the backbone's weights: plain tensors, safetensors-ready."""
         self._check_fitted()
-        tensors = {"memory_bank": self.memory_bank_.detach().cpu().contiguous()}
+        tensors = {"memory_bank": self.memory_bank_.detach().cpu().contiguous()}  # the guard: state_config
         for name, value in self.model.state_dict().items():
             tensors[_BACKBONE_PREFIX + name] = value.detach().cpu().contiguous()
         return tensors
@@ -460,7 +479,8 @@ class PatchDetector:
         self._check_fitted()
         return {"version": STATE_VERSION, "detector": self.config.to_dict(), "n_train": self.n_train_,
                 "feature_hw": list(self.feature_hw_), "bank_size": int(self.memory_bank_.shape[0]),
-                "feature_dim": int(self.memory_bank_.shape[1]), "preprocessing": self.preprocessing.to_dict()}
+                "feature_dim": int(self.memory_bank_.shape[1]), "preprocessing": self.preprocessing.to_dict(),
+                "familiarity": getattr(self, "familiarity_", None)}
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor],
@@ -482,4 +502,5 @@ class PatchDetector:
                                  f"{detector.config.backbone} ({len(missing)} missing, {len(unexpected)} unexpected).")
         bank = tensors["memory_bank"].to(detector.device, torch.float32)
         detector._set_bank(bank, config.get("n_train", 0), config.get("feature_hw", (0, 0)))
+        detector.familiarity_ = config.get("familiarity")  # None: stored before the guard existed
         return detector

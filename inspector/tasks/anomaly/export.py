@@ -1,5 +1,6 @@
 """An anomaly run's detector as one ONNX graph: uint8 resized RGB (batch, size, size, 3) -> raw image
-score (batch,) and patch distance map (batch, H', W'). The readable score and the verdict are computed
+score (batch,), patch distance map (batch, H', W') and the input's mean patch features (batch, C), the
+familiarity guard's (a tiled image's inputs are its tiles: the runtime combines them). The readable score and the verdict are computed
 from the raw score by the runtime (inspector/runtime), with the calibration stored in labels.json."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import nn
 from ...engine.onnx import INPUT_NAME, OPSET, ExportedGraph, Normalise, example_input, export_onnx
 from ...errors import InspectorError
 
-SCORE_OUTPUT, MAP_OUTPUT = "raw_score", "patch_distances"
+SCORE_OUTPUT, MAP_OUTPUT, EMBEDDING_OUTPUT = "raw_score", "patch_distances", "embedding"
 
 
 class ExportableDetector(nn.Module):
@@ -37,13 +38,14 @@ class ExportableDetector(nn.Module):
         self.register_buffer("bank_t", bank.T.contiguous())
         self.register_buffer("bank_sq", (bank * bank).sum(1))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.detector._features(self.normalise(image))  # (B, H', W', C)
         b, h, w, c = feats.shape
         q = feats.reshape(b, h * w, c)
         nearest = (self.bank_sq - 2.0 * torch.matmul(q, self.bank_t)).min(-1).values + (q * q).sum(-1)
         distances = nearest.clamp_min(0).sqrt().reshape(b, h, w)
-        return distances.flatten(1).max(1).values, distances
+        # The input's features averaged over its cells (B, C): the familiarity guard's, per tile.
+        return distances.flatten(1).max(1).values, distances, q.mean(1)
 
 
 def export_detector(predictor: Any, path: Path) -> ExportedGraph:
@@ -53,9 +55,10 @@ def export_detector(predictor: Any, path: Path) -> ExportedGraph:
         raise InspectorError(f"Anomaly models with intensity '{detector.config.intensity}' cannot be exported "
                              "yet: only 'as_is' is reproduced by the bundle.")
     graph = ExportableDetector(detector)
-    seconds = export_onnx(graph, example_input(predictor.preprocessing.image_size), path, [SCORE_OUTPUT, MAP_OUTPUT])
+    names = [SCORE_OUTPUT, MAP_OUTPUT, EMBEDDING_OUTPUT]
+    seconds = export_onnx(graph, example_input(predictor.preprocessing.image_size), path, names)
     bank = tuple(detector.memory_bank_.shape)
-    return ExportedGraph(path, INPUT_NAME, [SCORE_OUTPUT, MAP_OUTPUT], seconds,
+    return ExportedGraph(path, INPUT_NAME, names, seconds,
                          {"views": 1, "architecture": "PatchDetector", "backbone": detector.config.backbone,
                           "layers": list(detector.config.layers), "bank_size": bank[0], "feature_dim": bank[1],
                           "opset": OPSET})

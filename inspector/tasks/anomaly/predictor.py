@@ -15,6 +15,8 @@ import torch
 from ...augment import letterbox_box
 from ...errors import InspectorError
 from ..classification.predictor import ImageInput, as_rgb_array
+from ...runtime.familiarity import read_guard
+from ...runtime.rows import familiarity_row
 from .calibration import ScoreScale, calibrate, frr_guarantee_message
 from .maps import anomaly_map, normalise_map
 from .model import AnomalyModel
@@ -27,13 +29,17 @@ class AnomalyPrediction:
     score: float  # 0..1, exactly 0.5 at the threshold
     raw_score: float  # the largest patch distance to the good parts' memory bank
     verdict: str  # "OK" or "NG"
+    # (distance, limit) from the good images' features (runtime/familiarity.py); None: the run keeps no guard
+    familiarity: tuple[float, float] | None = None
 
     @property
     def ok(self) -> bool:
         return self.verdict == "OK"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "raw_score": self.raw_score, "verdict": self.verdict}
+        """The result row; an image beyond the familiarity limit is UNSURE (rows.familiarity_row)."""
+        row = {"score": self.score, "raw_score": self.raw_score, "verdict": self.verdict}
+        return row if self.familiarity is None else familiarity_row(row, *self.familiarity)
 
 
 class AnomalyPredictor:
@@ -52,6 +58,7 @@ class AnomalyPredictor:
         self.preprocessing = model.detector.preprocessing  # the detector's own input size and resize
         self.target_frr = float(target_frr if target_frr is not None else recipe.get("target_frr", 0.05))
         self.scale: ScoreScale = calibrate(model.calibration_scores_, self.target_frr)
+        self.familiarity = read_guard(getattr(model.detector, "familiarity_", None))
         self.run_dir = run_dir
         self._lock = threading.Lock()
 
@@ -91,15 +98,21 @@ class AnomalyPredictor:
             return self.model.detector.score(arrays)
 
     def predict_batch(self, images: Sequence[ImageInput]) -> list[AnomalyPrediction]:
-        raw, _ = self.score(images)
-        return [self._prediction(r) for r in raw]
+        arrays = [as_rgb_array(im, self.preprocessing.bit_depth) for im in images]
+        with self._lock:
+            scored = self.model.detector.score_all(arrays)
+        raw, _ = scored.results()
+        if self.familiarity is None:
+            return [self._prediction(r) for r in raw]
+        distances = self.familiarity.distance(scored.embeddings())
+        return [self._prediction(r, (float(d), self.familiarity.limit)) for r, d in zip(raw, distances)]
 
     def predict(self, image: ImageInput) -> AnomalyPrediction:
         return self.predict_batch([image])[0]
 
-    def _prediction(self, raw: float) -> AnomalyPrediction:
+    def _prediction(self, raw: float, familiarity: tuple[float, float] | None = None) -> AnomalyPrediction:
         score = float(self.scale.readable(raw))
-        return AnomalyPrediction(score, float(raw), "NG" if raw > self.threshold else "OK")
+        return AnomalyPrediction(score, float(raw), "NG" if raw > self.threshold else "OK", familiarity)
 
     def heatmap(self, image: ImageInput) -> np.ndarray:
         """The anomaly map at the image's size (H, W) in [0, 1], 0.5 at the threshold (for overlays).

@@ -255,6 +255,7 @@ class AnomalyTask(Task):
         return {"ok_classes": list(predictor.ok_classes), "threshold": predictor.threshold,
                 "score_scale": predictor.scale.to_dict(), "target_frr": predictor.target_frr,
                 "calibration_scores": [float(v) for v in predictor.model.calibration_scores_],
+                "familiarity": getattr(predictor.model.detector, "familiarity_", None),
                 "score": "0.5 * (1 + tanh((raw_score - threshold) / (2 * scale))); verdict NG when raw_score > threshold",
                 "runtime_outputs": self.runtime_outputs}
 
