@@ -49,7 +49,7 @@ def test_anomaly_bundle_records_parity_and_the_calibration(anomaly_bundle, anoma
     labels = json.loads((folder / "labels.json").read_text())
     assert labels["task"] == "anomaly" and labels["ok_classes"] == ["ok"] and labels["target_frr"] == 0.05
     assert labels["threshold"] == predictor.threshold and labels["score_scale"] == predictor.scale.to_dict()
-    assert len(labels["calibration_scores"]) == 24 and labels["outputs"] == ["raw_score", "patch_distances"]
+    assert len(labels["calibration_scores"]) == 24 and labels["outputs"] == ["raw_score", "patch_distances", "embedding"]
     assert labels["runtime_outputs"] == "anomaly_score"
     assert "--target-frr" in (folder / "README.md").read_text()
     assert "verdicts agree" in anomaly_bundle.parity.summary()
