@@ -152,3 +152,10 @@ def test_image_maps_score_is_the_largest_scorable_cell():
     collected.add(0, ModelInput(np.zeros((64, 64, 3), np.uint8), (0, 0, 0), valid), patch_map)
     raw, maps = collected.results()
     assert raw[0] == 2.0 and maps[0][1, 1] == 0.0
+
+
+def test_the_eta_plan_counts_a_tiled_image_as_its_tiles():
+    tiled = detector({"tile": 64, "overlap": 0.25}).plan_for((SIDE, 2 * SIDE))
+    whole = detector()
+    features = {w.phase: w for w in tiled.fit_work(10)}["features"]
+    assert features.cost == len(tile_boxes(SIDE, 2 * SIDE, 64)) * {w.phase: w for w in whole.fit_work(10)}["features"].cost

@@ -144,7 +144,8 @@ class AnomalyScoreOutputs(Outputs):
                         f"the threshold; `verdict` is NG above it. The threshold keeps the false-reject rate at "
                         f"{self.target_frr:.1%} (target set at training; `--target-frr` moves it).",
                 "inside": "the patch features and their distances to the good parts' memory bank",
-                "api": "`bundle.score([rgb_uint8_array])`: raw scores (n,) and one patch distance map per image (a tiled model's stitched over the image)"}
+                "api": "`bundle.score([rgb_uint8_array])`: raw scores (n,) and one patch distance map per image "
+                       "(a tiled model's stitched over the image)"}
 
 
 READERS: dict[str, type[Outputs]] = {cls.kind: cls for cls in (ProbabilityOutputs, AnomalyScoreOutputs)}

@@ -32,7 +32,8 @@ from ...engine.progress import NO_PROGRESS, Work
 from ...errors import InspectorError
 from ...runtime.familiarity import fit_guard
 from ...runtime.regions import Regions
-from ...runtime.tiling import ImageMaps, ModelInput, cell_mask, combine_tiles, model_inputs
+from ...runtime.tiling import (DEFAULT_OVERLAP, ImageMaps, ModelInput, cell_mask, combine_tiles, model_inputs,
+                               tile_boxes)
 
 ProgressFn = Callable[[int, int], None]
 STATE_VERSION = 1
@@ -226,6 +227,7 @@ class PatchDetector:
             resolve_preprocessing(config.backbone, config.image_size, config.resize_mode, bit_depth=config.bit_depth),
             tiling=config.tiling, regions=config.regions)
         self._settings = self.preprocessing.resize_settings()
+        self.planned_inputs = 1  # model inputs per image, for the ETA only (a tiled run's tiles: `plan_for`)
         self.regions = Regions.from_dict(config.regions)
         self._transform = build_transform(self.preprocessing, "none")
         model = create_model(config.backbone, 0, pretrained=pretrained, weights_path=weights_path)
@@ -318,6 +320,14 @@ class PatchDetector:
         side = math.ceil(self.preprocessing.image_size / stride)
         return side, side, channels
 
+    def plan_for(self, image_hw: tuple[int, int]) -> PatchDetector:
+        """Plan the ETA for images of about this (height, width): a tiled run's tiles per image."""
+        tiling = self.config.tiling
+        if tiling:
+            self.planned_inputs = len(tile_boxes(int(image_hw[0]), int(image_hw[1]), int(tiling["tile"]),
+                                                 float(tiling.get("overlap", DEFAULT_OVERLAP))))
+        return self
+
     def _coreset_plan(self, n_rows: int) -> tuple[int, int]:
         """(bank size, candidate rows of the greedy pass; 0: no coreset) for a bank of n_rows patches."""
         cfg = self.config
@@ -328,24 +338,26 @@ class PatchDetector:
         """The planned coreset step of a bank over n_images' patches, and the bank's size."""
         h, w, _ = self.patch_grid()
         views = 8 if self.config.symmetric else 1
-        size, rows = self._coreset_plan(n_images * views * h * w)
+        size, rows = self._coreset_plan(n_images * self.planned_inputs * views * h * w)
         return Work(phase, size if rows else 0, "patches", cost=rows * CORESET_PASSES_PER_ROW, fold=fold), size
 
     def fit_work(self, n_images: int, n_scored: int = 0, folds: int = 5) -> list[Work]:
         """The planned work of `out_of_sample_scores(fit=True)` and of scoring n_scored images after it
         (engine/progress.py): embedding, each fold's coreset and held-out scoring, the final bank."""
         h, w, c = self.patch_grid()
-        steps = [Work("features", n_images, "images", cost=8.0 if self.config.symmetric else 1.0)]
+        inputs = self.planned_inputs  # tiles per image: each is one forward pass and one patch map
+        steps = [Work("features", n_images, "images", cost=inputs * (8.0 if self.config.symmetric else 1.0))]
         k = min(folds, n_images)
         for f in range(k):
             held = len(range(f, n_images, k))
             coreset, size = self._bank_work("coreset", n_images - held, f"{f + 1}/{k}")
-            steps += [coreset, Work("calibration", held, "images", cost=h * w * size * c * SEARCH_PASSES_PER_MAC,
-                                    fold=f"{f + 1}/{k}")]
+            steps += [coreset, Work("calibration", held, "images",
+                                    cost=inputs * h * w * size * c * SEARCH_PASSES_PER_MAC, fold=f"{f + 1}/{k}")]
         bank, size = self._bank_work("bank", n_images, "final")
         steps.append(bank)
         if n_scored:
-            steps.append(Work("scoring", n_scored, "images", cost=1.0 + h * w * size * c * SEARCH_PASSES_PER_MAC))
+            steps.append(Work("scoring", n_scored, "images",
+                              cost=inputs * (1.0 + h * w * size * c * SEARCH_PASSES_PER_MAC)))
         return steps
 
     # -- fitting ----------------------------------------------------------------------------

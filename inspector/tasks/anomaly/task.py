@@ -102,8 +102,9 @@ class AnomalyTask(Task):
                                          resize_mode=config.resize_mode, symmetric=config.symmetric_bank,
                                          seed=config.seed, bit_depth=config.bit_depth,
                                          tiling=self.scale(config, dataset).tiling, regions=config.regions or None)
-        return AnomalyModel(PatchDetector(detector_config, resolve_device(config.device),
-                                          weights_path=config.weights_path))
+        detector = PatchDetector(detector_config, resolve_device(config.device), weights_path=config.weights_path)
+        sizes = sorted((s.height * s.width, (s.height, s.width)) for s in dataset.samples)
+        return AnomalyModel(detector.plan_for(sizes[len(sizes) // 2][1]) if sizes else detector)
 
     def validation_plan(self, dataset, config) -> ValidationPlan:
         good = {dataset.classes.index(c) for c in good_classes(dataset.classes, config.ok_classes)}
