@@ -58,7 +58,7 @@ def _scored_size(height: int, width: int) -> tuple[int, int]:
 def _box(predictor: Any, width: int, height: int) -> tuple[float, float, float, float] | None:
     """The part of the model input a letterboxed image fills, as fractions (as `heatmap` uses)."""
     prep = predictor.preprocessing
-    if prep.resize_mode != "letterbox":
+    if prep.resize_mode != "letterbox" or prep.tiling:  # tiles are squares of the image: no padding
         return None
     left, top, right, bottom = letterbox_box(prep, width, height)
     return left / prep.image_size, top / prep.image_size, right / prep.image_size, bottom / prep.image_size
