@@ -10,6 +10,7 @@ import pytest
 
 from inspector.runtime.rows import UNFAMILIAR
 from inspector.tasks.base import PredictOptions, create_task, decode_for
+from tests.test_transfer import second_camera  # noqa: F401 - the fixture: this line's second camera
 
 TEXTILE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "textile-sim" / "nominal"
 OPTIONS = PredictOptions(ok_classes=("ok",))
@@ -109,3 +110,17 @@ def test_the_service_answers_unsure_through_pytorch_and_through_the_bundle(predi
         assert response.status_code == 200, response.text
         row = response.json()["predictions"][0]
         assert _unfamiliar(row) and row["familiarity"]["distance"] > row["familiarity"]["limit"]
+
+
+@pytest.mark.slow
+def test_a_transfer_runs_guard_learns_this_lines_images_with_the_unlabelled_ones(tiny_data, request, tmp_path):
+    """Fitted on this line's labelled (4 per class, hold-out split: train and validation) and unlabelled (9)
+    images, never on the other line's (24)."""
+    from inspector import TrainConfig, train
+
+    camera = request.getfixturevalue("second_camera")  # tests/test_transfer.py's, imported above
+
+    result = train(camera / "labelled", TrainConfig(strategy="coral", image_size=96, seed=0),
+                   source=tiny_data, unlabeled=camera / "unlabelled", runs_dir=tmp_path)
+    guard = json.loads((Path(result.run_dir) / "model.json").read_text())["familiarity"]
+    assert guard["n_images"] == 12 + 9
