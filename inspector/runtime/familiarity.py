@@ -41,7 +41,10 @@ import numpy as np
 COMPONENTS = 8
 FOLDS = 10
 FALSE_FLAG_RATE = 0.02  # the target: at most 2 % of new training-like images flagged
-SMALL_SAMPLE_MARGIN = 1.1  # on the largest out-of-fold distance, with too few images for the quantile
+# On the largest out-of-fold distance, with too few images for the quantile: the largest of 16 is a poor
+# estimate of the 98th percentile. Anomaly runs on 16 magnetic-tile Free images (3 seeds) flagged 8 of 150
+# new good images at 1.1 (up to 1.27x that limit) while textile-sim photos lay at 3.1x it or more.
+SMALL_SAMPLE_MARGIN = 1.5
 MIN_IMAGES = 4  # fewer training images than this: no guard (nothing to calibrate a limit with)
 VERSION = 1
 
