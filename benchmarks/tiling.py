@@ -246,6 +246,15 @@ def strips(args) -> None:
             strips_cli(seed, args, logfile)
 
 
+def _trim(value):
+    """A JSON result with every list over 20 items replaced by its length (no maps in the log)."""
+    if isinstance(value, dict):
+        return {k: _trim(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return f"<{len(value)} items>" if len(value) > 20 else [_trim(v) for v in value]
+    return value
+
+
 def run_cli(cmd: list[str], logfile: Path) -> dict:
     """One `inspector ... --json` command: its last JSON line, wall seconds, peak RSS of the process."""
     print("$ " + " ".join(cmd), flush=True)
@@ -258,7 +267,7 @@ def run_cli(cmd: list[str], logfile: Path) -> dict:
         print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
         raise SystemExit(f"failed: {' '.join(cmd)}")
     last = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    out = json.loads(last[-1]) if last else {"stdout": proc.stdout[-2000:]}
+    out = _trim(json.loads(last[-1])) if last else {"stdout": proc.stdout[-2000:]}
     return {"result": out, "wall_s": round(wall, 1),
             "peak_rss_mib": round(after / 1024) if after > before else "<= earlier child"}
 
@@ -304,11 +313,12 @@ def speed(args) -> None:
     from PIL import Image
 
     h, w = args.size
-    folder = TMP / f"large_{w}x{h}" / "Free"
+    root = TMP / f"large_{w}x{h}"
+    folder = root / "train" / "Free"  # a dataset of one class (good), as `inspector train` reads it
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(args.n_train + 1):
-        p = folder.parent / ("test.png" if i == args.n_train else f"Free/train_{i}.png")
+        p = root / "test.png" if i == args.n_train else folder / f"train_{i}.png"
         if not p.exists():
             Image.fromarray(mosaic(h, w, 100 + i)).save(p)
         paths.append(p)
@@ -316,7 +326,7 @@ def speed(args) -> None:
     if args.cli:
         runs = TMP / "runs"
         name = f"large_{w}x{h}"
-        train = run_cli(["inspector", "train", str(folder), "--task", "anomaly", "--runs-dir", str(runs), "--name", name,
+        train = run_cli(["inspector", "train", str(folder.parent), "--task", "anomaly", "--runs-dir", str(runs), "--name", name,
                          "--max-megapixels", "200", "--json"], logfile)
         log({"bench": name, "cli": "train", "n_train": args.n_train, "megapixels": h * w / 1e6, **train}, logfile)
         run_dir = train["result"].get("run_dir") or str(runs / name)
