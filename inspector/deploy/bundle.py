@@ -129,7 +129,8 @@ def _measure_speed(folder: Path, size: int) -> tuple[float, float]:
     return first, round(SPEED_BATCH / (time.perf_counter() - start), 1)
 
 
-def _parity_images(run_dir: Path, extra: Sequence[str | os.PathLike]) -> tuple[list[tuple[str, bytes]], dict]:
+def _parity_images(run_dir: Path, extra: Sequence[str | os.PathLike], tiling: dict | None = None
+                   ) -> tuple[list[tuple[str, bytes]], dict]:
     from ..runtime.bundle import collect_images  # folders as predict does: links followed, litter left out
 
     absent = [str(item) for item in extra if not Path(item).exists()]
@@ -138,7 +139,7 @@ def _parity_images(run_dir: Path, extra: Sequence[str | os.PathLike]) -> tuple[l
     files, _ = collect_images(extra)
     own = run_images(run_dir)
     images = [(str(p), p.read_bytes()) for p in [*files, *own] if p.is_file()]
-    probes = probe_images()
+    probes = probe_images(tiling=tiling)
     return images + probes, {"given": len(files), "run": len(own), "generated": len(probes)}
 
 
@@ -213,7 +214,7 @@ def _build(run_dir: Path, folder: Path, predictor: Any, hook: Task, task_labels:
         ov.save_model(ov.convert_model(str(folder / "model.onnx")), str(folder / "model.xml"), compress_to_fp16=False)
         (folder / "model.onnx").unlink()
 
-    images, sources = _parity_images(run_dir, parity_images)
+    images, sources = _parity_images(run_dir, parity_images, getattr(predictor.preprocessing, "tiling", None))
     say(f"checking parity with the PyTorch model on {len(images)} images")
     parity = replace(check_parity(folder, predictor, images, max_diff, task), sources=sources)
     _write_json(folder / "parity.json", parity.to_dict())

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageLoadError, InspectorError
+from ..runtime.tiling import tile_boxes
 from ..tasks.base import DEFAULT_TASK, ParityRule, create_task
 
 MAX_RUN_IMAGES = 24
@@ -113,8 +114,13 @@ def load_bundle_module(folder: Path) -> ModuleType:
     return module
 
 
-def probe_images(seed: int = 0) -> list[tuple[str, bytes]]:
-    """Generated files that exercise every resize and decoding path (name, encoded bytes)."""
+MAX_PROBE_TILES = 64  # a tiled run's probes: more tiles than this check the same crop-and-resize path again
+
+
+def probe_images(seed: int = 0, tiling: dict | None = None) -> list[tuple[str, bytes]]:
+    """Generated files that exercise every resize and decoding path (name, encoded bytes). For a tiled
+    run (`tiling`, runtime/tiling.py) the strips that would make more than MAX_PROBE_TILES tiles are left
+    out: an 8 x 4000 strip is 667 tiles of 8 px, each enlarged to the input, minutes of export for no new path."""
     rng = np.random.default_rng(seed)
 
     def texture(h: int, w: int) -> np.ndarray:
@@ -132,9 +138,11 @@ def probe_images(seed: int = 0) -> list[tuple[str, bytes]]:
     # ways, kept small: 48 x 16384 (one side shrinks 70x while the other is enlarged 5x; crop enlarges
     # both), 300 x 1600 (a 3000 x 16000 frame's 5.3:1 at a tenth of its pixels) and 8 x 4000 (500:1:
     # a letterbox leaves one row of image).
-    probes = [(f"probe_{h}x{w}.png", encode(Image.fromarray(texture(h, w)), "PNG"))
-              for h, w in ((97, 131), (272, 219), (123, 286), (600, 244), (448, 448), (1000, 750), (48, 16384),
-                           (16384, 48), (300, 1600), (1600, 300), (8, 4000), (4000, 8))]
+    sizes = ((97, 131), (272, 219), (123, 286), (600, 244), (448, 448), (1000, 750), (48, 16384),
+             (16384, 48), (300, 1600), (1600, 300), (8, 4000), (4000, 8))
+    if tiling:
+        sizes = tuple((h, w) for h, w in sizes if len(tile_boxes(h, w, int(tiling["tile"]))) <= MAX_PROBE_TILES)
+    probes = [(f"probe_{h}x{w}.png", encode(Image.fromarray(texture(h, w)), "PNG")) for h, w in sizes]
     grey16 = (np.clip(texture(180, 260)[..., 0].astype(np.float64) * 16, 0, 4095)).astype(np.uint16)
     probes.append(("probe_12bit_grey.tif", encode(Image.fromarray(grey16), "TIFF")))
     rgba = np.dstack([texture(150, 200), np.linspace(0, 255, 200, dtype=np.uint8)[None, :].repeat(150, 0)])
