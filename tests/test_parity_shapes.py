@@ -198,7 +198,7 @@ def test_the_untouched_bundle_passes_parity_on_logits(tiny_bundle):
     assert parity["passed"] and parity["tolerance_applies_to"] == "max_rel_logit_diff"
     assert parity["max_rel_logit_diff"] <= 1e-5  # float32 arithmetic: 1e-6 measured
     labels = json.loads((tiny_bundle.path / "labels.json").read_text())
-    assert labels["outputs"] == ["probabilities", "logits"] and labels["output"] == "probabilities"
+    assert labels["outputs"] == ["probabilities", "logits", "embedding"] and labels["output"] == "probabilities"
 
 
 @pytest.mark.slow
