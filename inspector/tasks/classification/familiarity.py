@@ -9,6 +9,7 @@ fine-tuned model's are one more pass over the images. The fold models of cross-v
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -80,7 +81,8 @@ class Familiar:
 
     def _embeddings(self, model: torch.nn.Module, images: ImageSet, ctx: FitContext) -> np.ndarray:
         if self.frozen:
-            return self.strategy.features(model, images, ctx)  # the linear probe's own, cached
+            # The linear probe's own, cached by its fit: no second "features" step in the run's progress.
+            return self.strategy.features(model, images, dataclasses.replace(ctx, progress=None))
         # A trained backbone: its features are its own, never cached under the pretrained backbone's key.
         return extract_features(model, images, build_transform(ctx.preprocessing, "none"),
                                 model_key="familiarity", device=ctx.device, cache=FeatureCache(0),
