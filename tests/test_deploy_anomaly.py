@@ -75,7 +75,8 @@ def test_anomaly_predict_py_runs_without_torch_and_matches_the_cli(anomaly_bundl
         assert ours["skipped"][0]["path"] == theirs["skipped"][0]["path"] == str(broken)
         assert [p["path"] for p in ours["predictions"]] == [p["path"] for p in theirs["predictions"]]
         for a, b in zip(ours["predictions"], theirs["predictions"]):
-            assert list(a) == list(b) == ["path", "score", "raw_score", "verdict", "label", "reason"]
+            assert list(a) == list(b)
+            assert set(a) == {"path", "score", "raw_score", "verdict", "familiarity", "label", "reason"}
             assert a["verdict"] == b["verdict"]
             assert abs(a["raw_score"] - b["raw_score"]) <= 1e-4 * abs(b["raw_score"])
             assert a["score"] == pytest.approx(b["score"], abs=1e-4)
@@ -108,7 +109,7 @@ def test_service_scores_an_anomaly_run(anomaly_run, parts):  # noqa: F811
         assert response.status_code == 200, response.text
         rows = response.json()["predictions"]
         for row, expected in zip(rows, predictor.predict_batch([str(p) for p in paths])):
-            assert set(row) == {"filename", "score", "raw_score", "verdict", "label", "reason"}
+            assert set(row) == {"filename", "score", "raw_score", "verdict", "label", "reason", "familiarity"}
             assert row["verdict"] == expected.verdict
             assert row["raw_score"] == pytest.approx(expected.raw_score, rel=1e-6)
         bad = client.post("/predict", files={"files": ("bad.jpg", b"nope", "image/jpeg")})
