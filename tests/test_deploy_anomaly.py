@@ -80,7 +80,7 @@ def test_anomaly_predict_py_runs_without_torch_and_matches_the_cli(anomaly_bundl
             assert a["verdict"] == b["verdict"]
             assert abs(a["raw_score"] - b["raw_score"]) <= 1e-4 * abs(b["raw_score"])
             assert a["score"] == pytest.approx(b["score"], abs=1e-4)
-    assert {p["verdict"] for p in ours["predictions"]} == {"OK", "NG"}  # both sides of the threshold covered
+    assert {"OK", "NG"} <= {p["verdict"] for p in ours["predictions"]}  # both sides of the threshold covered
 
 
 @pytest.mark.slow
