@@ -10,7 +10,12 @@ scores and the guard from the same features):
 A photo is flagged when its distance from the good images' features is beyond the guard's limit (the
 predictor then answers UNSURE, "unlike the training images").
 
-Run: python benchmarks/familiarity_anomaly.py [--seeds 3]
+With --cache DIR the features are kept (one .npz per seed and product: the 16 good images' features as
+the detector handed them to `fit_guard`, its feature blocks, and the scored photos' embeddings); a later
+run with the same DIR refits only the guard on them (`fit_guard`, as the detector calls it), so limit
+rules can be compared without embedding a photo again.
+
+Run: python benchmarks/familiarity_anomaly.py [--seeds 3] [--cache DIR]
 """
 from __future__ import annotations
 
@@ -20,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from _common import DATASETS, machine_header, read_images
 
-from inspector.runtime.familiarity import read_guard
-from inspector.tasks.anomaly.detector import DetectorConfig, PatchDetector
+from inspector.runtime.familiarity import fit_guard
 
 DEFECTS = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+KINDS = ("good", "defect", "other product")
 
 
 def pick(folder: Path, n: int, rng: np.random.Generator) -> list[Path]:
@@ -32,9 +37,37 @@ def pick(folder: Path, n: int, rng: np.random.Generator) -> list[Path]:
     return paths[:n]
 
 
+def embed(train: list[Path], scored: dict[str, list[Path]], seed: int) -> dict[str, np.ndarray]:
+    """The detector fitted as a run fits it: the features its guard was fitted on, its blocks, the limit
+    it got, and the scored photos' embeddings (per kind)."""
+    import inspector.tasks.anomaly.detector as detector_module
+    from inspector.runtime.familiarity import read_guard
+    from inspector.tasks.anomaly.detector import DetectorConfig, PatchDetector
+
+    seen: dict[str, np.ndarray] = {}
+    product_fit = detector_module.fit_guard
+
+    def recording(features, blocks=None, **kwargs):
+        seen["train"] = np.asarray(features, dtype=np.float64)
+        seen["blocks"] = np.asarray(blocks if blocks else [seen["train"].shape[1]], dtype=np.int64)
+        return product_fit(features, blocks, **kwargs)
+
+    detector_module.fit_guard = recording
+    try:
+        detector = PatchDetector(DetectorConfig(image_size=256, seed=seed))
+        detector.out_of_sample_scores(read_images(train), fit=True, seed=seed)
+    finally:
+        detector_module.fit_guard = product_fit
+    seen["limit"] = np.array(read_guard(detector.familiarity_).limit)
+    for kind, paths in scored.items():
+        seen[kind] = np.asarray(detector.score_all(read_images(paths)).embeddings(), dtype=np.float64)
+    return seen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=None, help="keep / reuse the features here")
     args = parser.parse_args()
     print(machine_header(seeds=args.seeds))
     totals: dict[tuple[str, str], list[int]] = {}
@@ -46,16 +79,23 @@ def main() -> None:
         flaws = pick(DATASETS / "textile-sim" / "local", 25, rng) + pick(DATASETS / "textile-sim" / "global", 25, rng)
         for name, train, good, defect, foreign in (("magnetic-tile", free[:16], free[16:], defects, nominal[16:]),
                                                    ("textile-sim", nominal[:16], nominal[16:], flaws, free[16:])):
-            detector = PatchDetector(DetectorConfig(image_size=256, seed=seed))
-            detector.out_of_sample_scores(read_images(train), fit=True, seed=seed)
-            guard = read_guard(detector.familiarity_)
+            cached = args.cache / f"seed{seed}_{name}.npz" if args.cache else None
+            if cached is not None and cached.exists():
+                with np.load(cached) as stored:
+                    seen = dict(stored)
+            else:
+                seen = embed(train, dict(zip(KINDS, (good, defect, foreign))), seed)
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(cached, **seen)
+            guard = fit_guard(seen["train"], [int(b) for b in seen["blocks"]], seed=seed)  # as the detector does
             line = [f"seed {seed} {name}: limit {guard.limit:.2f}"]
-            for kind, paths in (("good", good), ("defect", defect), ("other product", foreign)):
-                flagged = int((guard.distance(detector.score_all(read_images(paths)).embeddings()) > guard.limit).sum())
+            for kind in KINDS:
+                flagged = int(guard.beyond(seen[kind]).sum())
                 totals.setdefault((name, kind), [0, 0])
                 totals[(name, kind)][0] += flagged
-                totals[(name, kind)][1] += len(paths)
-                line.append(f"{kind} flagged {flagged}/{len(paths)}")
+                totals[(name, kind)][1] += len(seen[kind])
+                line.append(f"{kind} flagged {flagged}/{len(seen[kind])}")
             print(", ".join(line), flush=True)
     for (name, kind), (flagged, n) in totals.items():
         print(f"total {name} {kind}: {flagged}/{n} flagged ({flagged / n:.1%})")

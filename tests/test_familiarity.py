@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from inspector.runtime.familiarity import FamiliarityGuard, calibrated_limit, fit_guard, read_guard
+from inspector.runtime.familiarity import (FamiliarityGuard, calibrated_limit, fit_guard, prediction_bound, read_guard,
+                                           student_t_quantile)
 from inspector.runtime.rows import describe, familiarity_row, familiarity_rows, guard_row
 
 
@@ -51,10 +52,48 @@ def test_blocks_of_features_each_have_their_model():
         fit_guard(features, [40, 100])
 
 
-def test_the_limit_is_the_conformal_quantile_or_the_maximum_with_a_margin():
+def test_the_limit_is_the_conformal_quantile_with_enough_images_else_the_prediction_bound():
     distances = np.arange(1, 201, dtype=float)  # 200 out-of-fold distances: rank ceil(201 * 0.98) = 197
     assert calibrated_limit(distances, 0.02) == pytest.approx(197.0)
-    assert calibrated_limit(np.arange(1, 11, dtype=float), 0.02) > 10.0  # too few: beyond the largest
+    assert calibrated_limit(np.arange(1, 50, dtype=float), 0.02) == 49.0  # 49 images: the quantile (the largest)
+    few = np.exp(np.random.default_rng(0).normal(0.0, 0.2, 48))  # 48: too few for the quantile
+    assert calibrated_limit(few, 0.02) == prediction_bound(few, 0.02) > few.max()
+    assert calibrated_limit(np.arange(1, 11, dtype=float), 0.02) >= 10.0  # never below the largest
+
+
+def test_student_t_quantiles():
+    for dof, p, expected in ((3, 0.98, 3.4819), (10, 0.99, 2.7638), (15, 0.98, 2.2485), (23, 0.98, 2.1770),
+                             (47, 0.98, 2.1123)):  # scipy.stats.t.ppf
+        assert student_t_quantile(p, dof) == pytest.approx(expected, rel=2e-3)
+
+
+def test_the_small_sample_bound_widens_as_the_images_get_fewer():
+    def same_spread(n: int) -> np.ndarray:  # n log-distances of mean 0 and standard deviation 0.2 exactly
+        z = np.linspace(-1.5, 1.5, n)
+        return np.exp(0.2 * (z - z.mean()) / z.std(ddof=1))
+
+    bounds = [prediction_bound(same_spread(n)) for n in (6, 10, 16, 24, 48)]
+    assert all(a > b for a, b in zip(bounds, bounds[1:]))
+    assert bounds[2] == pytest.approx(np.exp(0.2 * 2.2485 * np.sqrt(1 + 1 / 16)), rel=1e-3)  # t(0.98; 15)
+    assert bounds[-1] > np.exp(0.2 * 2.0537)  # above the normal quantile, which it tends to as n grows
+    outlier = np.array([1.0, 1.0, 1.01, 0.99, 1.0, 5.0])
+    assert prediction_bound(outlier) >= 5.0  # floored at the largest
+
+
+def test_the_small_sample_bound_flags_about_the_rate_of_new_images():
+    """Log-normal distances, 16 images: averaged over draws a new image lies beyond the bound about 2 % of
+    the time (the prediction bound's promise); the largest distance times 1.1 (the old rule) about 3 %."""
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(0)
+    sigma = 0.3
+    beyond_bound, beyond_max = [], []
+    for _ in range(4000):
+        d = np.exp(rng.normal(0.0, sigma, 16))
+        beyond_bound.append(1 - NormalDist(0, sigma).cdf(np.log(prediction_bound(d, 0.02))))
+        beyond_max.append(1 - NormalDist(0, sigma).cdf(np.log(1.1 * d.max())))
+    assert 0.015 < np.mean(beyond_bound) <= 0.021
+    assert np.mean(beyond_max) > 0.028
 
 
 def test_round_trip_through_json_gives_the_same_distances():
