@@ -6,6 +6,7 @@
     python benchmarks/tiling.py strips   --cli            #    tiled AUROC through `inspector train` + `evaluate`
     python benchmarks/tiling.py magnetic --seeds 3        # 3. magnetic-tile, 16 Free to train
     python benchmarks/tiling.py speed    ...              # 4. seconds per megapixel and peak memory
+    python benchmarks/tiling.py cli16k   [--steps ...]    # 5. 16000 x 3000 through train, predict, export, bundle
 
 Data are read from ../shared/datasets beside the checkout (never copied); generated images (strips,
 large mosaics) are written under /tmp/tiling_bench. Each detector is the product's PatchDetector with
@@ -363,10 +364,174 @@ def speed(args) -> None:
          "peak_rss_mib_after_fit": round(after_fit), "peak_rss_mib_after_score": round(rss_mib())}, logfile)
 
 
+# -- 5. 16000 x 3000 through the CLI ---------------------------------------------------------------
+def with_defect(image: np.ndarray, y: int, x: int, radius: int) -> np.ndarray:
+    """A dark round blemish (a pit) of `radius` px at (y, x), edges softened over 3 px."""
+    out = image.astype(np.float32)
+    yy, xx = np.mgrid[y - radius - 4: y + radius + 5, x - radius - 4: x + radius + 5]
+    dist = np.sqrt((yy - y) ** 2 + (xx - x) ** 2)
+    weight = np.clip((radius + 2 - dist) / 3.0, 0.0, 1.0)
+    patch = out[yy[0, 0]: yy[-1, 0] + 1, xx[0, 0]: xx[0, -1] + 1]
+    patch -= weight * 0.7 * patch  # 70 % darker at the centre
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def run_timed(cmd: list[str], logfile: Path, extra: dict) -> dict:
+    """One command under /usr/bin/time -v: its last JSON line, wall seconds and its own peak RSS."""
+    stats = TMP / "time_v.txt"
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", "-o", str(stats), *cmd], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    wall = time.perf_counter() - t0
+    text = stats.read_text() if stats.exists() else ""
+    peak = [ln.split(":")[-1].strip() for ln in text.splitlines() if "Maximum resident set size" in ln]
+    record = {**extra, "rc": proc.returncode, "wall_s": round(wall, 1),
+              "peak_rss_mib": round(int(peak[0]) / 1024) if peak else None}
+    if proc.returncode:
+        record["stdout_tail"] = proc.stdout[-2000:]
+        record["stderr_tail"] = proc.stderr[-4000:]
+        log(record, logfile)
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    last = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    record["result"] = _trim(json.loads(last[-1])) if last else {"stdout": proc.stdout[-2000:]}
+    log(record, logfile)
+    return record
+
+
+def _row(result: dict) -> dict:
+    rows = result.get("predictions") or []
+    row = rows[0] if rows else {}
+    return {k: row.get(k) for k in ("verdict", "raw_score", "score", "threshold", "familiarity", "reason") if k in row}
+
+
+SERVE_APP = """import sys
+from inspector.deploy.service import ServiceConfig, create_app, serve
+serve(create_app(sys.argv[1], ServiceConfig(max_file_bytes=int(sys.argv[3]) * 2**20)), '127.0.0.1', int(sys.argv[2]))
+"""
+
+
+def serve_once(cmd: list[str], label: str, port: int, image: Path, logfile: Path) -> None:
+    """A service started by `cmd`: start-up until /health answers, one POST /predict of the image,
+    peak RSS of the server process (psutil, polled every 0.2 s, children included)."""
+    import threading
+
+    import psutil
+    import requests
+
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "2", "INSPECTOR_MAX_MEGAPIXELS": "200"})
+    peak, done = [0], threading.Event()
+
+    def poll() -> None:
+        proc = psutil.Process(server.pid)
+        while not done.is_set():
+            try:
+                rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                peak[0] = max(peak[0], rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    threading.Thread(target=poll, daemon=True).start()
+    record: dict = {"bench": "large_16000x3000", "cli": label}
+    try:
+        while True:
+            if server.poll() is not None:
+                record["exited"] = server.returncode
+                record["output_tail"] = server.stdout.read()[-3000:]
+                return
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.perf_counter() - t0 > 600:
+                record["error"] = "no answer on /health within 600 s"
+                return
+            time.sleep(1)
+        record["startup_s"] = round(time.perf_counter() - t0, 1)
+        t1 = time.perf_counter()
+        with open(image, "rb") as f:
+            answer = requests.post(f"http://127.0.0.1:{port}/predict", files=[("files", (image.name, f, "image/png"))],
+                                   timeout=1800)
+        record["request_s"] = round(time.perf_counter() - t1, 1)
+        record["status"] = answer.status_code
+        record["row"] = _row(answer.json()) if answer.ok else answer.text[-2000:]
+    finally:
+        done.set()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        record["peak_rss_mib"] = round(peak[0] / 2**20)
+        log(record, logfile)
+
+
+def cli16k(args) -> None:
+    from PIL import Image
+
+    h, w = 3000, 16000
+    root = TMP / f"large_{w}x{h}"
+    folder = root / "train" / "Free"  # as `speed --size 3000 16000` writes them: seeds 100, 101 to train
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        p = folder / f"train_{i}.png"
+        if not p.exists():
+            Image.fromarray(mosaic(h, w, 100 + i)).save(p)
+    clean = root / "test.png"  # seed 102, never trained on
+    if not clean.exists():
+        Image.fromarray(mosaic(h, w, 102)).save(clean)
+    test = root / "test_defect.png"
+    y, x, radius = 1700, 9300, args.radius
+    if not test.exists():
+        Image.fromarray(with_defect(np.asarray(Image.open(clean).convert("L")), y, x, radius)).save(test)
+    logfile = Path(args.log)
+    name = "large_16000x3000_cli"
+    base = {"bench": "large_16000x3000", "megapixels": h * w / 1e6}
+    log({**base, "train_images": 2, "test_image": str(test), "defect": {"y": y, "x": x, "radius_px": radius},
+         "test_png_mib": round(test.stat().st_size / 2**20, 1)}, logfile)
+    run_dir = args.run_dir or str(TMP / "runs" / name)
+    steps = set(args.steps.split(","))
+    if "train" in steps:
+        train = run_timed(["inspector", "train", str(folder.parent), "--task", "anomaly", "--runs-dir", str(TMP / "runs"),
+                           "--name", name, "--max-megapixels", "200", "--json"], logfile, {**base, "cli": "train"})
+        run_dir = train["result"].get("run_dir") or run_dir
+    out = TMP / f"bundle_{name}"
+    if "predict" in steps:
+        pred = run_timed(["inspector", "predict", run_dir, str(test), "--max-megapixels", "200", "--json"], logfile,
+                         {**base, "cli": "predict"})
+    if "export" in steps:
+        run_timed(["inspector", "export", run_dir, "--out", str(out), "--max-megapixels", "200", "--json"], logfile,
+                  {**base, "cli": "export"})
+    if "bundle" in steps:
+        bundle = run_timed([sys.executable, str(out / "predict.py"), str(test), "--max-megapixels", "200", "--json"],
+                           logfile, {**base, "cli": "bundle predict.py"})
+        if "predict" in steps:
+            a, b = _row(pred["result"]), _row(bundle["result"])
+            rel = None
+            if a.get("raw_score") is not None and b.get("raw_score") is not None:
+                rel = abs(a["raw_score"] - b["raw_score"]) / max(abs(a["raw_score"]), 1e-12)
+            log({**base, "agreement": {"predict": a, "bundle": b, "same_verdict": a.get("verdict") == b.get("verdict"),
+                                       "raw_score_rel_diff": rel}}, logfile)
+    if "control" in steps:  # the same mosaic without the pit, through the bundle: is the NG the pit's?
+        run_timed([sys.executable, str(out / "predict.py"), str(clean), "--max-megapixels", "200", "--json"],
+                  logfile, {**base, "cli": "bundle predict.py (clean control)"})
+    max_mb = str(max(20, test.stat().st_size // 2**20 + 5))
+    if "serve" in steps:  # the CLI's service
+        serve_once(["inspector", "serve", run_dir, "--port", "8765", "--max-megapixels", "200", "--max-mb", max_mb],
+                   "serve", 8765, test, logfile)
+    if "serve_app" in steps:  # the same service built from the library with its defaults (no CLI flags)
+        serve_once([sys.executable, "-c", SERVE_APP, run_dir, "8766", max_mb], "service create_app", 8766, test, logfile)
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
-    for name in ("textile", "strips", "magnetic", "speed"):
+    for name in ("textile", "strips", "magnetic", "speed", "cli16k"):
         p = sub.add_parser(name)
         p.add_argument("--log", default=f"/tmp/tiling_{name}.jsonl")
         p.add_argument("--seeds", type=int, default=1)
@@ -387,12 +552,17 @@ def main() -> None:
     s.add_argument("--symmetric", action="store_true")
     s.add_argument("--cli", action="store_true", help="inspector train, export, and the bundle's predict.py")
     s.add_argument("--defect-size", type=float, default=None)
+    s = sub.choices["cli16k"]
+    s.add_argument("--radius", type=int, default=12, help="radius in px of the dark pit painted into the test image")
+    s.add_argument("--steps", default="train,predict,export,bundle,control,serve,serve_app",
+                   help="comma-separated: train, predict, export, bundle, control, serve, serve_app")
+    s.add_argument("--run-dir", default=None, help="the run trained earlier (without the train step)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(2)
     print(machine_header(part=args.part), flush=True)
-    {"textile": textile, "strips": strips, "magnetic": magnetic, "speed": speed}[args.part](args)
+    {"textile": textile, "strips": strips, "magnetic": magnetic, "speed": speed, "cli16k": cli16k}[args.part](args)
 
 
 if __name__ == "__main__":
