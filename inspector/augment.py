@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import albumentations as A
 import cv2
@@ -21,6 +21,7 @@ import torch
 from .config import AUGMENT_NAMES, RESIZE_MODES
 from .errors import InspectorError
 from .runtime.resize import INTERPOLATIONS, fit_to_input
+from .runtime.tiling import model_inputs
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,22 @@ def build_transform(prep: Preprocessing, augment: str = "none",
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
     return transform
+
+
+def build_inputs(prep: Preprocessing) -> Callable[[np.ndarray], Iterator[torch.Tensor]]:
+    """RGB uint8 HxWx3 -> its model inputs as normalised float CHW tensors, made one at a time: the whole
+    image (build_transform), or with `prep.tiling` each tile at the input size (runtime/tiling.py)."""
+    transform = build_transform(prep, "none")
+    if prep.tiling is None:
+        return lambda image: iter((transform(image),))
+    settings = prep.to_dict()
+    return lambda image: (transform(item.pixels) for item in model_inputs(image, settings))
+
+
+def inputs_of(transform: Callable[[np.ndarray], Any], image: np.ndarray) -> Iterable[torch.Tensor]:
+    """An image's model inputs from a transform (one tensor) or from build_inputs (its tensors)."""
+    out = transform(image)
+    return (out,) if isinstance(out, torch.Tensor) else out
 
 
 def build_preview(prep: Preprocessing, augment: str, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

@@ -210,19 +210,19 @@ if not use_source and len(strategies) > 1:  # a task with one strategy has nothi
     cost_area = st.empty()  # filled below, once the image size and the views are chosen
 
 # -- scale and regions -------------------------------------------------------------------------------
-def reads_scale(task_obj, data) -> bool:
-    """True when the task reads a defect size and regions (its scale() refuses them otherwise)."""
+def task_reads(task_obj, data, **setting) -> bool:
+    """True when the task reads this setting (a defect size, regions): its scale() refuses it otherwise."""
     if data is None or not hasattr(task_obj, "scale"):
         return False
     try:
-        task_obj.scale(TrainConfig(task=task, ok_classes=ok_classes, defect_size=8.0), data)
+        task_obj.scale(TrainConfig(task=task, ok_classes=ok_classes, **setting), data)
     except InspectorError:
         return False
     return True
 
 
 st.header("3. Defect size and where to look")
-scale_read = reads_scale(chosen_task, dataset)
+scale_read = task_reads(chosen_task, dataset, defect_size=8.0)
 s1, s2 = st.columns([1, 2])
 defect_size = s1.number_input(
     "Smallest defect to find (camera pixels)", min_value=0.5, max_value=10000.0, value=None, step=1.0,
@@ -234,7 +234,9 @@ stored_regions = None
 with user_errors("Reading the regions"):
     stored_regions = ws.regions()
 scale_area = s2.empty()  # filled below, once the image size is chosen
-regions_arg = stored_regions.to_dict() if scale_read and stored_regions is not None and not stored_regions.empty else None
+has_regions = stored_regions is not None and not stored_regions.empty
+regions_read = has_regions and task_reads(chosen_task, dataset, regions=stored_regions.to_dict())
+regions_arg = stored_regions.to_dict() if regions_read else None
 defect_size_arg = float(defect_size) if scale_read and defect_size else None
 
 # -- advanced -----------------------------------------------------------------------------------
@@ -273,12 +275,13 @@ if scale_read:
     with user_errors("Choosing the scale"):
         choice = chosen_task.scale(TrainConfig(task=task, ok_classes=ok_classes, image_size=int(image_size) or None,
                                                defect_size=defect_size_arg, regions=regions_arg), dataset)
-        where = (describe_regions(stored_regions) if stored_regions is not None and not stored_regions.empty
+        where = (describe_regions(stored_regions) if regions_read
+                 else f"not used by {task} runs (anomaly runs only, for now)" if has_regions
                  else "No regions: the whole image is inspected")
         scale_area.caption(f"Scale: {choice.reason}.  \nWhere to look (drawn on the **Data** page): {where}")
 else:
-    scale_area.caption(f"The defect size and the regions drawn on the Data page apply to anomaly runs for now: "
-                       f"a {task} run looks at the whole image, resized to the model's input.")
+    scale_area.caption(f"The defect size and the regions drawn on the Data page are not read by {task} runs: "
+                       f"they look at the whole image, resized to the model's input.")
 
 can_train = (dataset is not None or use_source) and task_problem is None and source_problem is None and startable
 source_arg = ws.source_path() if use_source else None

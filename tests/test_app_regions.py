@@ -202,12 +202,15 @@ def test_every_training_started_from_the_train_page_gets_the_defect_size_and_the
     (config,) = started
     assert config.task == "anomaly" and config.defect_size == 3.0
     assert Regions.from_dict(config.regions) == Regions((RECT,), (TRIANGLE,))
-    # A classifier looks at whole images for now: neither is passed, and the page says why.
+    # A classifier reads tiles (the defect size) but not the regions: only the size is passed, and the page
+    # says why the regions are not.
     at.radio(key="task").set_value("classification").run()
-    assert at.number_input(key="defect_size").disabled
+    assert not at.number_input(key="defect_size").disabled
+    words = next(c.value for c in at.caption if c.value.startswith("Scale: "))
+    assert "a 3 px defect" in words and "not used by classification runs" in words
     at.button(key="train").click().run()
     no_exceptions(at)
-    assert started[-1].task == "classification" and started[-1].defect_size is None and started[-1].regions is None
+    assert started[-1].task == "classification" and started[-1].defect_size == 3.0 and started[-1].regions is None
 
 
 # -- in a real browser: draw a rectangle on the canvas ------------------------------------------------------

@@ -58,9 +58,10 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                    help="how non-square images fit the square input: stretch (default, measured best), "
                         "letterbox (keeps the aspect ratio, pads) or crop (keeps it, cuts the edges)")
     p.add_argument("--defect-size", type=float, default=None, metavar="PIXELS",
-                   help="the smallest defect to find, in camera pixels (anomaly runs): the images are tiled at the "
-                        "scale where such a defect spans a feature cell, aspect ratio kept (default: whole images "
-                        "near the input size, large ones tiled at their own resolution)")
+                   help="the smallest defect to find, in camera pixels: the images are tiled at the scale where "
+                        "such a defect spans a feature cell, aspect ratio kept (anomaly runs: one bank of tile "
+                        "patches; classifiers: linear_probe on the tiles' features, averaged per image; default: "
+                        "whole images near the input size, large ones tiled at their own resolution)")
     p.add_argument("--roi-mask", default=None, metavar="IMAGE",
                    help="a black and white image: only its white part is inspected (stretched over every photo)")
     p.add_argument("--ignore-mask", default=None, metavar="IMAGE",

@@ -16,7 +16,9 @@ from typing import Callable, Hashable
 import numpy as np
 import torch
 
+from ..augment import inputs_of
 from ..models import pooled_features
+from ..runtime.tiling import mean_over_inputs
 from .device import autocast, to_device
 from .distributed import SINGLE, Ranks
 from .loaders import ImageSet
@@ -119,8 +121,10 @@ def extract_features(model: torch.nn.Module, images: ImageSet, transform, *, mod
     with torch.inference_mode(), autocast(device):
         for b, first in enumerate(range(0, len(mine), batch_size)):
             chunk = mine[first:first + batch_size]
-            batch = torch.stack([transform(images.images[i]) for i in chunk])
-            feats = pooled_features(model, to_device(batch, device)).float().cpu().numpy()
+            # A tiled run's image is the mean of its tiles' features (runtime/tiling.py mean_over_inputs).
+            feats, = mean_over_inputs([images.images[i] for i in chunk], lambda im: inputs_of(transform, im),
+                                      lambda b: [pooled_features(model, to_device(b, device)).float().cpu().numpy()],
+                                      batch_size, torch.stack)
             computed.append(feats)
             if not ranks.active:  # cached as they come: a stopped run keeps what it extracted
                 for i, row in zip(chunk, feats):

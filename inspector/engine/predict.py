@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..augment import inputs_of
+from ..runtime.tiling import mean_over_inputs
 from .device import autocast, to_device
 from .loaders import ImageSet
 
@@ -13,20 +15,22 @@ from .loaders import ImageSet
 def predict_logits(model: nn.Module, images: ImageSet, transform, device: torch.device,
                    batch_size: int = 32, pad_batches: bool = False) -> np.ndarray:
     """The model's class scores before the softmax (n, classes) float32, in order (inference_mode,
-    eval mode; mixed precision on CUDA as in training).
+    eval mode; mixed precision on CUDA as in training). `transform`: an image -> its input tensor, or
+    augment.build_inputs (a tiled run's tiles: an image's logits are the mean of its tiles').
 
     pad_batches: fill the last batch up to batch_size, so a compiled model sees one shape only.
     """
     model.eval()
-    out = []
+
+    def run(batch: torch.Tensor) -> list[np.ndarray]:
+        n = len(batch)
+        if pad_batches and n < batch_size:
+            batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+        return [model(to_device(batch, device)).float()[:n].cpu().numpy()]
+
     with torch.inference_mode(), autocast(device):
-        for first in range(0, len(images), batch_size):
-            batch = torch.stack([transform(im) for im in images.images[first:first + batch_size]])
-            n = len(batch)
-            if pad_batches and n < batch_size:
-                batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
-            out.append(model(to_device(batch, device)).float()[:n].cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+        out = mean_over_inputs(images.images, lambda im: inputs_of(transform, im), run, batch_size, torch.stack)
+    return out[0] if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def predict_probabilities(model: nn.Module, images: ImageSet, transform, device: torch.device,

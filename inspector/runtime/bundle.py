@@ -6,8 +6,8 @@ How an image becomes the model input (this is what makes the bundle agree with t
    16-bit scaled by the bit depth it really uses, the pixel limit);
 2. resizing to the model's square input with the resize mode in preprocessing.json (resize.py,
    the very code the training pipeline uses), or, for a tiled model, cutting it into tiles at the
-   run's pixel scale, each resized to that input (tiling.py); the regions to inspect and to ignore
-   (regions.py) say which patches are scored;
+   run's pixel scale, each resized to that input (tiling.py): a classifier's image is the mean of its
+   tiles' outputs; the regions to inspect and to ignore (regions.py) say which patches are scored;
 3. everything else (normalisation, symmetric views, pooling, the head, softmax; for anomaly models
    the patch features and their distances to the good parts' memory bank) is inside the model,
    whose input is the resized uint8 RGB image, shape (batch, size, size, 3).
@@ -23,10 +23,10 @@ import numpy as np
 
 from .errors import ImageLoadError, InspectorError
 from .images import broken_link_reason, is_image_path, is_mask_folder, load_image, to_rgb_array, walk_files
-from .outputs import output_reader
+from .outputs import LOGITS_OUTPUT, output_reader
 from .regions import regions_of
 from .resize import fit_to_input
-from .tiling import ImageMaps, model_inputs
+from .tiling import ImageMaps, mean_over_inputs, model_inputs
 from .rows import guard_rows
 
 MODEL_FILE, OPENVINO_FILE = "model.onnx", "model.xml"
@@ -73,14 +73,27 @@ class Bundle:
         """RGB uint8 (H, W, 3) of any size -> the model input (size, size, 3)."""
         return fit_to_input(image, self.preprocessing)
 
-    def _batches(self, images: Sequence[np.ndarray], batch_size: int) -> Iterable[list]:
-        for first in range(0, len(images), batch_size):
-            yield self.run_all(np.stack([self.prepare(im) for im in images[first:first + batch_size]]))
+    def mean_outputs(self, images: Sequence[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
+        """Every model output of each RGB uint8 image, averaged over its inputs (the whole image, or its
+        tiles streamed `batch_size` at a time: tiling.mean_over_inputs), (n, ...) float32 each; [] for none."""
+        return mean_over_inputs(images, lambda im: (item.pixels for item in model_inputs(im, self.preprocessing)),
+                                self.run_all, batch_size)
+
+    def classifier_outputs(self, images: Sequence[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
+        """Classifiers: the model's outputs per image (probabilities (n, classes) first; see `mean_outputs`).
+        A tiled model's probabilities are the softmax of its tiles' mean logits, the PyTorch predictor's."""
+        outputs = self.mean_outputs(images, batch_size)
+        if not outputs:
+            return [np.zeros((0, len(self.classes)), dtype=np.float32)]
+        if self.preprocessing.get("tiling"):
+            logits = outputs[list(self.labels["outputs"]).index(LOGITS_OUTPUT)].astype(np.float64)
+            z = np.exp(logits - logits.max(axis=1, keepdims=True))
+            outputs[0] = (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        return outputs
 
     def predict_proba(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Classifiers: class probabilities (n, classes) float32 of RGB uint8 arrays of any size."""
-        out = [np.asarray(outputs[0], dtype=np.float32) for outputs in self._batches(images, batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+        return self.classifier_outputs(images, batch_size)[0]
 
     def score(self, images: Sequence[np.ndarray], batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
         """Anomaly models: raw scores (n,) float32 and one patch-distance map per image (the whole

@@ -25,6 +25,7 @@ from .errors import InspectorError
 from .familiarity import FamiliarityGuard, read_guard
 from .rows import familiarity_rows, probability_rows, score_rows
 
+LOGITS_OUTPUT = "logits"  # a classifier's class scores before the softmax (batch, classes): a tiled model averages them
 EMBEDDING_OUTPUT = "embedding"  # a classifier's features before its head (batch, D): the familiarity guard's input
 
 
@@ -88,17 +89,11 @@ class ProbabilityOutputs(Outputs):
     def with_embeddings(self, bundle, images: Sequence[np.ndarray], batch_size: int = 32
                         ) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (n, classes), embeddings (n, D)) of RGB uint8 arrays, float32, in one model pass
-        per batch (whole images resized to the input: classifiers do not tile)."""
-        names = list(self.labels.get("outputs") or [])
-        at = names.index(EMBEDDING_OUTPUT)
-        probabilities, embeddings = [], []
-        for first in range(0, len(images), batch_size):
-            outputs = bundle.run_all(np.stack([bundle.prepare(im) for im in images[first:first + batch_size]]))
-            probabilities.append(np.asarray(outputs[0], dtype=np.float32))
-            embeddings.append(np.asarray(outputs[at], dtype=np.float32))
-        if not probabilities:
-            return np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate(probabilities), np.concatenate(embeddings)
+        per batch (a tiled model's: the means over each image's tiles, Bundle.classifier_outputs)."""
+        outputs = bundle.classifier_outputs(images, batch_size)
+        if len(outputs) < 2:
+            return outputs[0], np.zeros((0, 0), dtype=np.float32)
+        return outputs[0], outputs[list(self.labels["outputs"]).index(EMBEDDING_OUTPUT)]
 
     def readme(self, details):
         return {"usage": "python predict.py /path/to/images --ok-classes ok   # adds an OK/NG verdict",

@@ -14,14 +14,16 @@ side, so such an image is enlarged a little more). The tiles of an image are mad
 views of the decoded image (`model_inputs` is a generator): memory stays bounded by one batch of
 tiles whatever the image's size.
 
-Each tile's patch map is placed back on a grid over the whole image (`stitch`, overlaps by their
-maximum), so the score and the map of a tiled image are those of one large patch map.
+How tiles combine is the task's: an anomaly model places each tile's patch map back on a grid over
+the whole image (`stitch`, overlaps by their maximum), so the score and the map of a tiled image are
+those of one large patch map (`ImageMaps`); a classifier averages its tiles' outputs
+(`mean_over_inputs`): its head is linear, so the image's logits are those of its tiles' mean features.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -169,3 +171,42 @@ class ImageMaps:
             raw[i], canvas = combine_tiles(maps, boxes, cells, hw)
             stitched.append(canvas)
         return raw, stitched
+
+
+def mean_over_inputs(images: Sequence[Any], inputs: Callable[[Any], Iterable[Any]],
+                     run: Callable[[Any], Sequence[np.ndarray]], batch_size: int = 32,
+                     stack: Callable[[list], Any] = np.stack) -> list[np.ndarray]:
+    """Each image's outputs averaged over its model inputs: a whole image's one input, or the mean over a
+    tiled image's tiles (how a classifier pools tiles: its head is linear, so the mean of the tiles'
+    logits is the head of their mean features). The inputs are streamed `batch_size` at a time across
+    images, so memory holds one batch whatever an image's size.
+
+    inputs(image) -> one image's model inputs (arrays or tensors, made one at a time); stack(list) -> one
+    batch of them; run(batch) -> the model's outputs, each (b, ...) numpy. Returns each output averaged
+    per image, (n, ...) float32; [] when there are no images. Raises ValueError for an image with no input.
+    """
+    pending: list[tuple[int, Any]] = []
+    sums: list[np.ndarray] = []
+    counts = np.zeros(len(images), dtype=np.int64)
+
+    def flush() -> None:
+        owners = np.array([i for i, _ in pending])
+        outputs = [np.asarray(o, dtype=np.float64) for o in run(stack([x for _, x in pending]))]
+        if not sums:
+            sums.extend(np.zeros((len(images), *o.shape[1:])) for o in outputs)
+        for total, rows in zip(sums, outputs):
+            np.add.at(total, owners, rows)
+        np.add.at(counts, owners, 1)
+        pending.clear()
+
+    for i, image in enumerate(images):
+        for item in inputs(image):
+            pending.append((i, item))
+            if len(pending) >= batch_size:
+                flush()
+    if pending:
+        flush()
+    if len(images) and not counts.all():
+        raise ValueError("An image gave no model input.")
+    shape = (-1,) + (1,) * 8
+    return [(total / counts.reshape(shape[:total.ndim])).astype(np.float32) for total in sums]

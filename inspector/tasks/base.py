@@ -171,9 +171,9 @@ class Task:
         from ..scale import ScaleChoice
 
         if config.defect_size is not None or config.regions:
-            raise InspectorError(f"--defect-size and regions to inspect or ignore apply to anomaly runs for now; "
-                                 f"{self.name} runs look at the whole image resized to the input. Leave them out "
-                                 "(or train an anomaly run: --task anomaly).")
+            raise InspectorError(f"--defect-size and regions to inspect or ignore are not read by {self.name} runs: "
+                                 "they look at the whole image resized to the input. Leave them out (anomaly runs "
+                                 "read both, classification runs --defect-size).")
         return ScaleChoice(None, "whole images resized to the model's input")
 
     def strategies(self) -> dict[str, str]:

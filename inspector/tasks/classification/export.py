@@ -1,4 +1,5 @@
 """A classifier as one ONNX graph: uint8 resized RGB (batch, size, size, 3) -> probabilities (batch, classes)
+(a tiled run's batch holds tiles: the bundle averages each image's tiles' logits and embeddings)
 and, as further outputs, the logits (batch, classes) the softmax is taken of and the embedding (batch, D):
 the features the head sees, which the familiarity guard (inspector/runtime/familiarity.py) measures.
 
@@ -17,7 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...engine.onnx import INPUT_NAME, OPSET, OUTPUT_NAME, ExportedGraph, Normalise, example_input, export_onnx
+from ...engine.onnx import (
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAME,
+    ExportedGraph,
+    Normalise,
+    example_input,
+    export_onnx,
+)
+from ...runtime.outputs import EMBEDDING_OUTPUT, LOGITS_OUTPUT
 
 
 def stacked_dihedral_views(x: torch.Tensor) -> torch.Tensor:
@@ -27,8 +37,6 @@ def stacked_dihedral_views(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.flip(3), x.flip(2), x.flip(2, 3), t, t.flip(3), t.flip(2), t.flip(2, 3)], dim=0)
 
 
-LOGITS_OUTPUT = "logits"
-EMBEDDING_OUTPUT = "embedding"  # runtime/outputs.py reads it by this name
 # Parity: the largest difference of a bundle's logits from the PyTorch model's, relative to the image's
 # largest |logit| (at least 1). float32 arithmetic (PyTorch vs ONNX Runtime) measured 2.2e-6 at most on
 # a crop-mode linear probe of the sample data, 224 px (logits near 400); a one-pixel shift 1.0e-3 at
@@ -99,10 +107,10 @@ def torch_outputs(predictor: Any, images: list[np.ndarray]) -> tuple[np.ndarray,
     """The PyTorch predictor's (probabilities, logits), each (n, classes), of RGB uint8 arrays, and its
     familiarity distances (n,) (None without a guard): the predictor's own model and preprocessing, as
     its predict_proba computes them."""
-    from ...augment import build_transform
+    from ...augment import build_inputs
     from .predictor import model_outputs
 
-    logits, embeddings = model_outputs(predictor.model, list(images), build_transform(predictor.preprocessing, "none"),
+    logits, embeddings = model_outputs(predictor.model, list(images), build_inputs(predictor.preprocessing),
                                        predictor.device)
     guard = getattr(predictor, "familiarity", None)
     distances = guard.distance(embeddings) if guard is not None else None
@@ -119,18 +127,12 @@ def bundle_outputs(bundle: Any, images: list[np.ndarray], batch_size: int = 32
     names = list(bundle.labels.get("outputs") or [])
     if LOGITS_OUTPUT not in names:
         raise InspectorError(f"The bundle in {bundle.folder} has no '{LOGITS_OUTPUT}' output: export the run again.")
-    at = names.index(LOGITS_OUTPUT)
     guard = getattr(bundle.outputs, "familiarity", None)
-    embedding_at = names.index(EMBEDDING_OUTPUT) if guard is not None else None
-    probabilities, logits, embeddings = [], [], []
-    for first in range(0, len(images), batch_size):
-        outputs = bundle.run_all(np.stack([bundle.prepare(im) for im in images[first:first + batch_size]]))
-        probabilities.append(np.asarray(outputs[0], dtype=np.float32))
-        logits.append(np.asarray(outputs[at], dtype=np.float32))
-        if embedding_at is not None:
-            embeddings.append(np.asarray(outputs[embedding_at], dtype=np.float32))
-    distances = guard.distance(np.concatenate(embeddings)) if guard is not None else None
-    return np.concatenate(probabilities), np.concatenate(logits), distances
+    outputs = bundle.classifier_outputs(list(images), batch_size)  # a tiled model's: means over its tiles
+    if len(outputs) == 1:  # no images
+        return outputs[0], outputs[0], (np.zeros(0) if guard is not None else None)
+    distances = guard.distance(outputs[names.index(EMBEDDING_OUTPUT)]) if guard is not None else None
+    return outputs[0], outputs[names.index(LOGITS_OUTPUT)], distances
 
 
 def relative_logit_diff(got: np.ndarray, expected: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...augment import build_transform
+from ...augment import build_inputs
 from ...engine.context import FitContext, FitOutcome, TrainingStopped
 from ...engine.features import FeatureCache, extract_features
 from ...engine.loaders import ImageSet
@@ -84,7 +84,7 @@ class Familiar:
             # The linear probe's own, cached by its fit: no second "features" step in the run's progress.
             return self.strategy.features(model, images, dataclasses.replace(ctx, progress=None))
         # A trained backbone: its features are its own, never cached under the pretrained backbone's key.
-        return extract_features(model, images, build_transform(ctx.preprocessing, "none"),
+        return extract_features(model, images, build_inputs(ctx.preprocessing),
                                 model_key="familiarity", device=ctx.device, cache=FeatureCache(0),
                                 progress=tracker_of(ctx), fold=ctx.fold,
                                 batch_size=8 if getattr(model, "symmetric", False) else 16)

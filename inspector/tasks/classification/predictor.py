@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import threading
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...augment import Preprocessing, build_transform, letterbox_box
+from ...augment import Preprocessing, build_inputs, build_transform, inputs_of, letterbox_box
 from ...data import load_image, to_rgb_array
 from ...engine.device import autocast, prepare_model, to_device
 from ...engine.loaders import ImageSet
@@ -21,6 +22,7 @@ from ...errors import InspectorError
 from ...heatmap import class_activation_map, find_cam_layer
 from ...models import model_from_recipe, single_view
 from ...runtime.familiarity import FamiliarityGuard, read_guard
+from ...runtime.tiling import mean_over_inputs, model_inputs, stitch
 from .export import logits_and_embedding
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -108,7 +110,8 @@ class ClassificationPredictor:
         self.preprocessing = preprocessing
         self.device = device
         self.run_dir = run_dir
-        self._transform = build_transform(preprocessing, "none")
+        self._transform = build_inputs(preprocessing)  # an image's inputs: itself, or its tiles
+        self._to_tensor = build_transform(preprocessing, "none")  # one input (a whole image, or a tile)
         self._lock = threading.Lock()
         self._cam_layer: torch.nn.Module | None = None
 
@@ -188,11 +191,14 @@ class ClassificationPredictor:
         return Prediction(self.classes[index], index, {c: float(p) for c, p in zip(self.classes, row)})
 
     def heatmap(self, image: ImageInput, class_index: int | None = None) -> np.ndarray:
-        """Grad-CAM for `class_index` (default: the predicted class), in [0, 1], at the image's size."""
+        """Grad-CAM for `class_index` (default: the predicted class), in [0, 1], at the image's size; for a
+        tiled run each tile's own probability of that class, over the whole image (`tile_map`)."""
         array = as_rgb_array(image, self.preprocessing.bit_depth)
         if class_index is None:  # the class the full model predicts, not its single view's guess
             class_index = self.predict(array).index
-        tensor = self._transform(array).unsqueeze(0).to(self.device)
+        if self.preprocessing.tiling is not None:
+            return self.tile_map(array, class_index)
+        tensor = self._to_tensor(array).unsqueeze(0).to(self.device)
         with self._lock, single_view(self.model):
             if self._cam_layer is None:
                 self._cam_layer = find_cam_layer(self.model, tensor)
@@ -204,18 +210,37 @@ class ClassificationPredictor:
         return np.asarray(resized, dtype=np.float32) / 255.0
 
 
+    def tile_map(self, image: np.ndarray, class_index: int, batch_size: int = 32) -> np.ndarray:
+        """A tiled run's map of where a class lies: each tile's own probability of `class_index` (its
+        softmax, as if the tile were the whole image), overlaps by their maximum, at the image's size
+        (H, W) float32 in [0, 1]. The image's decision is the mean of the tiles' logits, so the tiles that
+        raise it are the ones shown."""
+        inputs, boxes, probabilities = model_inputs(image, self.preprocessing.to_dict()), [], []
+        with self._lock, torch.inference_mode(), autocast(self.device):
+            while batch := list(itertools.islice(inputs, batch_size)):  # tiles streamed, a batch at a time
+                boxes += [item.box for item in batch]
+                pixels = torch.stack([self._to_tensor(item.pixels) for item in batch])
+                logits = self.model(to_device(pixels, self.device)).float().cpu()
+                probabilities.append(torch.softmax(logits, dim=1)[:, class_index].numpy())
+        cells = 8  # each tile as 8 x 8 cells, so overlapping tiles land within an eighth of a tile
+        grid = stitch([np.full((cells, cells), v, dtype=np.float32) for v in np.concatenate(probabilities)], boxes,
+                      image.shape[:2])
+        resized = Image.fromarray(grid, mode="F").resize((image.shape[1], image.shape[0]), Image.Resampling.NEAREST)
+        return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
 def model_outputs(model: torch.nn.Module, images: Sequence[np.ndarray], transform, device: torch.device,
                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(logits (n, classes), embeddings (n, D)) float32 of RGB uint8 arrays, in eval mode as
-    engine.predict.predict_logits computes the logits."""
+    engine.predict.predict_logits computes the logits; a tiled run's (transform: augment.build_inputs) are the
+    means over each image's tiles."""
     model.eval()
-    logits, embeddings = [], []
+
+    def run(batch: torch.Tensor) -> list[np.ndarray]:
+        return [out.float().cpu().numpy() for out in logits_and_embedding(model, to_device(batch, device))]
+
     with torch.inference_mode(), autocast(device):
-        for first in range(0, len(images), batch_size):
-            batch = torch.stack([transform(im) for im in images[first:first + batch_size]])
-            out, embedding = logits_and_embedding(model, to_device(batch, device))
-            logits.append(out.float().cpu())
-            embeddings.append(embedding.float().cpu())
-    if not logits:
+        outputs = mean_over_inputs(images, lambda im: inputs_of(transform, im), run, batch_size, torch.stack)
+    if not outputs:
         return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(logits).numpy(), torch.cat(embeddings).numpy()
+    return outputs[0], outputs[1]

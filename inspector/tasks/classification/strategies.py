@@ -9,7 +9,7 @@ import numpy as np
 import timm.optim
 import torch
 
-from ...augment import build_transform
+from ...augment import build_inputs, build_transform
 from ...engine.context import FitContext, FitOutcome, TrainingStopped
 from ...engine.events import EpochEnd, StepEnd
 from ...engine.features import extract_features
@@ -147,7 +147,7 @@ class LinearProbe(Strategy):
         return steps + [Work("head", HEAD_STEPS, "steps", cost=(1 + n_train ** 2 / 1800) / HEAD_STEPS, fold=fold)]
 
     def features(self, model, images: ImageSet, ctx: FitContext) -> np.ndarray:
-        transform = build_transform(ctx.preprocessing, "none")
+        transform = build_inputs(ctx.preprocessing)  # a tiled run's image: the mean of its tiles' features
 
         def on_batch(step: int, steps: int, rate: float) -> None:
             ctx.check_stop()

@@ -24,6 +24,10 @@ from .export import (
 )
 
 DEFAULT_THRESHOLD = 0.5  # NG when P(defect) >= this
+# Tiles are read by the linear probe: each tile's frozen features, averaged into the image's, under one
+# closed-form head (measured on strips of 8 magnetic-tile photos: docs/BENCHMARKS.md). Fine-tuning on
+# tiles (each tile a training image under its image's label) is not built.
+TILED_STRATEGY = "linear_probe"
 
 
 @register_task
@@ -87,10 +91,43 @@ class ClassificationTask(Task):
         if config.strategy != "auto":
             if is_transfer(config.strategy) and not config.source:
                 raise InspectorError(NEEDS_SOURCE.format(name=config.strategy))
+            if config.defect_size is not None and config.strategy != TILED_STRATEGY:
+                raise InspectorError(f"--defect-size cuts the images into tiles, which a classifier reads with the "
+                                     f"{TILED_STRATEGY} strategy (each tile's frozen features, averaged into the "
+                                     f"image's); '{config.strategy}' looks at whole images. Choose --strategy "
+                                     f"{TILED_STRATEGY} (or auto), or leave out --defect-size.")
             return Familiar(create_strategy(config.strategy)), "chosen by you"
+        if config.defect_size is not None and not config.source:
+            return Familiar(create_strategy(TILED_STRATEGY)), (
+                "a defect size is given: the images are read as tiles, by a tuned classifier on frozen pretrained "
+                "features averaged over each image's tiles")
         counts = dataset.counts().values()
         name, reason = choose_strategy(min(counts) if counts else 0, device.type, source=bool(config.source))
         return Familiar(create_strategy(name)), reason
+
+    def scale(self, config, dataset):
+        """Whole images, or tiles (inspector/scale.py: chosen from --defect-size, or large images at their own
+        resolution) whose features are averaged into the image's (runtime/tiling.py mean_over_inputs). Tiles
+        are read by the linear probe only: a run that fine-tunes keeps whole images, and says so. Regions to
+        inspect or ignore are refused: a classifier's pooling does not mask them yet."""
+        from ...augment import resolve_preprocessing
+        from ...engine.device import resolve_device
+        from ...scale import ScaleChoice, choose_tiling
+
+        if config.regions:
+            raise InspectorError("Regions to inspect or ignore apply to anomaly runs for now: a classifier reads the "
+                                 "whole image (or all its tiles). Leave them out, or train an anomaly run "
+                                 "(--task anomaly).")
+        size = resolve_preprocessing(config.backbone, config.image_size, config.resize_mode).image_size
+        choice = choose_tiling([(s.height, s.width) for s in dataset.samples], size, config.defect_size) \
+            if len(dataset) else ScaleChoice(None, "whole images resized to the model's input")
+        if choice.tiling is None:
+            return choice
+        strategy = self.choose_strategy(config, dataset, resolve_device(config.device))[0]
+        if strategy.name != TILED_STRATEGY:
+            return ScaleChoice(None, f"whole images resized to {size} px: {strategy.name} looks at whole images "
+                                     f"(tiles are read by {TILED_STRATEGY}: give --strategy {TILED_STRATEGY})")
+        return choice
 
     def build_model(self, config, dataset, strategy) -> torch.nn.Module:
         return build_model(config.backbone, len(dataset.classes), strategy.architecture,
@@ -129,11 +166,11 @@ class ClassificationTask(Task):
     def inference_ms(self, model, images, preprocessing, device, on_images=None) -> float:
         import time
 
-        from ...augment import build_transform
+        from ...augment import build_inputs
         from ...engine.predict import predict_probabilities
 
         sample = images.subset(range(min(32, len(images))))
-        transform = build_transform(preprocessing, "none")
+        transform = build_inputs(preprocessing)
         # A symmetric model passes 8 images' views at a time anyway (models.VIEW_CHUNK): timing it 8 images
         # at a time costs nothing and lets the progress move on a CPU (32 images x 8 views is ~15 s there).
         chunk = 8 if getattr(model, "symmetric", False) and device.type == "cpu" else 32
