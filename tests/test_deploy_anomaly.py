@@ -93,6 +93,18 @@ def test_anomaly_export_keeps_the_runs_own_good_classes(anomaly_run, tmp_path): 
 
 
 @pytest.mark.slow
+def test_inspector_serve_starts_on_an_anomaly_run(anomaly_run, monkeypatch):  # noqa: F811
+    """`inspector serve RUN` as a user types it: --threshold (a classifier's) must not be set behind their back."""
+    import inspector.deploy.service as service
+    from inspector.cli import build_parser
+
+    served = []
+    monkeypatch.setattr(service, "serve", lambda app, host, port: served.append(app))
+    args = build_parser().parse_args(["serve", str(anomaly_run.run_dir)])
+    args.func(args)
+    assert len(served) == 1
+
+
 def test_service_scores_an_anomaly_run(anomaly_run, parts):  # noqa: F811
     from fastapi.testclient import TestClient
 

@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction, common: dict) -> None:
                    help="require this key in the X-API-Key header (default: $INSPECTOR_API_KEY, else no key)")
     p.add_argument("--ok-classes", default=None,
                    help="classifiers: comma-separated classes that count as OK: adds a verdict")
-    p.add_argument("--threshold", type=float, default=0.5, help="classifiers: NG when P(defect) >= this (default: 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="classifiers: NG when P(defect) >= this (default: 0.5; anomaly runs: see --target-frr)")
     p.add_argument("--target-frr", type=float, default=None,
                    help="anomaly runs: move the threshold to this false-reject rate (default: as trained)")
     p.add_argument("--max-files", type=int, default=32, help="images per request at most (default: %(default)s)")
