@@ -159,3 +159,16 @@ def test_the_eta_plan_counts_a_tiled_image_as_its_tiles():
     whole = detector()
     features = {w.phase: w for w in tiled.fit_work(10)}["features"]
     assert features.cost == len(tile_boxes(SIDE, 2 * SIDE, 64)) * {w.phase: w for w in whole.fit_work(10)}["features"].cost
+
+
+def test_bank_candidates_are_a_bounded_sample_of_each_images_patches(good):
+    import torch
+
+    det = detector(tiling={"tile": 64, "overlap": 0.25, "input_size": 64}, max_bank=4)
+    (patches,) = det._embed_for_bank(good[:1], None)
+    full, limit = patches.bank_rows(), det.candidate_limit()
+    capped = patches.bank_rows(limit, seed=3)
+    assert limit == 80 and full.shape[0] > limit and capped.shape == (limit, full.shape[1])
+    assert torch.equal(capped, patches.bank_rows(limit, seed=3))  # seeded
+    assert all(bool((full == row).all(1).any()) for row in capped[:10])  # rows of the image's own patches
+    assert torch.equal(patches.bank_rows(10 ** 9), full)  # under the limit: every patch

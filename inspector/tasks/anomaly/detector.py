@@ -121,6 +121,8 @@ def _check_images(images: list[np.ndarray], what: str = "images") -> list[np.nda
     return list(images)
 
 
+CANDIDATES_PER_BANK_ROW = 20  # the greedy coreset picks a bank from at most 20x its size of sampled patches
+
 # Costs in forward passes of the backbone (one image at inference at 256 px), measured on the 2-core
 # development machine: a greedy coreset iteration costs this per candidate row (2e-8 s at 24,576 rows,
 # 7e-8 s at 40,960, 5e-7 s under heavy load; a pass ~0.05 s), a nearest-bank search this per query
@@ -193,11 +195,15 @@ class ImagePatches:
         self.boxes.append(box)
         self.cells.append(cells)
 
-    def bank_rows(self) -> torch.Tensor:
-        """(P, C): every patch that may be scored, of every input and view (the memory bank's candidates)."""
-        rows = [f.reshape(-1, f.shape[-1]) if c is None else f[torch.from_numpy(c).to(f.device)]
-                for f, c in zip(self.feats, self.cells)]
-        return torch.cat(rows)
+    def bank_rows(self, limit: int | None = None, seed: int = 0) -> torch.Tensor:
+        """(P, C): every patch that may be scored, of every input and view (the memory bank's candidates);
+        with `limit`, a seeded random sample of at most that many (a copy: the caller keeps it, not a view)."""
+        rows = torch.cat([f.reshape(-1, f.shape[-1]) if c is None else f[torch.from_numpy(c).to(f.device)]
+                          for f, c in zip(self.feats, self.cells)])
+        if limit is None or rows.shape[0] <= limit:
+            return rows
+        keep = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(seed))[:limit]
+        return rows[keep.to(rows.device)]
 
     def embedding(self) -> np.ndarray:
         """(C,): the patch features (view 0) averaged over each input's cells, then over the inputs, as
@@ -328,11 +334,17 @@ class PatchDetector:
                                                  float(tiling.get("overlap", DEFAULT_OVERLAP))))
         return self
 
+    def candidate_limit(self) -> int:
+        """The most bank candidates kept per image: what the greedy coreset samples at most (20 x max_bank).
+        A 48 MP strip has 1.4 M patches per view; keeping them all for every training image took 13.6 GB
+        for two such images (docs/BENCHMARKS.md), while each bank only ever samples this many."""
+        return CANDIDATES_PER_BANK_ROW * self.config.max_bank
+
     def _coreset_plan(self, n_rows: int) -> tuple[int, int]:
         """(bank size, candidate rows of the greedy pass; 0: no coreset) for a bank of n_rows patches."""
         cfg = self.config
         size = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * n_rows)))
-        return (n_rows, 0) if size >= n_rows else (size, min(n_rows, 20 * size))
+        return (n_rows, 0) if size >= n_rows else (size, min(n_rows, CANDIDATES_PER_BANK_ROW * size))
 
     def _bank_work(self, phase: str, n_images: int, fold: str) -> tuple[Work, int]:
         """The planned coreset step of a bank over n_images' patches, and the bank's size."""
@@ -387,8 +399,8 @@ class PatchDetector:
         """Build the memory bank from good images only; returns self."""
         images = _check_images(images, "good images")
         patches = self._embed_for_bank(images, on_batch)
-        self._set_bank(self._bank_from(torch.cat([p.bank_rows() for p in patches])), len(images),
-                       patches[0].feats[0].shape[1:3])
+        rows = [p.bank_rows(self.candidate_limit(), self.config.seed + i) for i, p in enumerate(patches)]
+        self._set_bank(self._bank_from(torch.cat(rows)), len(images), patches[0].feats[0].shape[1:3])
         return self
 
     # -- scoring ----------------------------------------------------------------------------
@@ -453,7 +465,7 @@ class PatchDetector:
         fold_of = np.empty(n, dtype=np.int64)
         fold_of[order] = np.arange(n) % k
         patches = self._embed_shared(images, on_batch, ranks)
-        rows = [p.bank_rows() for p in patches]
+        rows = [p.bank_rows(self.candidate_limit(), self.config.seed + i) for i, p in enumerate(patches)]
         scores = np.empty(n, dtype=np.float64)
         for f in range(k):
             held = np.flatnonzero(fold_of == f)
