@@ -6,7 +6,8 @@
     python benchmarks/tiling.py strips   --cli            #    tiled AUROC through `inspector train` + `evaluate`
     python benchmarks/tiling.py magnetic --seeds 3        # 3. magnetic-tile, 16 Free to train
     python benchmarks/tiling.py speed    ...              # 4. seconds per megapixel and peak memory
-    python benchmarks/tiling.py cli16k   [--steps ...]    # 5. 16000 x 3000 through train, predict, export, bundle
+    python benchmarks/tiling.py cli16k   [--steps ...]    # 5. 16000 x 3000 through train, predict, export, bundle,
+                                                          #    serve (`--steps predict,serve --run-dir RUN` reuses a run)
 
 Data are read from ../shared/datasets beside the checkout (never copied); generated images (strips,
 large mosaics) are written under /tmp/tiling_bench. Each detector is the product's PatchDetector with
@@ -505,6 +506,9 @@ def cli16k(args) -> None:
     if "predict" in steps:
         pred = run_timed(["inspector", "predict", run_dir, str(test), "--max-megapixels", "200", "--json"], logfile,
                          {**base, "cli": "predict"})
+    if "predict_control" in steps:  # the same mosaic without the pit, through `inspector predict` of the run
+        run_timed(["inspector", "predict", run_dir, str(clean), "--max-megapixels", "200", "--json"], logfile,
+                  {**base, "cli": "predict (clean control)"})
     if "export" in steps:
         run_timed(["inspector", "export", run_dir, "--out", str(out), "--max-megapixels", "200", "--json"], logfile,
                   {**base, "cli": "export"})
@@ -554,8 +558,8 @@ def main() -> None:
     s.add_argument("--defect-size", type=float, default=None)
     s = sub.choices["cli16k"]
     s.add_argument("--radius", type=int, default=12, help="radius in px of the dark pit painted into the test image")
-    s.add_argument("--steps", default="train,predict,export,bundle,control,serve,serve_app",
-                   help="comma-separated: train, predict, export, bundle, control, serve, serve_app")
+    s.add_argument("--steps", default="train,predict,predict_control,export,bundle,control,serve,serve_app",
+                   help="comma-separated: train, predict, predict_control, export, bundle, control, serve, serve_app")
     s.add_argument("--run-dir", default=None, help="the run trained earlier (without the train step)")
     args = parser.parse_args()
     import torch
