@@ -1,6 +1,6 @@
 """Which defect a strip holds (issue 22, item 5): a classifier on whole strips beside one on tiles.
 
-    python benchmarks/tiling_classification.py --seeds 3 --per-class 12
+    python benchmarks/tiling_classification.py --seeds 0 1 2 --per-class 12 [--settings whole tiles]
 
 Strips of 8 magnetic-tile photos, each resized to 512 px high (aspect kept) and placed side by side
 (about 4200 x 512 px): a `Free` strip holds 8 Free photos; a strip of a defect class holds 7 Free photos
@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from _common import DATASETS, machine_header
+from tiling import _strip as strip  # 8 photos at 512 px high, side by side (the anomaly strips' own)
 
 MT = DATASETS / "magnetic-tile"
 CLASSES = ("Free", "Blowhole", "Break", "Crack", "Fray", "Uneven")
@@ -37,14 +38,6 @@ SETTINGS = {"whole": ["--defect-size", "200"], "tiles": ["--defect-size", "16"],
 
 def photos(name: str) -> list[Path]:
     return sorted(p for p in (MT / name).iterdir() if p.suffix.lower() in (".jpg", ".png"))
-
-
-def strip(paths: list[Path]) -> np.ndarray:
-    parts = []
-    for p in paths:
-        im = Image.open(p).convert("L")
-        parts.append(np.asarray(im.resize((round(im.width * 512 / im.height), 512), Image.BILINEAR)))
-    return np.concatenate(parts, axis=1)
 
 
 def build(seed: int, per_class: int) -> Path:
@@ -91,13 +84,13 @@ def train(root: Path, setting: str, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--per-class", type=int, default=12)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     print(machine_header(), flush=True)
     results = []
-    for seed in range(args.seeds):
+    for seed in args.seeds:
         root = build(seed, args.per_class)
         for setting in args.settings:
             results.append(train(root, setting, seed))

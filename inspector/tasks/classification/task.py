@@ -173,7 +173,8 @@ class ClassificationTask(Task):
         transform = build_inputs(preprocessing)
         # A symmetric model passes 8 images' views at a time anyway (models.VIEW_CHUNK): timing it 8 images
         # at a time costs nothing and lets the progress move on a CPU (32 images x 8 views is ~15 s there).
-        chunk = 8 if getattr(model, "symmetric", False) and device.type == "cpu" else 32
+        # A tiled image is many forward passes: timed one image at a time, so the progress moves per image.
+        chunk = 1 if preprocessing.tiling else 8 if getattr(model, "symmetric", False) and device.type == "cpu" else 32
         seconds = 0.0
         for first in range(0, len(sample), chunk):
             part = sample.subset(range(first, min(first + chunk, len(sample))))
