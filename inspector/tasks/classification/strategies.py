@@ -9,7 +9,7 @@ import numpy as np
 import timm.optim
 import torch
 
-from ...augment import build_inputs, build_transform
+from ...augment import build_inputs
 from ...engine.context import FitContext, FitOutcome, TrainingStopped
 from ...engine.events import EpochEnd, StepEnd
 from ...engine.features import extract_features
@@ -141,6 +141,7 @@ class LinearProbe(Strategy):
     def work(self, model, n_train, n_val, config, *, fold="final", cached=False) -> list[Work]:
         """Features of the training (and validation) images, then the closed-form head."""
         views = 8 if getattr(model, "symmetric", False) else 1
+        views *= getattr(model, "planned_inputs", 1)  # a tiled run's tiles per image (ClassificationTask.build_model)
         steps = [Work("features", 0 if cached else n, "images", cost=views, fold=fold) for n in (n_train, n_val) if n]
         # The head's LDA fits grow with the square of the images: about 9 passes at 120 images
         # (0.6 s on the busy 2-core development machine), spread over its ~12 steps.

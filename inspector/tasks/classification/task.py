@@ -130,8 +130,17 @@ class ClassificationTask(Task):
         return choice
 
     def build_model(self, config, dataset, strategy) -> torch.nn.Module:
-        return build_model(config.backbone, len(dataset.classes), strategy.architecture,
-                           weights_path=config.weights_path, symmetric=config.any_orientation)
+        """The strategy's architecture; `planned_inputs` on it (the ETA only): a tiled run's tiles per image."""
+        from ...runtime.tiling import tile_boxes
+
+        model = build_model(config.backbone, len(dataset.classes), strategy.architecture,
+                            weights_path=config.weights_path, symmetric=config.any_orientation)
+        tiling = self.scale(config, dataset).tiling if len(dataset) else None
+        if tiling:
+            sizes = sorted((s.height * s.width, (s.height, s.width)) for s in dataset.samples)
+            height, width = sizes[len(sizes) // 2][1]
+            model.planned_inputs = len(tile_boxes(height, width, tiling["tile"], tiling["overlap"]))
+        return model
 
     def validation_plan(self, dataset, config):
         if not len(dataset):  # a transfer run without labelled images from this line
@@ -190,7 +199,7 @@ class ClassificationTask(Task):
         from ...engine.progress import Work
 
         views = 8 if getattr(model, "symmetric", False) else 1
-        return [Work("evaluation", min(32, n_images), "images", cost=float(views))]
+        return [Work("evaluation", min(32, n_images), "images", cost=float(views * getattr(model, "planned_inputs", 1)))]
 
     def live_figures(self, events) -> list[tuple[str, str]]:
         """The best validation accuracy so far: of the kept model's epochs (hold-out), else the mean
