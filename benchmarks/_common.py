@@ -84,3 +84,15 @@ def held_out_accuracy(run_dir: str | Path, folder: Path) -> float:
     probs = predictor.predict_proba([s.path for s in dataset.samples])
     truth = np.array([predictor.classes.index(s.label) for s in dataset.samples])
     return float((probs.argmax(1) == truth).mean())
+
+
+def photo_strip(paths: list[Path], height: int = 512) -> np.ndarray:
+    """A large grey image made of real photos: each resized to `height` px high (aspect kept) and placed
+    side by side, (height, sum of widths) uint8 (the issue-22 strips of tiling.py and tiling_classification.py)."""
+    from PIL import Image
+
+    parts = []
+    for p in paths:
+        im = Image.open(p).convert("L")
+        parts.append(np.asarray(im.resize((round(im.width * height / im.height), height), Image.BILINEAR)))
+    return np.concatenate(parts, axis=1)

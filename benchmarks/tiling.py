@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import DATASETS, auroc, machine_header, read_images
+from _common import DATASETS, auroc, machine_header, photo_strip, read_images
 
 MT, TEX = DATASETS / "magnetic-tile", DATASETS / "textile-sim"
 TMP = Path("/tmp/tiling_bench")
@@ -176,16 +176,6 @@ def magnetic(args) -> None:
 STRIPS = TMP / "strips"
 
 
-def _strip(paths: list[Path]) -> np.ndarray:
-    from PIL import Image
-
-    parts = []
-    for p in paths:
-        im = Image.open(p).convert("L")
-        parts.append(np.asarray(im.resize((round(im.width * 512 / im.height), 512), Image.BILINEAR)))
-    return np.concatenate(parts, axis=1)
-
-
 def build_strips(seed: int) -> None:
     from PIL import Image
 
@@ -205,7 +195,7 @@ def build_strips(seed: int) -> None:
             label = "Free" if cls == "Free" else bad[j].parent.name
             out = STRIPS / f"seed{seed}" / split / label / f"{split}_{cls}_{j:03d}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
-            strip = _strip(photos)
+            strip = photo_strip(photos)
             Image.fromarray(strip).save(out)
             manifest.append({"file": str(out), "split": split, "class": label, "defect_at": where,
                              "photos": [str(p.relative_to(DATASETS)) for p in photos], "hw": list(strip.shape)})

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _common import DATASETS, machine_header
-from tiling import _strip as strip  # 8 photos at 512 px high, side by side (the anomaly strips' own)
+from _common import DATASETS, machine_header, photo_strip
 
 MT = DATASETS / "magnetic-tile"
 CLASSES = ("Free", "Blowhole", "Break", "Crack", "Fray", "Uneven")
@@ -57,7 +56,7 @@ def build(seed: int, per_class: int) -> Path:
             if bad:
                 at = int(rng.integers(8))
                 chosen = chosen[:at] + [bad[j]] + chosen[at:]
-            image = strip(chosen)
+            image = photo_strip(chosen)
             widths.append(image.shape[1])
             Image.fromarray(image).save(root / name / f"{name}_{j:03d}.png")
     print(json.dumps({"seed": seed, "strips": len(widths), "per_class": per_class, "height_px": 512,
