@@ -2,7 +2,7 @@
 
     python benchmarks/soak.py --minutes 10               # the figures in docs/RELIABILITY.md
     python benchmarks/soak.py --minutes 5 --same-seed    # the same without new cached features
-    python benchmarks/soak.py --seconds 15 --json        # what tests/test_reliability_soak.py runs
+    python benchmarks/soak.py --seconds 30 --cycles 3 --json   # what tests/test_reliability_soak.py runs
 
 Each cycle trains a linear probe through the BackgroundRunner (the app's background worker) with a new
 seed, loads the run as a Predictor, predicts a few new parts, draws one heatmap and lists the
@@ -32,6 +32,9 @@ def parse_args() -> argparse.Namespace:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=float, default=None, help="how long to soak after the warm-up")
     length.add_argument("--minutes", type=float, default=None)
+    parser.add_argument("--cycles", type=int, default=1,
+                        help="soak at least this many cycles after the warm-up, however long they take (a slow "
+                             "or busy machine still gets a fair sample)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--images-per-class", type=int, default=6)
     parser.add_argument("--same-seed", action="store_true", help="train every cycle with seed 0")
@@ -72,7 +75,7 @@ def make_cycle(work: Path, image_size: int, images_per_class: int):
     return cycle
 
 
-def soak(seconds: float, image_size: int, images_per_class: int, same_seed: bool) -> dict:
+def soak(seconds: float, image_size: int, images_per_class: int, same_seed: bool, cycles: int = 1) -> dict:
     from inspector.engine.features import default_feature_cache
 
     process = psutil.Process()
@@ -83,7 +86,7 @@ def soak(seconds: float, image_size: int, images_per_class: int, same_seed: bool
         start, first = time.monotonic(), sample(process)
         rows, predicted, n = [], 0, WARM_UP_CYCLES
         print(f"{'cycle':>5} {'seconds':>8} {'rss MB':>8} {'fds':>5} {'threads':>7}", file=sys.stderr)
-        while time.monotonic() - start < seconds or n == WARM_UP_CYCLES:
+        while time.monotonic() - start < seconds or n < WARM_UP_CYCLES + max(1, cycles):
             predicted += cycle(0 if same_seed else n)
             rows.append({"cycle": n, "seconds": round(time.monotonic() - start, 1), **sample(process)})
             print(f"{n:5d} {rows[-1]['seconds']:8.1f} {rows[-1]['rss_mb']:8.1f} {rows[-1]['fds']:5d} "
@@ -105,7 +108,7 @@ def main() -> None:
     if args.threads > 0:  # before numpy and torch load their thread pools
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = str(args.threads)
-    result = soak(seconds, args.image_size, args.images_per_class, args.same_seed)
+    result = soak(seconds, args.image_size, args.images_per_class, args.same_seed, args.cycles)
     start, end = result["start"], result["end"]
     print(f"{result['trainings']} trainings ({result['warm_up_trainings']} warm-up), {result['predictions']} "
           f"predictions in {result['seconds']} s after warm-up; RSS {start['rss_mb']} -> {end['rss_mb']} MB "
