@@ -194,10 +194,10 @@ class ClassificationPredictor:
         """Grad-CAM for `class_index` (default: the predicted class), in [0, 1], at the image's size; for a
         tiled run each tile's own probability of that class, over the whole image (`tile_map`)."""
         array = as_rgb_array(image, self.preprocessing.bit_depth)
+        if self.preprocessing.tiling is not None:  # one pass over the tiles gives the class and the map
+            return self.tile_map(array, class_index)
         if class_index is None:  # the class the full model predicts, not its single view's guess
             class_index = self.predict(array).index
-        if self.preprocessing.tiling is not None:
-            return self.tile_map(array, class_index)
         tensor = self._to_tensor(array).unsqueeze(0).to(self.device)
         with self._lock, single_view(self.model):
             if self._cam_layer is None:
@@ -210,21 +210,23 @@ class ClassificationPredictor:
         return np.asarray(resized, dtype=np.float32) / 255.0
 
 
-    def tile_map(self, image: np.ndarray, class_index: int, batch_size: int = 32) -> np.ndarray:
-        """A tiled run's map of where a class lies: each tile's own probability of `class_index` (its
-        softmax, as if the tile were the whole image), overlaps by their maximum, at the image's size
-        (H, W) float32 in [0, 1]. The image's decision is the mean of the tiles' logits, so the tiles that
-        raise it are the ones shown."""
-        inputs, boxes, probabilities = model_inputs(image, self.preprocessing.to_dict()), [], []
+    def tile_map(self, image: np.ndarray, class_index: int | None = None, batch_size: int = 32) -> np.ndarray:
+        """A tiled run's map of where a class lies (default: the class the image is predicted, the argmax
+        of its tiles' mean logits): each tile's own probability of it (its softmax, as if the tile were the
+        whole image), overlaps by their maximum, at the image's size (H, W) float32 in [0, 1]. The image's
+        decision is the mean of the tiles' logits, so the tiles that raise it are the ones shown."""
+        inputs, boxes, tile_logits = model_inputs(image, self.preprocessing.to_dict()), [], []
         with self._lock, torch.inference_mode(), autocast(self.device):
             while batch := list(itertools.islice(inputs, batch_size)):  # tiles streamed, a batch at a time
                 boxes += [item.box for item in batch]
                 pixels = torch.stack([self._to_tensor(item.pixels) for item in batch])
-                logits = self.model(to_device(pixels, self.device)).float().cpu()
-                probabilities.append(torch.softmax(logits, dim=1)[:, class_index].numpy())
+                tile_logits.append(self.model(to_device(pixels, self.device)).float().cpu())
+        logits = torch.cat(tile_logits)
+        if class_index is None:
+            class_index = int(logits.mean(0).argmax())
+        probabilities = torch.softmax(logits, dim=1)[:, class_index].numpy()
         cells = 8  # each tile as 8 x 8 cells, so overlapping tiles land within an eighth of a tile
-        grid = stitch([np.full((cells, cells), v, dtype=np.float32) for v in np.concatenate(probabilities)], boxes,
-                      image.shape[:2])
+        grid = stitch([np.full((cells, cells), v, dtype=np.float32) for v in probabilities], boxes, image.shape[:2])
         resized = Image.fromarray(grid, mode="F").resize((image.shape[1], image.shape[0]), Image.Resampling.NEAREST)
         return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
